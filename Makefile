@@ -1,0 +1,46 @@
+# Entry points. Every target bootstraps the toolchain first (apt packages, Varnish 7.7
+# in a cache prefix outside the clone), so a fresh Debian 12 machine needs nothing else.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ENVFILE := target/varnish-env.sh
+WITH_ENV := . $(ENVFILE) &&
+
+.PHONY: all bootstrap env build release lint unit vtc test demo demo-smoke clean
+
+all: build
+
+# Writes the export lines for the Varnish in use; cheap when everything is cached.
+bootstrap:
+	@mkdir -p target
+	@scripts/env.sh > $(ENVFILE).tmp && mv $(ENVFILE).tmp $(ENVFILE)
+
+env:
+	@scripts/env.sh 2>/dev/null
+
+build: bootstrap
+	$(WITH_ENV) cargo build --workspace --locked
+
+release: bootstrap
+	$(WITH_ENV) cargo build --workspace --locked --release
+
+lint: bootstrap
+	$(WITH_ENV) cargo fmt --all --check
+	$(WITH_ENV) cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# `cargo test` runs the unit tests and one test per .vtc file; the .so files it loads
+# come from the `build` step before it.
+vtc unit: build
+	$(WITH_ENV) cargo test --workspace --locked
+
+test: bootstrap lint build
+	$(WITH_ENV) cargo test --workspace --locked
+	$(MAKE) --no-print-directory demo-smoke
+
+demo: release
+	$(WITH_ENV) scripts/demo.sh
+
+demo-smoke: release
+	$(WITH_ENV) scripts/demo.sh --smoke
+
+clean:
+	cargo clean
