@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENVFILE := target/varnish-env.sh
 WITH_ENV := . $(ENVFILE) &&
 
-.PHONY: all bootstrap env build release lint unit vtc test demo demo-smoke clean
+.PHONY: all bootstrap env build release lint docs unit vtc test demo demo-smoke clean
 
 all: build
 
@@ -26,6 +26,11 @@ release: bootstrap
 lint: bootstrap
 	$(WITH_ENV) cargo fmt --all --check
 	$(WITH_ENV) cargo clippy --workspace --all-targets --locked -- -D warnings
+	$(WITH_ENV) scripts/gen-docs.sh --check
+
+# docs/vmod_*.rst: the VCL reference, generated from each vmod.vcc.
+docs: bootstrap
+	$(WITH_ENV) scripts/gen-docs.sh
 
 # `cargo test` runs the unit tests and one test per .vtc file; the .so files it loads
 # come from the `build` step before it.

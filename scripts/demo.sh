@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Local demo stack on 127.0.0.1: two demo origins, a peer cache, and a front cache
+# that loads both VMODs from the build tree.
+#   scripts/demo.sh           run in the foreground until Ctrl-C, printing what to try
+#   scripts/demo.sh --smoke   run a scripted scenario and exit 0 only if every step held
+# Expects varnishd on PATH (eval "$(make -s env)") and a release build (make release).
+set -euo pipefail
+
+MODE=interactive
+[ "${1:-}" = "--smoke" ] && MODE=smoke
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PROFILE_DIR="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}"
+PEER_SO="$PROFILE_DIR/libvmod_peer.so"
+SAINT_SO="$PROFILE_DIR/libvmod_saintmode.so"
+for so in "$PEER_SO" "$SAINT_SO"; do
+    [ -f "$so" ] || { echo "demo: $so missing: run 'make release' first" >&2; exit 1; }
+done
+command -v varnishd >/dev/null || { echo "demo: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-demo.XXXXXX")
+PIDS=()
+cleanup() {
+    for n in front peer; do
+        [ -f "$RUN/$n.pid" ] && kill "$(cat "$RUN/$n.pid")" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ORIGIN_A=$(free_port); ORIGIN_B=$(free_port); PEER_PORT=$(free_port); FRONT_PORT=$(free_port)
+
+python3 "$ROOT/demo/origin.py" --port "$ORIGIN_A" --name origin-a & PIDS+=($!)
+python3 "$ROOT/demo/origin.py" --port "$ORIGIN_B" --name origin-b --fail-prefix /flaky/ & PIDS+=($!)
+
+render() {
+    sed -e "s|@PEER_VMOD@|$PEER_SO|; s|@SAINTMODE_VMOD@|$SAINT_SO|" \
+        -e "s|@ORIGIN_A@|$ORIGIN_A|; s|@ORIGIN_B@|$ORIGIN_B|; s|@PEER_PORT@|$PEER_PORT|" "$1" > "$2"
+}
+render "$ROOT/demo/peer.vcl" "$RUN/peer.vcl"
+render "$ROOT/demo/front.vcl" "$RUN/front.vcl"
+
+start_varnish() { # name port vcl
+    local jail=()
+    [ "$(id -u)" -eq 0 ] && jail=(-j none)
+    varnishd -n "$RUN/$1" -a "127.0.0.1:$2" -T 127.0.0.1:0 -f "$3" -s malloc,64m \
+        -P "$RUN/$1.pid" "${jail[@]}" -p vcc_allow_inline_c=off 2>"$RUN/$1.err" \
+        || { echo "demo: varnishd $1 failed to start:" >&2; cat "$RUN/$1.err" >&2; exit 1; }
+}
+start_varnish peer "$PEER_PORT" "$RUN/peer.vcl"
+start_varnish front "$FRONT_PORT" "$RUN/front.vcl"
+
+wait_http() { # port
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        sleep 0.1
+    done
+    echo "demo: nothing answers on 127.0.0.1:$1" >&2; exit 1
+}
+for p in "$ORIGIN_A" "$ORIGIN_B" "$PEER_PORT" "$FRONT_PORT"; do wait_http "$p"; done
+
+FRONT="http://127.0.0.1:$FRONT_PORT"
+PEER="http://127.0.0.1:$PEER_PORT"
+
+if [ "$MODE" = interactive ]; then
+    cat <<EOT
+
+Demo stack running (Ctrl-C stops everything):
+  front cache  $FRONT   (peer + saintmode loaded from $PROFILE_DIR)
+  peer cache   $PEER
+  origin-a     http://127.0.0.1:$ORIGIN_A   (healthy)
+  origin-b     http://127.0.0.1:$ORIGIN_B   (answers 500 under /flaky/)
+
+Try:
+  curl -si $FRONT/hello | grep -E 'X-Origin|X-Cache'
+      served by origin-b (first in the fallback director), then HIT on the second call.
+  curl -si $FRONT/flaky/1 | grep -E '^HTTP|X-Origin'
+      origin-b answers 500: saintmode blacklists it for this object for 20 s and the retry
+      is served by origin-a (200).
+  curl -s $FRONT/saintmode-status
+      saintmode.status() as JSON: sm_b has 1 blacklisted object.
+  curl -si $PEER/page | grep X-Cache; curl -si $PEER/page | grep X-Cache
+      the peer cache caches /page (MISS, then HIT).
+  curl -si -X PURGE $FRONT/page; sleep 1; curl -si $PEER/page | grep X-Cache
+      the PURGE at the front is forwarded in the background by peer.queue_req():
+      the peer's copy is gone (MISS again).
+  varnishstat -n $RUN/front -1 | grep -iE 'peer|saintmode'
+  varnishlog -n $RUN/front -g request -q 'ReqMethod eq "PURGE"'
+EOT
+    while true; do sleep 3600; done
+fi
+
+# ------------------------------------------------------------------ smoke run
+fail=0
+step() { printf 'demo-smoke: %-62s ' "$1"; }
+ok() { echo "ok"; }
+bad() { echo "FAILED ($1)"; fail=1; }
+
+hdr() { grep -i "^$1:" | head -n1 | cut -d: -f2- | tr -d ' \r'; }
+
+step "front serves /hello from origin-b"
+origin=$(curl -s -D - -o /dev/null "$FRONT/hello" | hdr X-Origin)
+[ "$origin" = origin-b ] && ok || bad "X-Origin=$origin"
+
+step "failing URL is blacklisted and served by origin-a"
+resp=$(curl -s -D - -o /dev/null "$FRONT/flaky/1")
+status=$(echo "$resp" | head -n1 | awk '{print $2}')
+origin=$(echo "$resp" | hdr X-Origin)
+[ "$status" = 200 ] && [ "$origin" = origin-a ] && ok || bad "status=$status X-Origin=$origin"
+
+step "saintmode.status() shows one entry for sm_b"
+curl -s "$FRONT/saintmode-status" > "$RUN/status.json"
+if python3 - "$RUN/status.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+counts = {o["name"]: o["count"] for o in doc["saintmode"]}
+sys.exit(0 if counts.get("sm_b") == 1 and counts.get("sm_a") == 0 else 1)
+PY
+then ok; else bad "$(cat "$RUN/status.json")"; fi
+
+step "peer cache holds /page (MISS then HIT)"
+c1=$(curl -s -D - -o /dev/null "$PEER/page" | hdr X-Cache)
+c2=$(curl -s -D - -o /dev/null "$PEER/page" | hdr X-Cache)
+[ "$c1" = MISS ] && [ "$c2" = HIT ] && ok || bad "$c1 $c2"
+
+step "PURGE at the front answers at once"
+st=$(curl -s -o /dev/null -w '%{http_code}' -X PURGE "$FRONT/page")
+[ "$st" = 200 ] && ok || bad "status $st"
+
+step "the purge reaches the peer cache (n_purges, then MISS)"
+purged=0
+for _ in $(seq 1 100); do
+    n=$(varnishstat -n "$RUN/peer" -1 -f MAIN.n_purges 2>/dev/null | awk '{print $2}')
+    [ "${n:-0}" -ge 1 ] && { purged=1; break; }
+    sleep 0.1
+done
+c3=$(curl -s -D - -o /dev/null "$PEER/page" | hdr X-Cache)
+[ "$purged" = 1 ] && [ "$c3" = MISS ] && ok || bad "n_purges=${n:-?} X-Cache=$c3"
+
+step "peer.pending() drains to 0"
+pending=x
+for _ in $(seq 1 100); do
+    pending=$(curl -s -D - -o /dev/null "$FRONT/hello" | hdr X-Peer-Pending)
+    [ "$pending" = 0 ] && break
+    sleep 0.1
+done
+[ "$pending" = 0 ] && ok || bad "pending=$pending"
+
+if [ "$fail" = 0 ]; then
+    echo "demo-smoke: all steps held"
+else
+    echo "demo-smoke: FAILED" >&2
+    exit 1
+fi
