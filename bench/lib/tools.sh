@@ -1,0 +1,182 @@
+# Sourced by bench/run.sh: makes the load generator and the C comparators available.
+#
+# Sets, for run.sh:
+#   C_SAINTMODE_SO / C_SAINTMODE_ERR   varnish-modules' libvmod_saintmode.so (trixie binary package)
+#   C_CURL_SO      / C_CURL_ERR        libvmod-curl built from Debian's orig tarball (sid source package)
+# Each comparator is cached under $BENCH_CACHE and fetched/built only when missing; a failure leaves
+# the *_ERR variable set with the reason and the run goes on without that figure.
+#
+# No registry host name is written anywhere: the Debian mirror is the one this machine's apt
+# configuration already uses (same technique as scripts/bootstrap.sh), driven through a private apt
+# configuration (own sources list, lists and cache dirs) under $BENCH_CACHE/apt.
+
+C_SAINTMODE_SO="" C_SAINTMODE_ERR=""
+C_CURL_SO="" C_CURL_ERR=""
+C_SAINTMODE_VERSION_WANTED="${C_SAINTMODE_VERSION_WANTED:-0.25.0}"
+
+ensure_debs() {
+    local p missing=() sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq >&2 || return 1
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# The Debian mirror this machine already uses (first non-security deb entry ending in /debian).
+mirror_uri() {
+    local f uri=""
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        uri=$(awk '
+            BEGIN{RS=""; FS="\n"}
+            {
+              u=""; s=""; t="";
+              for (i=1;i<=NF;i++) {
+                if ($i ~ /^URIs:/)   { u=$i; sub(/^URIs:[ \t]*/,"",u) }
+                if ($i ~ /^Suites:/) { s=$i }
+                if ($i ~ /^Types:/)  { t=$i }
+              }
+              if (t ~ /deb/ && s !~ /security/ && u ~ /debian\/?$/) { split(u,a," "); print a[1]; exit }
+            }' "$f")
+        [ -n "$uri" ] && { echo "$uri"; return; }
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        uri=$(awk '$1 ~ /^deb(-src)?$/ && $0 !~ /security/ {
+                  for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) { if ($i ~ /debian\/?$/) { print $i; exit } } }' "$f")
+        [ -n "$uri" ] && { echo "$uri"; return; }
+    done
+}
+
+APT_OPTS=()
+APT_READY=""
+# Private apt configuration: trixie binaries (varnish-modules) and sid sources (libvmod-curl).
+private_apt() {
+    [ -n "$APT_READY" ] && { [ "$APT_READY" = ok ]; return; }
+    APT_READY=fail
+    local mirror aptdir="$BENCH_CACHE/apt" keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    mirror=$(mirror_uri)
+    if [ -z "$mirror" ]; then APT_ERR="no Debian mirror found in /etc/apt/sources.list*"; return 1; fi
+    mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$aptdir/etc"
+    {
+        echo "deb [arch=$(dpkg --print-architecture) signed-by=$keyring] $mirror trixie main"
+        echo "deb-src [signed-by=$keyring] $mirror sid main"
+    } > "$aptdir/etc/sources.list"
+    APT_OPTS=(-o "Dir::Etc::SourceList=$aptdir/etc/sources.list"
+              -o "Dir::Etc::SourceParts=/dev/null"
+              -o "Dir::State::Lists=$aptdir/lists"
+              -o "Dir::Cache=$aptdir/cache"
+              -o "Acquire::Languages=none"
+              -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
+              -o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
+              -o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
+              -o "APT::Sandbox::User=root")
+    log "private apt configuration: $mirror (trixie binaries, sid sources) in $aptdir"
+    if ! apt-get "${APT_OPTS[@]}" update -qq >&2; then
+        APT_ERR="apt-get update with the private configuration failed (no network?)"; return 1
+    fi
+    APT_READY=ok
+}
+
+# --- (a) varnish-modules' saintmode, from the trixie binary package
+ensure_c_saintmode() {
+    local dir="$BENCH_CACHE/c-saintmode" deb ver tmp
+    if [ -f "$dir/.complete" ] && [ -f "$dir/libvmod_saintmode.so" ]; then
+        C_SAINTMODE_SO="$dir/libvmod_saintmode.so"; return 0
+    fi
+    if ! private_apt; then C_SAINTMODE_ERR="$APT_ERR"; return 1; fi
+    ver=$(apt-cache "${APT_OPTS[@]}" madison varnish-modules 2>/dev/null \
+          | awk -F'|' -v w="$C_SAINTMODE_VERSION_WANTED" '{gsub(/ /,"",$2)} index($2,w)==1 {print $2; exit}')
+    if [ -z "$ver" ]; then
+        C_SAINTMODE_ERR="varnish-modules $C_SAINTMODE_VERSION_WANTED not in the trixie index"; return 1
+    fi
+    tmp=$(mktemp -d "$BENCH_CACHE/dl.XXXXXX")
+    if ! (cd "$tmp" && apt-get "${APT_OPTS[@]}" download -qq "varnish-modules=$ver" >&2); then
+        rm -rf "$tmp"; C_SAINTMODE_ERR="apt-get download varnish-modules=$ver failed"; return 1
+    fi
+    deb=$(ls "$tmp"/varnish-modules_*.deb 2>/dev/null | head -n1)
+    mkdir -p "$tmp/x"
+    if [ -z "$deb" ] || ! dpkg-deb -x "$deb" "$tmp/x"; then
+        rm -rf "$tmp"; C_SAINTMODE_ERR="could not unpack the varnish-modules package"; return 1
+    fi
+    local so
+    so=$(find "$tmp/x" -name libvmod_saintmode.so | head -n1)
+    if [ -z "$so" ]; then rm -rf "$tmp"; C_SAINTMODE_ERR="no libvmod_saintmode.so in $deb"; return 1; fi
+    rm -rf "$dir"; mkdir -p "$dir"
+    cp "$so" "$dir/libvmod_saintmode.so"
+    echo "varnish-modules $ver (Debian trixie binary package)" > "$dir/VERSION"
+    touch "$dir/.complete"
+    rm -rf "$tmp"
+    C_SAINTMODE_SO="$dir/libvmod_saintmode.so"
+    log "C saintmode: $(cat "$dir/VERSION") -> $C_SAINTMODE_SO"
+}
+
+# --- (b) libvmod-curl, from the orig tarball of Debian's sid source package
+ensure_c_curl() {
+    local dir="$BENCH_CACHE/c-curl" src="$BENCH_CACHE/src" sources cat para directory orig sha tree
+    if [ -f "$dir/.complete" ] && [ -f "$dir/libvmod_curl.so" ]; then
+        C_CURL_SO="$dir/libvmod_curl.so"; return 0
+    fi
+    if ! private_apt; then C_CURL_ERR="$APT_ERR"; return 1; fi
+    sources=$(ls "$BENCH_CACHE"/apt/lists/*_dists_sid_main_source_Sources* 2>/dev/null | head -n1)
+    if [ -z "$sources" ]; then C_CURL_ERR="no sid Sources index"; return 1; fi
+    case "$sources" in *.lz4) cat=lz4cat;; *.gz) cat=zcat;; *.xz) cat=xzcat;; *) cat=cat;; esac
+    read -r directory orig sha < <($cat "$sources" | awk '
+        BEGIN{RS=""; FS="\n"}
+        $1 == "Package: libvmod-curl" {
+            dir=""; inx=0;
+            for (i=1;i<=NF;i++) {
+                if ($i ~ /^Directory:/) { dir=$i; sub(/^Directory:[ \t]*/,"",dir) }
+                if ($i ~ /^Checksums-Sha256:/) { inx=1; continue }
+                if (inx && $i ~ /^ /) { split($i,a," "); if (a[3] ~ /\.orig\.tar\./) { sha=a[1]; f=a[3] } }
+                else if (inx) inx=0
+            }
+            print dir, f, sha; exit
+        }')
+    if [ -z "${orig:-}" ]; then C_CURL_ERR="the sid Sources index has no libvmod-curl orig tarball"; return 1; fi
+    mkdir -p "$src"
+    if ! { [ -f "$src/$orig" ] && echo "$sha  $src/$orig" | sha256sum -c --status; }; then
+        rm -f "$src/$orig"
+        # The .dsc and debian tarball may 404 while the orig tarball arrives: the checksum decides.
+        (cd "$src" && apt-get "${APT_OPTS[@]}" source --download-only -qq libvmod-curl/sid >&2 2>/dev/null) || true
+        if ! { [ -f "$src/$orig" ] && echo "$sha  $src/$orig" | sha256sum -c --status; }; then
+            rm -f "$src/$orig"; C_CURL_ERR="download of $orig failed or its sha256 differs from the Sources index"; return 1
+        fi
+    fi
+    log "libvmod-curl: $orig (sha256 $sha, checked against the Sources index)"
+    tree="$src/build-curl"
+    rm -rf "$tree"; mkdir -p "$tree"
+    tar -C "$tree" -xf "$src/$orig"
+    tree=$(find "$tree" -mindepth 1 -maxdepth 1 -type d | head -n1)
+    local vprefix
+    vprefix=$(pkg-config --variable=prefix varnishapi 2>/dev/null || true)
+    if [ -z "$vprefix" ]; then C_CURL_ERR="pkg-config finds no varnishapi"; return 1; fi
+    log "building libvmod-curl against Varnish in $vprefix (log: $BENCH_CACHE/curl-build.log)"
+    if ! (cd "$tree" &&
+          export ACLOCAL_PATH="$vprefix/share/aclocal${ACLOCAL_PATH:+:$ACLOCAL_PATH}" &&
+          export PKG_CONFIG_PATH="$vprefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" &&
+          sh autogen.sh && ./configure && make -j"$(nproc)") > "$BENCH_CACHE/curl-build.log" 2>&1; then
+        C_CURL_ERR="libvmod-curl build failed (see $BENCH_CACHE/curl-build.log)"; return 1
+    fi
+    rm -rf "$dir"; mkdir -p "$dir"
+    cp "$tree/src/.libs/libvmod_curl.so" "$dir/libvmod_curl.so"
+    echo "libvmod-curl ${orig#libvmod-curl_} (Debian sid orig tarball)" | sed 's/\.orig\.tar\..*$//' > "$dir/VERSION"
+    touch "$dir/.complete"
+    rm -rf "$(dirname "$tree")"
+    C_CURL_SO="$dir/libvmod_curl.so"
+    log "C curl: $(cat "$dir/VERSION") -> $C_CURL_SO"
+}
+
+ensure_tools() {
+    mkdir -p "$BENCH_CACHE"
+    ensure_debs wrk python3 procps curl lz4 xz-utils autoconf automake libtool pkg-config \
+        libcurl4-openssl-dev python3-docutils \
+        || die "could not install the benchmark's Debian packages (wrk ...): root and network needed"
+    command -v wrk >/dev/null || die "wrk missing after installation"
+    ensure_c_saintmode || log "C saintmode unavailable: $C_SAINTMODE_ERR"
+    ensure_c_curl || log "libvmod-curl unavailable: $C_CURL_ERR"
+}

@@ -1,0 +1,547 @@
+#!/usr/bin/env bash
+# Benchmark suite for the peer and saintmode VMODs (issue 5): every figure is a ratio (or bytes per
+# item) measured side by side in one run, A and B alternated BENCH_REPS times; the median and the
+# spread go to target/bench/results.json and a table on stdout (target/bench/results.md too).
+#
+#   bench/run.sh                         full run (bounded: well under 10 minutes on 2 cores)
+#   BENCH_ONLY="peer saintmode" bench/run.sh   only some sections: peer drain saintmode memory
+#
+# Expects the release build of the VMODs (make release) and Varnish from `make bootstrap`
+# (target/varnish-env.sh is sourced when varnishd is not on PATH). Installs wrk and fetches/builds
+# the C comparators (varnish-modules' saintmode, libvmod-curl) into a cache outside the clone
+# (bench/lib/tools.sh). A figure that cannot be measured is recorded as null with the reason.
+# Environment knobs (defaults in brackets):
+#   BENCH_DURATION [2]  seconds per wrk run        BENCH_REPS [5]   alternations per figure
+#   BENCH_CONNS [16]    wrk connections            BENCH_THREADS [2] wrk threads
+#   BENCH_NS ["0 1000 10000 100000"]  saintmode blacklist sizes
+#   BENCH_PEER_CONNS [auto]  connections of the peer sender (denominator of peer_drain_ratio)
+#   BENCH_PEER_SET_EXTRA  extra arguments appended to peer.set("127.0.0.1", PORT ...)
+#   BENCH_QUEUED [30000]  requests queued for peer_bytes_per_queued_request
+#   BENCH_KEEP=1  keep the run directory (VCLs, varnishd logs, raw measurements)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+cd "$ROOT"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+
+DUR="${BENCH_DURATION:-2}"
+REPS="${BENCH_REPS:-5}"
+CONNS="${BENCH_CONNS:-16}"
+THREADS="${BENCH_THREADS:-2}"
+NS="${BENCH_NS:-0 1000 10000 100000}"
+QUEUED="${BENCH_QUEUED:-30000}"
+ONLY="${BENCH_ONLY:-peer drain saintmode memory}"
+PEER_SET_EXTRA="${BENCH_PEER_SET_EXTRA:-}"
+BENCH_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/vmod-rs/bench"
+OUT_DIR="$ROOT/target/bench"
+T_START=$(date +%s)
+
+want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
+
+# ------------------------------------------------------------------ environment
+if ! command -v varnishd >/dev/null 2>&1 || ! pkg-config --exists varnishapi 2>/dev/null; then
+    [ -f "$ROOT/target/varnish-env.sh" ] || die "no varnishd: run 'make bootstrap' (or 'make release') first"
+    # shellcheck disable=SC1091
+    . "$ROOT/target/varnish-env.sh"
+fi
+command -v varnishd >/dev/null || die "varnishd not on PATH even after target/varnish-env.sh"
+
+# shellcheck source=lib/tools.sh
+. "$BENCH_DIR/lib/tools.sh"
+ensure_tools
+
+PEER_SO="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}/libvmod_peer.so"
+SAINT_SO="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}/libvmod_saintmode.so"
+if [ ! -f "$PEER_SO" ] || [ ! -f "$SAINT_SO" ]; then
+    log "release VMODs missing: cargo build --release --workspace"
+    cargo build --release --workspace --locked >&2 || log "release build failed: our figures will be null"
+fi
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-bench.XXXXXX")
+declare -A VD_DIR VD_PORT VD_MGR
+BG_PIDS=()
+cleanup() {
+    local n p
+    for n in "${!VD_MGR[@]}"; do kill "${VD_MGR[$n]}" 2>/dev/null || true; done
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "run directory kept: $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+: > "$RUN/runs.jsonl"
+: > "$RUN/figures.jsonl"
+
+jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+fig_ratio() { # name group num den target [note]
+    printf '{"figure":"%s","kind":"ratio","group":"%s","num":"%s","den":"%s","target":%s,"note":%s}\n' \
+        "$1" "$2" "$3" "$4" "$(jstr "$5")" "$(jstr "${6:-}")" >> "$RUN/figures.jsonl"
+}
+fig_null() { # name target reason
+    log "figure $1: null ($3)"
+    printf '{"figure":"%s","kind":"null","target":%s,"reason":%s}\n' "$1" "$(jstr "$2")" "$(jstr "$3")" \
+        >> "$RUN/figures.jsonl"
+}
+fig_samples() { # name unit target samples_json [extra_json] [reason]
+    printf '{"figure":"%s","kind":"samples","unit":"%s","target":%s,"samples":%s,"extra":%s,"reason":%s}\n' \
+        "$1" "$2" "$(jstr "$3")" "$4" "${5:-null}" "$(jstr "${6:-}")" >> "$RUN/figures.jsonl"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# ------------------------------------------------------------------ varnishd instances
+JAIL=()
+[ "$(id -u)" -eq 0 ] && JAIL=(-j none)
+VD_ERR=""
+
+vcl_check() { # vclfile -> 0 if it compiles; VD_ERR holds the compiler's complaint otherwise
+    local out
+    if out=$(varnishd -C -n "$RUN/vcc-check" -f "$1" 2>&1 >/dev/null); then return 0; fi
+    VD_ERR=$(printf '%s\n' "$out" | grep -v '^$' | head -n 4 | tr '\n' ' ' | cut -c1-300)
+    return 1
+}
+
+vd_start() { # name vclfile [varnishd args...]
+    local name=$1 vcl=$2 dir="$RUN/$1"
+    shift 2
+    mkdir -p "$dir"
+    if ! LD_LIBRARY_PATH="${VD_LDPATH:-${LD_LIBRARY_PATH:-}}" varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
+            -s malloc,256m -p vcc_allow_inline_c=off "$@" > "$dir/log" 2>&1; then
+        VD_ERR=$(grep -v '^$' "$dir/log" | head -n 4 | tr '\n' ' ' | cut -c1-300)
+        log "varnishd $name failed: $VD_ERR"
+        return 1
+    fi
+    VD_DIR[$name]="$dir/n"
+    VD_MGR[$name]=$(cat "$dir/pid")
+    VD_PORT[$name]=$(varnishadm -n "$dir/n" debug.listen_address | awk '$1=="a0"{print $3; exit}')
+    [ -n "${VD_PORT[$name]}" ] || { VD_ERR="no listen address"; return 1; }
+}
+
+vd_stop() {
+    local name=$1 pid=${VD_MGR[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    unset "VD_MGR[$name]"
+}
+
+vd_adm() { local name=$1; shift; varnishadm -n "${VD_DIR[$name]}" "$@"; }
+vd_stat() { varnishstat -n "${VD_DIR[$1]}" -1 -f "$2" 2>/dev/null | awk -v f="$2" '$1==f{print $2; exit}'; }
+vd_child() { pgrep -P "${VD_MGR[$1]}" | head -n1; }
+vd_rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$(vd_child "$1")/status"; }
+vd_url() { echo "http://127.0.0.1:${VD_PORT[$1]}$2"; }
+
+# Wait until the machine is quiet (a peer draining a backlog, retries...) so the next run does not
+# pay for the previous one.
+wait_idle() {
+    local i a b idle total
+    sleep 0.3
+    for i in $(seq 1 40); do
+        read -r -a a < <(head -n1 /proc/stat)
+        sleep 0.25
+        read -r -a b < <(head -n1 /proc/stat)
+        idle=$(( (b[4] + b[5]) - (a[4] + a[5]) ))
+        total=0
+        for j in 1 2 3 4 5 6 7 8; do total=$(( total + b[j] - a[j] )); done
+        [ "$total" -gt 0 ] && [ $(( idle * 100 / total )) -ge 85 ] && return 0
+    done
+    log "machine not idle after 10 s; measuring anyway"
+}
+
+# wrk once against a URL; appends a run record. Args: group rep label url [conns] [threads]
+wrk_run() {
+    local group=$1 rep=$2 label=$3 url=$4 c=${5:-$CONNS} t=${6:-$THREADS} out rps reqs non2xx sockerr
+    out=$(wrk -t"$t" -c"$c" -d"${DUR}s" "$url" 2>&1) || true
+    rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
+    reqs=$(awk '/requests in/{print $1; exit}' <<<"$out")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/{print $NF}' <<<"$out")
+    sockerr=$(awk '/Socket errors:/{gsub(/,/,""); print $4+$6+$8+$10}' <<<"$out")
+    printf '{"group":"%s","rep":%d,"label":"%s","rps":%s,"requests":%s,"non2xx":%s,"socket_errors":%s}\n' \
+        "$group" "$rep" "$label" "${rps:-null}" "${reqs:-0}" "${non2xx:-0}" "${sockerr:-0}" >> "$RUN/runs.jsonl"
+    WRK_RPS=${rps:-0}
+    log "  $group #$rep $label: ${rps:-?} req/s${non2xx:+ (non-2xx: $non2xx)}"
+}
+
+# Alternate labels within a group, rotating the order every rep. Args: group "label url" ...
+alternate() {
+    local group=$1 rep i n k pair
+    shift
+    local items=("$@")
+    n=${#items[@]}
+    for pair in "${items[@]}"; do  # warm-up, not recorded
+        wrk -t"$THREADS" -c"$CONNS" -d1s "${pair#* }" >/dev/null 2>&1 || true
+    done
+    for rep in $(seq 1 "$REPS"); do
+        for i in $(seq 0 $((n - 1))); do
+            # Reps 1,2 use order 0..n-1 then its reverse, reps 3,4 the order rotated by one and its
+            # reverse, ...: each label runs early and late equally often.
+            k=$(( (i + (rep - 1) / 2) % n ))
+            [ $((rep % 2)) -eq 0 ] && k=$(( (n - 1 - i + (rep - 1) / 2) % n ))
+            pair=${items[$k]}
+            wait_idle
+            wrk_run "$group" "$rep" "${pair%% *}" "${pair#* }"
+        done
+    done
+}
+
+# Send exactly N requests (distinct URLs) with bench/lib/hammer.py. Args: port count prefix [extra args]
+hammer() {
+    local port=$1 count=$2 prefix=$3
+    shift 3
+    python3 "$BENCH_DIR/lib/hammer.py" --port "$port" --count "$count" --prefix "$prefix" "$@"
+}
+
+# ------------------------------------------------------------------ VCL
+SYNTH='sub vcl_synth { set resp.http.Content-Type = "text/plain"; synthetic("ok"); return (deliver); }'
+vcl_origin() { # file [sleep]
+    {
+        echo 'vcl 4.1;'
+        [ -n "${2:-}" ] && echo 'import vtc;'
+        echo 'backend default none;'
+        echo "sub vcl_recv {${2:+ vtc.sleep($2);} return (synth(200)); }"
+        echo "$SYNTH"
+    } > "$1"
+}
+# Front whose vcl_recv optionally queues every request for the peer; answers synthetically so
+# that the measured thing is the VCL call. Args: file peer_port|"" call(0/1) [extra recv code]
+vcl_peer_front() {
+    {
+        echo 'vcl 4.1;'
+        if [ -n "$2" ]; then
+            echo "import peer from \"$PEER_SO\";"
+            echo 'backend default none;'
+            echo "sub vcl_init { peer.set(\"127.0.0.1\", $2$PEER_SET_EXTRA); }"
+        else
+            echo 'backend default none;'
+        fi
+        echo 'sub vcl_recv {'
+        [ -n "${4:-}" ] && echo "    $4"
+        [ "$3" = 1 ] && echo '    peer.queue_req();'
+        echo '    return (synth(200));'
+        echo '}'
+        echo "$SYNTH"
+    } > "$1"
+}
+vcl_curl_front() { # file slow_port
+    cat > "$1" <<EOF
+vcl 4.1;
+import curl from "$C_CURL_SO";
+backend default none;
+sub vcl_recv {
+    curl.get("http://127.0.0.1:$2/");
+    curl.free();
+    return (synth(200));
+}
+$SYNTH
+EOF
+}
+# Measured instance for the saintmode figures: /sm/* through the saintmode director, anything
+# else straight to the same origin; /bl/* responses are blacklisted; /count reports the list size.
+# varnish-modules 0.25 calls them denylist()/denylist_count(); the seed interface says blacklist.
+vcl_saintmode() { # file so origin_port [verb: blacklist|denylist]
+    local verb=${4:-blacklist}
+    cat > "$1" <<EOF
+vcl 4.1;
+import saintmode from "$2";
+backend origin { .host = "127.0.0.1"; .port = "$3"; }
+sub vcl_init { new sm = saintmode.saintmode(origin, 100000000); }
+sub vcl_recv {
+    if (req.url == "/count") { return (synth(200)); }
+    if (req.url ~ "^/(sm|bl|warm)/") {
+        set req.backend_hint = sm.backend();
+    } else {
+        set req.backend_hint = origin;
+    }
+    return (pass);
+}
+sub vcl_backend_response {
+    if (bereq.url ~ "^/bl/") { saintmode.$verb(1h); }
+}
+sub vcl_synth {
+    set resp.http.X-Count = sm.${verb}_count();
+    synthetic("ok");
+    return (deliver);
+}
+EOF
+}
+
+header_of() { curl -s -D - -o /dev/null "$1" | awk -v h="$2" 'BEGIN{IGNORECASE=1} index(tolower($0), tolower(h)":")==1 {sub(/^[^:]*:[ \t]*/,""); sub(/\r$/,""); print; exit}'; }
+
+# ------------------------------------------------------------------ capabilities
+# Which name a saintmode VMOD uses for blacklisting (read from the VMOD's embedded JSON spec).
+sm_verb() { if grep -aq 'denylist_count' "$1" && ! grep -aq 'blacklist_count' "$1"; then echo denylist; else echo blacklist; fi; }
+PEER_OK="" PEER_ERR=""
+SAINT_OK="" SAINT_ERR=""
+mkdir -p "$RUN/check"
+if [ -f "$PEER_SO" ]; then
+    vcl_peer_front "$RUN/check/peer.vcl" 9 1 'set req.http.X-Pending = peer.pending();'
+    if vcl_check "$RUN/check/peer.vcl"; then PEER_OK=1; else PEER_ERR="our peer VMOD lacks the interface (set/queue_req/pending): $VD_ERR"; fi
+else
+    PEER_ERR="$PEER_SO missing (release build failed)"
+fi
+if [ -f "$SAINT_SO" ]; then
+    printf 'vcl 4.1;\nbackend origin { .host = "127.0.0.1"; .port = "9"; }\n' > "$RUN/check/o.vcl"
+    SAINT_VERB=$(sm_verb "$SAINT_SO")
+    vcl_saintmode "$RUN/check/sm.vcl" "$SAINT_SO" 9 "$SAINT_VERB"
+    if vcl_check "$RUN/check/sm.vcl"; then SAINT_OK=1; else SAINT_ERR="our saintmode VMOD lacks the interface (saintmode(BACKEND, INT), backend(), blacklist(DURATION), blacklist_count()): $VD_ERR"; fi
+else
+    SAINT_ERR="$SAINT_SO missing (release build failed)"
+fi
+C_SAINT_OK="" C_CURL_OK=""
+if [ -n "$C_SAINTMODE_SO" ]; then
+    C_SAINT_VERB=$(sm_verb "$C_SAINTMODE_SO")
+    vcl_saintmode "$RUN/check/csm.vcl" "$C_SAINTMODE_SO" 9 "$C_SAINT_VERB"
+    if vcl_check "$RUN/check/csm.vcl"; then C_SAINT_OK=1; else C_SAINTMODE_ERR="varnish-modules saintmode does not compile here: $VD_ERR"; fi
+fi
+if [ -n "$C_CURL_SO" ]; then
+    vcl_curl_front "$RUN/check/curl.vcl" 9
+    if vcl_check "$RUN/check/curl.vcl"; then C_CURL_OK=1; else C_CURL_ERR="libvmod-curl does not compile here: $VD_ERR"; fi
+fi
+[ -n "$PEER_OK" ] || log "peer figures: $PEER_ERR"
+[ -n "$SAINT_OK" ] || log "saintmode figures: $SAINT_ERR"
+
+# ------------------------------------------------------------------ run facts
+cat > "$RUN/meta.json" <<EOF
+{
+  "cpu_count": $(nproc),
+  "cpu_model": $(jstr "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"),
+  "kernel": $(jstr "$(uname -sr)"),
+  "varnish_version": $(jstr "$(varnishd -V 2>&1 | head -n1)"),
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "command": "make bench (bench/run.sh)",
+  "git": $(jstr "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- peer saintmode 2>/dev/null || echo '+uncommitted')"),
+  "comparators": {
+    "saintmode": $(jstr "$( [ -n "$C_SAINT_OK" ] && cat "$BENCH_CACHE/c-saintmode/VERSION" || echo "unavailable: $C_SAINTMODE_ERR")"),
+    "curl": $(jstr "$( [ -n "$C_CURL_OK" ] && cat "$BENCH_CACHE/c-curl/VERSION" || echo "unavailable: $C_CURL_ERR")")
+  },
+  "config": {"wrk": "-t$THREADS -c$CONNS -d${DUR}s", "reps": $REPS, "wrk_version": $(jstr "$(wrk -v 2>&1 | head -n1 | awk '{print $2}')")}
+}
+EOF
+
+T95=">= 0.95"
+
+# ================================================================== peer overhead + blocking anchor
+if want peer; then
+    log "== peer overhead and blocking anchor"
+    vcl_origin "$RUN/p_fast.vcl"
+    vcl_origin "$RUN/p_slow.vcl" 200ms
+    vd_start p_fast "$RUN/p_fast.vcl"
+    vd_start p_slow "$RUN/p_slow.vcl" -p thread_pool_max=2000
+    DOWN_PORT=$(free_port)   # nothing listens there: connections are refused
+    items=()
+    if [ -n "$PEER_OK" ]; then
+        # Baseline: the same VCL (peer configured) minus the call.
+        vcl_peer_front "$RUN/f_nocall.vcl" "${VD_PORT[p_fast]}" 0
+    else
+        vcl_peer_front "$RUN/f_nocall.vcl" "" 0
+    fi
+    vd_start f_nocall "$RUN/f_nocall.vcl"
+    items+=("nocall $(vd_url f_nocall /x)")
+    if [ -n "$PEER_OK" ]; then
+        for kind in fast slow down; do
+            case $kind in fast) port=${VD_PORT[p_fast]};; slow) port=${VD_PORT[p_slow]};; down) port=$DOWN_PORT;; esac
+            vcl_peer_front "$RUN/f_$kind.vcl" "$port" 1
+            if vd_start "f_$kind" "$RUN/f_$kind.vcl"; then
+                items+=("$kind $(vd_url "f_$kind" /x)")
+                fig_ratio "peer_overhead_$kind" peer "$kind" nocall "$T95" "peer $kind"
+            else
+                fig_null "peer_overhead_$kind" "$T95" "varnishd with the peer VCL failed: $VD_ERR"
+            fi
+        done
+    else
+        for kind in fast slow down; do fig_null "peer_overhead_$kind" "$T95" "$PEER_ERR"; done
+    fi
+    if [ -n "$C_CURL_OK" ]; then
+        vcl_curl_front "$RUN/f_curl.vcl" "${VD_PORT[p_slow]}"
+        if vd_start f_curl "$RUN/f_curl.vcl"; then
+            items+=("curl $(vd_url f_curl /x)")
+            fig_ratio blocking_anchor_slow peer curl nocall "" "libvmod-curl GET to the 200 ms peer in vcl_recv"
+        else
+            fig_null blocking_anchor_slow "" "varnishd with libvmod-curl failed: $VD_ERR"
+        fi
+    else
+        fig_null blocking_anchor_slow "" "libvmod-curl unavailable: $C_CURL_ERR"
+    fi
+    alternate peer "${items[@]}"
+    for n in f_nocall f_fast f_slow f_down f_curl p_fast p_slow; do vd_stop "$n"; done
+fi
+
+# ================================================================== peer drain ratio
+if want drain; then
+    log "== peer drain ratio"
+    if [ -z "$PEER_OK" ]; then
+        fig_null peer_drain_ratio ">= 0.8" "$PEER_ERR"
+    else
+        vcl_origin "$RUN/d_peer.vcl"
+        vcl_origin "$RUN/d_hold.vcl" "${BENCH_HOLD:-500ms}"
+        vd_start d_peer "$RUN/d_peer.vcl" -p thread_pool_max=2000
+        vd_adm d_peer vcl.load hold "$RUN/d_hold.vcl" >/dev/null
+        vcl_peer_front "$RUN/d_front.vcl" "${VD_PORT[d_peer]}" 1
+        vd_start d_front "$RUN/d_front.vcl"
+        PEER_CONNS="${BENCH_PEER_CONNS:-1}"
+        samples=() rates=() directs=()
+        for rep in $(seq 1 "$REPS"); do
+            wait_idle
+            boot=$(vd_adm d_peer vcl.list | awk '$1=="active"{print $NF}' | head -n1)
+            vd_adm d_peer vcl.use hold >/dev/null
+            # Fill the sender's queue while the peer holds every request, then let it go at full
+            # speed and count what arrives at the peer.
+            wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "$(vd_url d_front /d)" >/dev/null 2>&1 || true
+            c0=$(vd_stat d_peer MAIN.client_req)
+            vd_adm d_peer vcl.use "$boot" >/dev/null
+            : > "$RUN/drain.$rep"
+            last="" still=0
+            for _ in $(seq 1 300); do
+                c=$(vd_stat d_peer MAIN.client_req)
+                echo "$(date +%s.%N) $c" >> "$RUN/drain.$rep"
+                if [ "$c" = "$last" ]; then still=$((still + 1)); [ $still -ge 5 ] && break; else still=0; fi
+                last=$c
+                sleep 0.1
+            done
+            rate=$(python3 - "$RUN/drain.$rep" <<'EOF'
+import sys
+pts = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+c0, c1 = pts[0][1], pts[-1][1]
+total = c1 - c0
+if total < 1000:
+    print("null"); sys.exit()
+def t_at(frac):
+    goal = c0 + frac * total
+    for (ta, ca), (tb, cb) in zip(pts, pts[1:]):
+        if cb >= goal:
+            return ta + (tb - ta) * ((goal - ca) / (cb - ca) if cb > ca else 0)
+    return pts[-1][0]
+t10, t90 = t_at(0.1), t_at(0.9)
+print(round(0.8 * total / (t90 - t10), 1) if t90 > t10 else "null")
+EOF
+)
+            queued=$(( $(vd_stat d_peer MAIN.client_req) - c0 ))
+            wait_idle
+            wrk_run drain "$rep" direct "$(vd_url d_peer /direct)" "$PEER_CONNS" "$(( PEER_CONNS < THREADS ? PEER_CONNS : THREADS ))"
+            log "  drain #$rep: backlog $queued delivered at ${rate} req/s; wrk -c$PEER_CONNS direct: $WRK_RPS req/s"
+            rates+=("$rate") directs+=("$WRK_RPS")
+            if [ "$rate" != null ]; then samples+=("$(python3 -c "print($rate / $WRK_RPS)")"); fi
+        done
+        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"peer_conns\": $PEER_CONNS}"
+        fig_samples peer_drain_ratio ratio ">= 0.8" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
+            "backlog too small to time (queue capacity?)"
+        vd_stop d_front; vd_stop d_peer
+    fi
+fi
+
+# ================================================================== saintmode lookups + bytes per entry
+if want saintmode; then
+    log "== saintmode lookups"
+    vcl_origin "$RUN/s_origin.vcl"
+    vd_start s_origin "$RUN/s_origin.vcl"
+    impls=()
+    if [ -n "$SAINT_OK" ]; then
+        vcl_saintmode "$RUN/s_ours.vcl" "$SAINT_SO" "${VD_PORT[s_origin]}" "$SAINT_VERB"
+        if vd_start s_ours "$RUN/s_ours.vcl"; then impls+=(ours); else SAINT_ERR="varnishd failed: $VD_ERR"; fi
+    fi
+    if [ -n "$C_SAINT_OK" ]; then
+        vcl_saintmode "$RUN/s_c.vcl" "$C_SAINTMODE_SO" "${VD_PORT[s_origin]}" "$C_SAINT_VERB"
+        # The Debian build links libvarnishapi.so.3: give the child the prefix's copy.
+        if VD_LDPATH="$(pkg-config --variable=libdir varnishapi)" vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
+    fi
+    declare -A SM_BYTES
+    for impl in "${impls[@]}"; do
+        # Warm the instance up (threads, workspaces, backend connections) before RSS readings.
+        hammer "${VD_PORT[s_$impl]}" 20000 /warm/ >/dev/null
+        SM_BYTES[$impl]=""
+    done
+    have=0
+    for N in $NS; do
+        for impl in "${impls[@]}"; do
+            # Populate up to N live entries in chunks of at most 30000, reading RSS around each.
+            while :; do
+                cnt=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
+                [ "${cnt:-0}" -ge "$N" ] && break
+                chunk=$(( N - cnt )); [ $chunk -gt 30000 ] && chunk=30000
+                rss0=$(vd_rss_kb "s_$impl")
+                res=$(hammer "${VD_PORT[s_$impl]}" "$chunk" "/bl/$cnt-" --conns 4)
+                cnt1=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
+                rss1=$(vd_rss_kb "s_$impl")
+                log "  $impl: +$chunk blacklisted ($res): count $cnt -> $cnt1, RSS $rss0 -> $rss1 kB"
+                if [ "${cnt1:-0}" -le "$cnt" ]; then
+                    log "  $impl: blacklist count does not grow; stopping population"
+                    break 2
+                fi
+                if [ $((cnt1 - cnt)) -ge 9000 ]; then
+                    SM_BYTES[$impl]+="$(( (rss1 - rss0) * 1024 / (cnt1 - cnt) )),"
+                fi
+            done
+        done
+        items=()
+        for impl in "${impls[@]}"; do
+            items+=("${impl}_sm $(vd_url "s_$impl" /sm/x)" "${impl}_plain $(vd_url "s_$impl" /plain/x)")
+        done
+        [ ${#items[@]} -gt 0 ] && alternate "sm_$N" "${items[@]}"
+        for impl in "${impls[@]}"; do
+            cnt=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
+            name=saintmode_lookup_$N; [ "$impl" = c ] && name=c_saintmode_lookup_$N
+            fig_ratio "$name" "sm_$N" "${impl}_sm" "${impl}_plain" "$T95" "$cnt live entries"
+        done
+    done
+    for N in $NS; do
+        [[ " ${impls[*]} " = *" ours "* ]] || fig_null "saintmode_lookup_$N" "$T95" "$SAINT_ERR"
+        [[ " ${impls[*]} " = *" c "* ]] || fig_null "c_saintmode_lookup_$N" "$T95" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
+    done
+    for impl in ours c; do
+        name=saintmode_bytes_per_entry; tgt="<= 128"
+        [ "$impl" = c ] && { name=c_saintmode_bytes_per_entry; tgt=""; }
+        if [[ " ${impls[*]} " = *" $impl "* ]]; then
+            fig_samples "$name" bytes "$tgt" "[${SM_BYTES[$impl]%,}]" \
+                "{\"method\": \"child VmRSS growth / blacklist_count() growth, chunks of >= 9000 entries\"}" \
+                "no population chunk of >= 9000 entries (BENCH_NS too small?)"
+        elif [ "$impl" = ours ]; then
+            fig_null "$name" "$tgt" "$SAINT_ERR"
+        else
+            fig_null "$name" "$tgt" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
+        fi
+    done
+    for n in s_ours s_c s_origin; do vd_stop "$n"; done
+fi
+
+# ================================================================== peer bytes per queued request
+if want memory; then
+    log "== peer memory per queued request"
+    if [ -z "$PEER_OK" ]; then
+        fig_null peer_bytes_per_queued_request "<= 2048" "$PEER_ERR"
+    else
+        python3 "$BENCH_DIR/lib/blackhole.py" > "$RUN/blackhole.port" & BG_PIDS+=($!)
+        for _ in $(seq 1 50); do [ -s "$RUN/blackhole.port" ] && break; sleep 0.1; done
+        BH_PORT=$(cat "$RUN/blackhole.port")
+        vcl_peer_front "$RUN/m_front.vcl" "$BH_PORT" 0 \
+            'if (req.url ~ "^/q/") { peer.queue_req(); } if (req.url == "/pending") { return (synth(200, "" + peer.pending())); }'
+        vd_start m_front "$RUN/m_front.vcl"
+        hammer "${VD_PORT[m_front]}" 20000 /warm/ --size 1024 >/dev/null
+        sleep 0.5
+        samples=()
+        step=$(( QUEUED / 3 ))
+        for s in 1 2 3; do
+            p0=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | awk 'NR==1{print $3}')
+            rss0=$(vd_rss_kb m_front)
+            res=$(hammer "${VD_PORT[m_front]}" "$step" "/q/$s-" --size 1024 --conns 4)
+            sleep 0.3
+            p1=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | awk 'NR==1{print $3}')
+            rss1=$(vd_rss_kb m_front)
+            log "  step $s: +$step requests of 1024 bytes ($res): pending $p0 -> $p1, RSS $rss0 -> $rss1 kB"
+            if [ $((p1 - p0)) -ge $((step / 2)) ]; then
+                samples+=("$(( (rss1 - rss0) * 1024 / (p1 - p0) ))")
+            fi
+        done
+        fig_samples peer_bytes_per_queued_request bytes "<= 2048" "[$(IFS=,; echo "${samples[*]:-}")]" \
+            "{\"request_bytes\": 1024, \"method\": \"child VmRSS growth / pending() growth, peer accepts and never answers\"}" \
+            "pending() did not grow by the requests sent (queue capacity below $step? set BENCH_PEER_SET_EXTRA)"
+        vd_stop m_front
+    fi
+fi
+
+# ------------------------------------------------------------------ report
+python3 "$BENCH_DIR/lib/report.py" "$RUN" "$OUT_DIR"
+log "results: $OUT_DIR/results.json ($(( $(date +%s) - T_START )) s)"
