@@ -1,23 +1,25 @@
-//! vmod_peer.
-use std::ffi::c_char;
+//! vmod_peer: forwards copies of requests to other HTTP services (peer caches, CDN purge
+//! APIs) from background threads, so that the Varnish worker never waits for them.
+//!
+//! `ffi` is the only module with raw pointers: the VCL entry points declared in
+//! `vmod.vcc`. The rest is plain Rust with unit tests: `snapshot` (the copy of a request and
+//! its wire form), `dest` (destinations), `policy` (retries), `sender` (queues and threads),
+//! `transport` (libcurl), `stats` (counters).
 
-use varnish::ffi::{vrt_ctx, VCL_STRING};
+pub mod dest;
+pub mod ffi;
+pub mod policy;
+pub mod sender;
+pub mod snapshot;
+pub mod stats;
+pub mod transport;
 
-static VERSION: &std::ffi::CStr = c"peer-0.1.0";
-
-/// `peer.version()`.
-///
-/// # Safety
-/// Called by Varnish with a valid context.
-#[no_mangle]
-pub unsafe extern "C" fn vmod_version(_ctx: *const vrt_ctx) -> VCL_STRING {
-    VCL_STRING(VERSION.as_ptr().cast::<c_char>())
-}
-
+#[cfg(not(test))]
 extern "C" {
     static Vmod_peer_Data: u8;
 }
-/// Keeps the C descriptor in the link.
+/// Keeps the C descriptor in the link (not in unit tests: it points at the entry points).
+#[cfg(not(test))]
 #[used]
 // SAFETY: only the address is taken.
 static KEEP_DESCRIPTOR: &u8 = unsafe { &Vmod_peer_Data };

@@ -1,0 +1,325 @@
+//! The copy of a request taken by `queue_req()` (method, URL, protocol, headers in order
+//! with duplicates, body), its validation, and how it is turned into what goes on the
+//! wire for one destination.
+
+use std::sync::Arc;
+
+use crate::dest::Destination;
+
+/// Name of the loop-prevention header added to every forwarded request.
+pub const MARKER_HEADER: &str = "X-Peer-Forwarded";
+
+/// Headers about the client connection or the framing; the copy gets its own.
+const NOT_COPIED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// A request as it was when `queue_req()` was called. Bytes, not strings: Varnish does not
+/// require UTF-8 and neither does the copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub method: Vec<u8>,
+    pub url: Vec<u8>,
+    pub http10: bool,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Option<Arc<[u8]>>,
+}
+
+/// Why a snapshot cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Method,
+    Url,
+    HeaderName(String),
+    HeaderValue(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Method => write!(f, "the method is empty or contains CR, LF, NUL or spaces"),
+            Refusal::Url => write!(f, "the URL is empty or contains CR, LF, NUL or spaces"),
+            Refusal::HeaderName(n) => write!(f, "header name \"{n}\" is not a valid token"),
+            Refusal::HeaderValue(n) => write!(f, "header \"{n}\" has CR, LF or NUL in its value"),
+        }
+    }
+}
+
+fn has_crlf_nul(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+fn is_token(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(b))
+}
+
+fn no_space_or_ctl(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(|b| *b > b' ' && *b != 0x7f)
+}
+
+/// Splits a Varnish header line (`Name: value`) into name and value, the value without the
+/// leading blanks. `None` for a line without a colon.
+pub fn split_header_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|b| *b == b':')?;
+    let (name, rest) = line.split_at(colon);
+    let value = &rest[1..];
+    let start = value
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(value.len());
+    Some((name, &value[start..]))
+}
+
+impl Snapshot {
+    /// Refuses anything that could inject a line into the outbound request.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        if !is_token(&self.method) {
+            return Err(Refusal::Method);
+        }
+        if !no_space_or_ctl(&self.url) {
+            return Err(Refusal::Url);
+        }
+        for (name, value) in &self.headers {
+            if !is_token(name) {
+                return Err(Refusal::HeaderName(
+                    String::from_utf8_lossy(name).into_owned(),
+                ));
+            }
+            if has_crlf_nul(value) {
+                return Err(Refusal::HeaderValue(
+                    String::from_utf8_lossy(name).into_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a peer rewrites snapshots: fixed headers, removed headers, whether the request's
+/// headers are copied at all, and the marker value.
+#[derive(Debug, Clone, Default)]
+pub struct Template {
+    pub copy_headers: bool,
+    pub fixed: Vec<(String, String)>,
+    pub unset: Vec<String>,
+    pub marker: String,
+}
+
+/// One request ready for the transport: everything as bytes, the header lines in the
+/// order they are sent (`Name: value`, or `Name:` to suppress a header the HTTP client
+/// would add on its own, or `Name;` for an empty value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub method: Vec<u8>,
+    pub url: Vec<u8>,
+    pub http10: bool,
+    pub header_lines: Vec<Vec<u8>>,
+    pub body: Option<Arc<[u8]>>,
+}
+
+fn header_line(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut line = name.to_vec();
+    if value.is_empty() {
+        // libcurl: "Name:" would remove the header, "Name;" sends it empty.
+        line.push(b';');
+    } else {
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(value);
+    }
+    line
+}
+
+impl Template {
+    /// Checks a fixed header given in `vcl_init`.
+    pub fn check_fixed(name: &str, value: &str) -> Result<(), String> {
+        if !is_token(name.as_bytes()) {
+            return Err(format!("header name \"{name}\" is not a valid token"));
+        }
+        if has_crlf_nul(value.as_bytes()) {
+            return Err(format!("header \"{name}\" has CR, LF or NUL in its value"));
+        }
+        Ok(())
+    }
+
+    fn replaced(&self, name: &[u8]) -> bool {
+        let eq = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
+        NOT_COPIED.iter().any(|n| eq(n))
+            || self.unset.iter().any(|n| eq(n))
+            || self.fixed.iter().any(|(n, _)| eq(n))
+    }
+
+    /// The request for `dest`: the snapshot's headers minus the replaced ones, then the
+    /// fixed headers, then the marker, then suppressions of libcurl's defaults.
+    pub fn render(&self, snap: &Snapshot, dest: &Destination) -> Prepared {
+        let mut lines = Vec::with_capacity(snap.headers.len() + self.fixed.len() + 4);
+        let mut present: Vec<&[u8]> = Vec::new();
+        if self.copy_headers {
+            for (name, value) in &snap.headers {
+                if !self.replaced(name) {
+                    lines.push(header_line(name, value));
+                    present.push(name);
+                }
+            }
+        }
+        for (name, value) in &self.fixed {
+            lines.push(header_line(name.as_bytes(), value.as_bytes()));
+            present.push(name.as_bytes());
+        }
+        lines.push(header_line(
+            MARKER_HEADER.as_bytes(),
+            self.marker.as_bytes(),
+        ));
+        // libcurl adds these unless told not to; the copy carries only what was asked for.
+        for default in ["Accept", "Content-Type", "Expect"] {
+            if !present
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(default.as_bytes()))
+            {
+                lines.push(format!("{default}:").into_bytes());
+            }
+        }
+        Prepared {
+            method: snap.method.clone(),
+            url: dest.url_for(&snap.url),
+            http10: snap.http10,
+            header_lines: lines,
+            body: snap.body.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            method: b"PURGE".to_vec(),
+            url: b"/a?b=1".to_vec(),
+            http10: false,
+            headers: vec![
+                (b"Host".to_vec(), b"www.example.com".to_vec()),
+                (b"X-Dup".to_vec(), b"1".to_vec()),
+                (b"Connection".to_vec(), b"close".to_vec()),
+                (b"X-Dup".to_vec(), b"2".to_vec()),
+                (b"X-Bin".to_vec(), vec![0xff, 0xfe, b'a']),
+                (b"X-Empty".to_vec(), Vec::new()),
+                (b"Cookie".to_vec(), b"c=1".to_vec()),
+            ],
+            body: None,
+        }
+    }
+
+    #[test]
+    fn header_lines_keep_order_duplicates_and_bytes() {
+        let t = Template {
+            copy_headers: true,
+            marker: "v1".into(),
+            ..Template::default()
+        };
+        let d = Destination::parse("127.0.0.1", 8080).unwrap();
+        let p = t.render(&snap(), &d);
+        let expect: Vec<Vec<u8>> = vec![
+            b"Host: www.example.com".to_vec(),
+            b"X-Dup: 1".to_vec(),
+            b"X-Dup: 2".to_vec(),
+            [b"X-Bin: ".as_slice(), &[0xff, 0xfe, b'a']].concat(),
+            b"X-Empty;".to_vec(),
+            b"Cookie: c=1".to_vec(),
+            b"X-Peer-Forwarded: v1".to_vec(),
+            b"Accept:".to_vec(),
+            b"Content-Type:".to_vec(),
+            b"Expect:".to_vec(),
+        ];
+        assert_eq!(p.header_lines, expect);
+        assert_eq!(p.url, b"http://127.0.0.1:8080/a?b=1");
+        assert_eq!(p.method, b"PURGE");
+    }
+
+    #[test]
+    fn fixed_and_unset_headers_replace_the_clients() {
+        let t = Template {
+            copy_headers: true,
+            fixed: vec![("Authorization".into(), "Bearer t".into())],
+            unset: vec!["cookie".into()],
+            marker: "m".into(),
+        };
+        let mut s = snap();
+        s.headers
+            .push((b"authorization".to_vec(), b"client".to_vec()));
+        s.headers
+            .push((b"Content-Type".to_vec(), b"text/plain".to_vec()));
+        let d = Destination::parse("https://api.example/v2", 0).unwrap();
+        s.body = Some(Arc::from(&b"{}"[..]));
+        let p = t.render(&s, &d);
+        let text: Vec<String> = p
+            .header_lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert!(!text
+            .iter()
+            .any(|l| l.contains("client") || l.starts_with("Cookie")));
+        assert!(text.contains(&"Authorization: Bearer t".to_string()));
+        assert!(text.contains(&"Content-Type: text/plain".to_string()));
+        assert!(!text.contains(&"Content-Type:".to_string()));
+        assert_eq!(p.url, b"https://api.example:443/v2/a?b=1");
+        assert_eq!(p.body.as_deref(), Some(&b"{}"[..]));
+    }
+
+    #[test]
+    fn without_copy_only_fixed_headers_are_sent() {
+        let t = Template {
+            copy_headers: false,
+            fixed: vec![("X-Api-Key".into(), "k".into())],
+            ..Template::default()
+        };
+        let d = Destination::parse("h", 1).unwrap();
+        let p = t.render(&snap(), &d);
+        assert_eq!(p.header_lines[0], b"X-Api-Key: k");
+        assert!(!p.header_lines.iter().any(|l| l.starts_with(b"Host")));
+    }
+
+    #[test]
+    fn injection_is_refused() {
+        assert_eq!(snap().validate(), Ok(()));
+        let mut s = snap();
+        s.headers
+            .push((b"X-A".to_vec(), b"a\r\nX-Injected: 1".to_vec()));
+        assert_eq!(s.validate(), Err(Refusal::HeaderValue("X-A".into())));
+        let mut s = snap();
+        s.headers.push((b"X A".to_vec(), b"a".to_vec()));
+        assert!(matches!(s.validate(), Err(Refusal::HeaderName(_))));
+        let mut s = snap();
+        s.headers.push((b"X-N".to_vec(), b"a\0b".to_vec()));
+        assert!(s.validate().is_err());
+        let mut s = snap();
+        s.url = b"/a HTTP/1.1\r\nX: y".to_vec();
+        assert_eq!(s.validate(), Err(Refusal::Url));
+        let mut s = snap();
+        s.method = b"GET /x".to_vec();
+        assert_eq!(s.validate(), Err(Refusal::Method));
+        assert!(Template::check_fixed("Authorization", "Bearer x").is_ok());
+        assert!(Template::check_fixed("Bad:Name", "x").is_err());
+        assert!(Template::check_fixed("X", "a\nb").is_err());
+    }
+
+    #[test]
+    fn header_line_split() {
+        assert_eq!(
+            split_header_line(b"Host:  a:b"),
+            Some((&b"Host"[..], &b"a:b"[..]))
+        );
+        assert_eq!(split_header_line(b"X:"), Some((&b"X"[..], &b""[..])));
+        assert_eq!(split_header_line(b"nocolon"), None);
+    }
+}
