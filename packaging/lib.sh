@@ -122,3 +122,27 @@ with open(sys.argv[1], "rb") as f:
     print(tomllib.load(f)["workspace"]["package"]["version"])' "$ROOT/Cargo.toml" \
         || die "cannot read [workspace.package] version from $ROOT/Cargo.toml"
 }
+
+# run_vtcs VMODDIR: every packaging/tests/*.vtc through varnishtest with ${vmoddir} set;
+# on failure prints the failing step (`----` lines of the log) and returns 1.
+run_vtcs() {
+    local out
+    if out=$(varnishtest -t 30 -D vmoddir="$1" "$ROOT"/packaging/tests/*.vtc 2>&1); then
+        return 0
+    fi
+    grep -A8 -- '^----' <<<"$out" | head -n 25
+    grep '^#' <<<"$out" | tail -n 3
+    return 1
+}
+
+# require_loadable SO...: refuses modules that reference `vmod_*` functions nothing
+# defines (vmod.vcc declares them, the Rust code does not implement them yet): the link
+# succeeds, but varnishd's dlopen() fails with "undefined symbol".
+require_loadable() {
+    local so missing
+    for so in "$@"; do
+        missing=$(nm -D --undefined-only "$so" | awk '$1 == "U" && $2 ~ /^vmod_/ {print $2}' | tr '\n' ' ')
+        [ -z "$missing" ] \
+            || die "$(basename "$so") cannot load: it references ${missing% } but does not define them (declared in vmod.vcc, not implemented in Rust)"
+    done
+}

@@ -100,10 +100,7 @@ by_name() { local n; for n in "${VMODS[@]}"; do MANPATH="$D1$vprefix/share/man" 
 check "man finds vmod_peer(3)/vmod_saintmode(3) by name under the installed MANPATH" by_name
 
 # ---------------------------------------------------------------- plain import
-vtc() { # vtc VMODDIR: every packaging/tests/*.vtc against the modules in VMODDIR
-    varnishtest -q -t 30 -D vmoddir="$1" "$ROOT"/packaging/tests/*.vtc
-}
-check "varnishtest packaging/tests/*.vtc: plain import peer/saintmode via vmod_path=DESTDIR vmoddir" vtc "$D1$vmoddir"
+check "varnishtest packaging/tests/*.vtc: plain import peer/saintmode via vmod_path=DESTDIR vmoddir" run_vtcs "$D1$vmoddir"
 
 # ---------------------------------------------------------------- PREFIX
 D2=$SCRATCH/dest-prefix P=/opt/vmod-rs-check
@@ -115,7 +112,7 @@ check "install.sh with PREFIX=$P" install_to "$D2" PREFIX="$P"
 check "PREFIX re-roots vmoddir to $p_vmoddir, man/doc under $P/share" \
     all_present < <(expected "$D2" "$P" "$p_vmoddir")
 check "PREFIX install creates nothing else" only_expected "$D2" "$P" "$p_vmoddir"
-check "varnishtest against the PREFIX install" vtc "$D2$p_vmoddir"
+check "varnishtest against the PREFIX install" run_vtcs "$D2$p_vmoddir"
 D3=$SCRATCH/dest-vmoddir
 check "VMODDIR overrides the module directory" \
     bash -c 'DESTDIR="$1" VMODDIR=/srv/vmods "$2" --'"$profile"' && test -f "$1/srv/vmods/libvmod_peer.so"' _ "$D3" "$ROOT/scripts/install.sh"
@@ -134,6 +131,13 @@ for n in "${VMODS[@]}"; do # each name holds another module: built from another 
 done
 check "a .so built from another vmod.vcc is refused as stale" \
     expect_error "was not built from the current ${VMODS[1]}/vmod.vcc" env CARGO_TARGET_DIR="$SCRATCH/stale" DESTDIR="$SCRATCH/d6" "$ROOT/scripts/install.sh" --"$profile"
+mkdir -p "$SCRATCH/unimpl/$profile"
+printf 'extern void vmod_not_implemented(void);\nvoid f(void) { vmod_not_implemented(); }\n' > "$SCRATCH/unimpl.c"
+for n in "${VMODS[@]}"; do
+    cc -shared -fPIC -o "$SCRATCH/unimpl/$profile/libvmod_$n.so" "$SCRATCH/unimpl.c"
+done
+check "a .so referencing an unimplemented vmod_* function is refused" \
+    expect_error "cannot load: it references vmod_not_implemented" env CARGO_TARGET_DIR="$SCRATCH/unimpl" DESTDIR="$SCRATCH/d7" "$ROOT/scripts/install.sh" --"$profile"
 check "relative PREFIX is refused" \
     expect_error "PREFIX must be an absolute path" env PREFIX=relative DESTDIR="$SCRATCH/d5" "$ROOT/scripts/install.sh" --"$profile"
 check "unknown option: usage, exit 2" \

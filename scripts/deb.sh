@@ -42,6 +42,7 @@ done
 ensure_varnish_env
 artifacts=$(artifact_dir "$profile")
 require_artifacts "$artifacts" "$profile"
+for name in "${VMODS[@]}"; do require_loadable "$artifacts/libvmod_$name.so"; done
 [ "$profile" = release ] || log "note: packaging the debug build"
 
 # ------------------------------------------------------------------ ABI
@@ -81,7 +82,7 @@ arch=$(dpkg --print-architecture)
 vmoddir=${VMODDIR:-$(varnish_var vmoddir)}; vmoddir=${vmoddir%/}
 case "$vmoddir" in /*) ;; *) die "VMODDIR must be an absolute path, got '$vmoddir'" ;; esac
 maintainer="${DEBFULLNAME:-vmod-rs maintainers} <${DEBEMAIL:-vmod-rs@localhost}>"
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || date +%s)}
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || stat -c %Y "$ROOT/Cargo.toml")}
 export SOURCE_DATE_EPOCH
 
 # ------------------------------------------------------------------ stage

@@ -36,6 +36,7 @@ done
 ensure_varnish_env
 artifacts=$(artifact_dir "$profile")
 require_artifacts "$artifacts" "$profile"
+for name in "${VMODS[@]}"; do require_loadable "$artifacts/libvmod_$name.so"; done
 
 vprefix=$(varnish_var prefix); vprefix=${vprefix%/}
 sys_vmoddir=$(varnish_var vmoddir); sys_vmoddir=${sys_vmoddir%/}
