@@ -39,7 +39,7 @@ vtc unit: build
 
 test: bootstrap lint build
 	$(WITH_ENV) cargo test --workspace --locked
-	$(MAKE) --no-print-directory demo-smoke
+	$(MAKE) --no-print-directory demo-smoke check-install check-deb
 
 demo: release
 	$(WITH_ENV) scripts/demo.sh
@@ -49,3 +49,19 @@ demo-smoke: release
 
 clean:
 	cargo clean
+
+.PHONY: install deb check-install check-deb
+
+# Installs both modules, man pages and docs; honours DESTDIR, PREFIX (and VMODDIR, MANDIR, DOCDIR).
+install: release
+	$(WITH_ENV) scripts/install.sh --release
+
+# Builds target/debian/vmod-rs_<version>_<arch>.deb.
+deb: release
+	$(WITH_ENV) scripts/deb.sh
+
+check-install: release
+	$(WITH_ENV) scripts/check-install.sh --release --no-build
+
+check-deb: release
+	$(WITH_ENV) scripts/check-deb.sh --no-build
