@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""A destination for the peer VTC tests: answers every request (any method) and appends
+it to a JSON-lines log with the headers in order, duplicates kept, bytes preserved
+(latin-1 round trip), so that a test can check exactly what the VMOD sent.
+
+  peer_server.py --port-file F --log F [--port N] [--status 200] [--cert C --key K]
+
+Binds 127.0.0.1 (port 0: any free port), writes the port number to --port-file once it
+listens, serves HTTP/1.1 with keep-alive, or HTTPS with --cert/--key.
+"""
+import argparse
+import base64
+import json
+import os
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--status", type=int, default=200)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    args = ap.parse_args()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_):
+            pass
+
+        def __getattr__(self, name):
+            if name.startswith("do_"):
+                return self.handle_any
+            raise AttributeError(name)
+
+        def handle_any(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            record = {
+                "method": self.command,
+                "path": self.path,
+                "version": self.request_version,
+                # http.client decodes header lines as latin-1: encoding back gives the bytes.
+                "headers": [[k, v] for k, v in self.headers.raw_items()],
+                "body_b64": base64.b64encode(body).decode(),
+                "conn": "%s:%d" % self.client_address,
+            }
+            with lock:
+                with open(args.log, "a", encoding="latin-1") as f:
+                    f.write(json.dumps(record) + "\n")
+            payload = b"ok\n"
+            self.send_response(args.status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(server.server_address[1]))
+    os.rename(tmp, args.port_file)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
