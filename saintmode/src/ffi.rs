@@ -281,6 +281,7 @@ impl Saintmode {
             count,
             threshold,
             healthy: wrapped_healthy && (threshold == 0 || count < threshold),
+            backend_healthy: wrapped_healthy,
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct Snapshot {
     pub threshold: usize,
     /// Health for no object in particular: wrapped backend healthy and count under threshold.
     pub healthy: bool,
+    /// The wrapped backend's own health.
+    pub backend_healthy: bool,
 }
 
 /// Appends `s` as a JSON string literal (quotes included), escaping what RFC 8259 requires.
@@ -68,7 +70,8 @@ fn health_word(healthy: bool) -> &'static str {
 /// What the director's `list` callback writes for `backend.list`, by flags:
 /// - plain: the `Probe` and `Health` columns, `count/threshold<TAB>health`;
 /// - `-j`: the `probe_message` value, `[count, threshold, "health"]`;
-/// - `-p`: a details block after the row, one line for the wrapped backend;
+/// - `-p`: a details block after the row: the wrapped backend, its own health, the count
+///   and the threshold;
 /// - `-j -p`: the `probe_details` value, a JSON object followed by `,\n` (Varnish writes
 ///   `"last_change"` right after it).
 pub fn list_text(o: &Snapshot, details: bool, json: bool) -> String {
@@ -77,19 +80,21 @@ pub fn list_text(o: &Snapshot, details: bool, json: bool) -> String {
         (false, false) => format!("{}/{}\t{}", o.count, o.threshold, health),
         (false, true) => format!("[{}, {}, \"{}\"]", o.count, o.threshold, health),
         (true, false) => format!(
-            "\n\tBackend\tBlacklisted\tThreshold\tHealth\n\t{}\t{}\t{}\t{}\n",
+            "\n\tBackend\tHealth\tBlacklisted\tThreshold\n\t{}\t{}\t{}\t{}\n",
             o.backend.replace(['\t', '\n'], " "),
+            health_word(o.backend_healthy),
             o.count,
-            o.threshold,
-            health
+            o.threshold
         ),
         (true, true) => {
             let mut out = String::from("{\"backend\": ");
             push_json_str(&mut out, &o.backend);
             let _ = writeln!(
                 out,
-                ", \"blacklisted\": {}, \"threshold\": {}, \"health\": \"{}\"}},",
-                o.count, o.threshold, health
+                ", \"backend_health\": \"{}\", \"blacklisted\": {}, \"threshold\": {}}},",
+                health_word(o.backend_healthy),
+                o.count,
+                o.threshold
             );
             out
         }
@@ -107,6 +112,7 @@ mod tests {
             count: 3,
             threshold: 10,
             healthy: true,
+            backend_healthy: true,
         }
     }
 
@@ -137,10 +143,11 @@ mod tests {
         assert_eq!(list_text(&o, false, false), "3/10\thealthy");
         o.healthy = false;
         assert_eq!(list_text(&o, false, true), r#"[3, 10, "sick"]"#);
-        assert!(list_text(&o, true, false).contains("\ts1\t3\t10\tsick\n"));
+        assert!(list_text(&o, true, false).contains("\ts1\thealthy\t3\t10\n"));
         assert_eq!(
             list_text(&o, true, true),
-            "{\"backend\": \"s1\", \"blacklisted\": 3, \"threshold\": 10, \"health\": \"sick\"},\n"
+            "{\"backend\": \"s1\", \"backend_health\": \"healthy\", \"blacklisted\": 3, \
+             \"threshold\": 10},\n"
         );
     }
 }
