@@ -14,7 +14,8 @@
 #   BENCH_DURATION [2]  seconds per wrk run        BENCH_REPS [5]   alternations per figure
 #   BENCH_CONNS [16]    wrk connections            BENCH_THREADS [2] wrk threads
 #   BENCH_NS ["0 1000 10000 100000"]  saintmode blacklist sizes
-#   BENCH_PEER_CONNS [auto]  connections of the peer sender (denominator of peer_drain_ratio)
+#   BENCH_PEER_CONNS [1]  sender concurrency of the named peer = wrk connections of the drain denominator
+#   BENCH_PEER_OBJ_ARGS   arguments of peer.peer(...) for the drain and memory figures (large queue)
 #   BENCH_PEER_SET_EXTRA  extra arguments appended to peer.set("127.0.0.1", PORT ...)
 #   BENCH_QUEUED [30000]  requests queued for peer_bytes_per_queued_request
 #   BENCH_KEEP=1  keep the run directory (VCLs, varnishd logs, raw measurements)
@@ -35,6 +36,10 @@ NS="${BENCH_NS:-0 1000 10000 100000}"
 QUEUED="${BENCH_QUEUED:-30000}"
 ONLY="${BENCH_ONLY:-peer drain saintmode memory}"
 PEER_SET_EXTRA="${BENCH_PEER_SET_EXTRA:-}"
+PEER_CONNS="${BENCH_PEER_CONNS:-1}"
+OBJ_QUEUE=1000
+# The named peer used where the default peer's queue (1000) is too small: drain and memory figures.
+PEER_OBJ_ARGS="${BENCH_PEER_OBJ_ARGS:-queue_size=@QUEUE@, concurrency=$PEER_CONNS, max_attempts=1000, backoff=100ms, max_backoff=1s, max_age=1h, timeout=1h}"
 BENCH_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/vmod-rs/bench"
 OUT_DIR="$ROOT/target/bench"
 T_START=$(date +%s)
@@ -96,12 +101,27 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # ------------------------------------------------------------------ varnishd instances
 JAIL=()
 [ "$(id -u)" -eq 0 ] && JAIL=(-j none)
+# varnish-modules' Debian build links libvarnishapi.so.3: every instance (ours too, so that both
+# run alike) gets the library directory of the Varnish in use.
+VD_LDPATH="$(pkg-config --variable=libdir varnishapi)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 VD_ERR=""
 
-vcl_check() { # vclfile -> 0 if it compiles; VD_ERR holds the compiler's complaint otherwise
+# Does a VCL load (compile, dlopen its VMODs, run vcl_init) in a throwaway instance? 0 if so;
+# VD_ERR holds the complaint otherwise. The probe instance is started on first use.
+vcl_check() { # vclfile
     local out
-    if out=$(varnishd -C -n "$RUN/vcc-check" -f "$1" 2>&1 >/dev/null); then return 0; fi
-    VD_ERR=$(printf '%s\n' "$out" | grep -v '^$' | head -n 4 | tr '\n' ' ' | cut -c1-300)
+    if [ -z "${VD_MGR[probe]:-}" ]; then
+        printf 'vcl 4.1;\nbackend default none;\nsub vcl_recv { return (synth(200)); }\n' > "$RUN/probe.vcl"
+        vd_start probe "$RUN/probe.vcl" || die "cannot start varnishd at all: $VD_ERR"
+    fi
+    VD_CHECKS=$(( ${VD_CHECKS:-0} + 1 ))
+    if out=$(vd_adm probe vcl.load "check$VD_CHECKS" "$1" 2>&1); then
+        vd_adm probe vcl.discard "check$VD_CHECKS" >/dev/null 2>&1 || true
+        return 0
+    fi
+    VD_ERR=$(printf '%s\n' "$out" | grep -v -e '^$' -e '^Message from VCC' -e 'VCL compilation failed' \
+             -e 'Failed initialization' -e '^Message:' | head -n 4 | tr '\n\t' '  ' \
+             | sed -e 's#\./vmod_cache/_vmod_[A-Za-z0-9_]*\.[0-9a-f]*#<vmod_cache copy>#g' -e 's/  */ /g' | cut -c1-400)
     return 1
 }
 
@@ -109,7 +129,7 @@ vd_start() { # name vclfile [varnishd args...]
     local name=$1 vcl=$2 dir="$RUN/$1"
     shift 2
     mkdir -p "$dir"
-    if ! LD_LIBRARY_PATH="${VD_LDPATH:-${LD_LIBRARY_PATH:-}}" varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
+    if ! LD_LIBRARY_PATH="$VD_LDPATH" varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
             -s malloc,256m -p vcc_allow_inline_c=off "$@" > "$dir/log" 2>&1; then
         VD_ERR=$(grep -v '^$' "$dir/log" | head -n 4 | tr '\n' ' ' | cut -c1-300)
         log "varnishd $name failed: $VD_ERR"
@@ -140,16 +160,17 @@ vd_url() { echo "http://127.0.0.1:${VD_PORT[$1]}$2"; }
 wait_idle() {
     local i a b idle total
     sleep 0.3
-    for i in $(seq 1 40); do
+    for i in $(seq 1 12); do
         read -r -a a < <(head -n1 /proc/stat)
         sleep 0.25
         read -r -a b < <(head -n1 /proc/stat)
         idle=$(( (b[4] + b[5]) - (a[4] + a[5]) ))
         total=0
         for j in 1 2 3 4 5 6 7 8; do total=$(( total + b[j] - a[j] )); done
-        [ "$total" -gt 0 ] && [ $(( idle * 100 / total )) -ge 85 ] && return 0
+        [ "$total" -gt 0 ] && [ $(( idle * 100 / total )) -ge 80 ] && return 0
     done
-    log "machine not idle after 10 s; measuring anyway"
+    log "machine still busy after 3 s (another process?); measuring anyway"
+    NOT_IDLE=$(( ${NOT_IDLE:-0} + 1 ))
 }
 
 # wrk once against a URL; appends a run record. Args: group rep label url [conns] [threads]
@@ -207,20 +228,29 @@ vcl_origin() { # file [sleep]
     } > "$1"
 }
 # Front whose vcl_recv optionally queues every request for the peer; answers synthetically so
-# that the measured thing is the VCL call. Args: file peer_port|"" call(0/1) [extra recv code]
+# that the measured thing is the VCL call. Args: file peer_port|"" call(0/1) [extra recv code] [style]
+# style "fn" (default): the default peer, peer.set() + peer.queue_req() (the issue's interface);
+# style "obj": a named peer object built with $PEER_OBJ_ARGS (queue size, sender concurrency...).
+# In the extra recv code, @PENDING@ stands for the pending() call of the style in use.
 vcl_peer_front() {
+    local style=${5:-fn} q=peer.queue_req pending=peer.pending
+    [ "$style" = obj ] && { q=pr.queue_req; pending=pr.pending; }
     {
         echo 'vcl 4.1;'
         if [ -n "$2" ]; then
             echo "import peer from \"$PEER_SO\";"
             echo 'backend default none;'
-            echo "sub vcl_init { peer.set(\"127.0.0.1\", $2$PEER_SET_EXTRA); }"
+            if [ "$style" = obj ]; then
+                echo "sub vcl_init { new pr = peer.peer(${PEER_OBJ_ARGS//@QUEUE@/$OBJ_QUEUE}); pr.add_destination(\"127.0.0.1\", $2); }"
+            else
+                echo "sub vcl_init { peer.set(\"127.0.0.1\", $2$PEER_SET_EXTRA); }"
+            fi
         else
             echo 'backend default none;'
         fi
         echo 'sub vcl_recv {'
-        [ -n "${4:-}" ] && echo "    $4"
-        [ "$3" = 1 ] && echo '    peer.queue_req();'
+        [ -n "${4:-}" ] && echo "    ${4//@PENDING@/$pending()}"
+        [ "$3" = 1 ] && echo "    $q();"
         echo '    return (synth(200));'
         echo '}'
         echo "$SYNTH"
@@ -274,12 +304,14 @@ header_of() { curl -s -D - -o /dev/null "$1" | awk -v h="$2" 'BEGIN{IGNORECASE=1
 # ------------------------------------------------------------------ capabilities
 # Which name a saintmode VMOD uses for blacklisting (read from the VMOD's embedded JSON spec).
 sm_verb() { if grep -aq 'denylist_count' "$1" && ! grep -aq 'blacklist_count' "$1"; then echo denylist; else echo blacklist; fi; }
-PEER_OK="" PEER_ERR=""
+PEER_OK="" PEER_ERR="" PEER_OBJ_OK="" PEER_OBJ_ERR=""
 SAINT_OK="" SAINT_ERR=""
 mkdir -p "$RUN/check"
 if [ -f "$PEER_SO" ]; then
     vcl_peer_front "$RUN/check/peer.vcl" 9 1 'set req.http.X-Pending = peer.pending();'
     if vcl_check "$RUN/check/peer.vcl"; then PEER_OK=1; else PEER_ERR="our peer VMOD lacks the interface (set/queue_req/pending): $VD_ERR"; fi
+    vcl_peer_front "$RUN/check/peer-obj.vcl" 9 1 'set req.http.X-Pending = @PENDING@;' obj
+    if vcl_check "$RUN/check/peer-obj.vcl"; then PEER_OBJ_OK=1; else PEER_OBJ_ERR="our peer VMOD has no peer.peer($PEER_OBJ_ARGS) object: $VD_ERR"; fi
 else
     PEER_ERR="$PEER_SO missing (release build failed)"
 fi
@@ -295,12 +327,13 @@ C_SAINT_OK="" C_CURL_OK=""
 if [ -n "$C_SAINTMODE_SO" ]; then
     C_SAINT_VERB=$(sm_verb "$C_SAINTMODE_SO")
     vcl_saintmode "$RUN/check/csm.vcl" "$C_SAINTMODE_SO" 9 "$C_SAINT_VERB"
-    if vcl_check "$RUN/check/csm.vcl"; then C_SAINT_OK=1; else C_SAINTMODE_ERR="varnish-modules saintmode does not compile here: $VD_ERR"; fi
+    if vcl_check "$RUN/check/csm.vcl"; then C_SAINT_OK=1; else C_SAINTMODE_ERR="varnish-modules saintmode does not load here: $VD_ERR"; fi
 fi
 if [ -n "$C_CURL_SO" ]; then
     vcl_curl_front "$RUN/check/curl.vcl" 9
-    if vcl_check "$RUN/check/curl.vcl"; then C_CURL_OK=1; else C_CURL_ERR="libvmod-curl does not compile here: $VD_ERR"; fi
+    if vcl_check "$RUN/check/curl.vcl"; then C_CURL_OK=1; else C_CURL_ERR="libvmod-curl does not load here: $VD_ERR"; fi
 fi
+vd_stop probe
 [ -n "$PEER_OK" ] || log "peer figures: $PEER_ERR"
 [ -n "$SAINT_OK" ] || log "saintmode figures: $SAINT_ERR"
 
@@ -329,8 +362,8 @@ if want peer; then
     log "== peer overhead and blocking anchor"
     vcl_origin "$RUN/p_fast.vcl"
     vcl_origin "$RUN/p_slow.vcl" 200ms
-    vd_start p_fast "$RUN/p_fast.vcl"
-    vd_start p_slow "$RUN/p_slow.vcl" -p thread_pool_max=2000
+    vd_start p_fast "$RUN/p_fast.vcl" || die "origin varnishd failed: $VD_ERR"
+    vd_start p_slow "$RUN/p_slow.vcl" -p thread_pool_max=2000 || die "origin varnishd failed: $VD_ERR"
     DOWN_PORT=$(free_port)   # nothing listens there: connections are refused
     items=()
     if [ -n "$PEER_OK" ]; then
@@ -339,8 +372,15 @@ if want peer; then
     else
         vcl_peer_front "$RUN/f_nocall.vcl" "" 0
     fi
-    vd_start f_nocall "$RUN/f_nocall.vcl"
+    if ! vd_start f_nocall "$RUN/f_nocall.vcl"; then
+        die "baseline varnishd failed: $VD_ERR"
+    fi
     items+=("nocall $(vd_url f_nocall /x)")
+    # A/A control: a second instance with the very same VCL shows the noise floor of this machine.
+    if vd_start f_nocall2 "$RUN/f_nocall.vcl"; then
+        items+=("nocall2 $(vd_url f_nocall2 /x)")
+        fig_ratio noise_control_aa peer nocall2 nocall "" "A/A control: two identical no-call instances"
+    fi
     if [ -n "$PEER_OK" ]; then
         for kind in fast slow down; do
             case $kind in fast) port=${VD_PORT[p_fast]};; slow) port=${VD_PORT[p_slow]};; down) port=$DOWN_PORT;; esac
@@ -367,7 +407,7 @@ if want peer; then
         fig_null blocking_anchor_slow "" "libvmod-curl unavailable: $C_CURL_ERR"
     fi
     alternate peer "${items[@]}"
-    for n in f_nocall f_fast f_slow f_down f_curl p_fast p_slow; do vd_stop "$n"; done
+    for n in f_nocall f_nocall2 f_fast f_slow f_down f_curl p_fast p_slow; do vd_stop "$n"; done
 fi
 
 # ================================================================== peer drain ratio
@@ -377,58 +417,43 @@ if want drain; then
         fig_null peer_drain_ratio ">= 0.8" "$PEER_ERR"
     else
         vcl_origin "$RUN/d_peer.vcl"
-        vcl_origin "$RUN/d_hold.vcl" "${BENCH_HOLD:-500ms}"
-        vd_start d_peer "$RUN/d_peer.vcl" -p thread_pool_max=2000
+        vcl_origin "$RUN/d_hold.vcl" "${BENCH_HOLD:-200ms}"
+        vd_start d_peer "$RUN/d_peer.vcl" -p thread_pool_max=2000 || die "origin varnishd failed: $VD_ERR"
         vd_adm d_peer vcl.load hold "$RUN/d_hold.vcl" >/dev/null
-        vcl_peer_front "$RUN/d_front.vcl" "${VD_PORT[d_peer]}" 1
-        vd_start d_front "$RUN/d_front.vcl"
-        PEER_CONNS="${BENCH_PEER_CONNS:-1}"
-        samples=() rates=() directs=()
+        style=fn drain_note="default peer (queue 1000, one sender): $PEER_OBJ_ERR"
+        if [ -n "$PEER_OBJ_OK" ]; then style=obj drain_note="peer.peer(${PEER_OBJ_ARGS//@QUEUE@/${BENCH_DRAIN_QUEUE:-60000}})"; fi
+        OBJ_QUEUE=${BENCH_DRAIN_QUEUE:-60000} vcl_peer_front "$RUN/d_front.vcl" "${VD_PORT[d_peer]}" 1 "" "$style"
+        vd_start d_front "$RUN/d_front.vcl" || die "drain front varnishd failed after its VCL loaded in the probe: $VD_ERR"
+        samples=() rates=() directs=() backlogs=()
+        boot=$(vd_adm d_peer vcl.list | awk '$1=="active"{print $NF}' | head -n1)
         for rep in $(seq 1 "$REPS"); do
             wait_idle
-            boot=$(vd_adm d_peer vcl.list | awk '$1=="active"{print $NF}' | head -n1)
             vd_adm d_peer vcl.use hold >/dev/null
-            # Fill the sender's queue while the peer holds every request, then let it go at full
-            # speed and count what arrives at the peer.
-            wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "$(vd_url d_front /d)" >/dev/null 2>&1 || true
-            c0=$(vd_stat d_peer MAIN.client_req)
+            # Fill the sender's queue while the peer holds every request, then let the peer answer
+            # at full speed and follow the sender's own PEER.*.sent counter (the peer's
+            # MAIN.client_req is only summed when its worker goes idle, never during a drain).
+            wrk -t"$THREADS" -c"$CONNS" -d"${BENCH_DRAIN_FILL:-2}s" "$(vd_url d_front /d)" >/dev/null 2>&1 || true
             vd_adm d_peer vcl.use "$boot" >/dev/null
             : > "$RUN/drain.$rep"
-            last="" still=0
             for _ in $(seq 1 300); do
-                c=$(vd_stat d_peer MAIN.client_req)
-                echo "$(date +%s.%N) $c" >> "$RUN/drain.$rep"
-                if [ "$c" = "$last" ]; then still=$((still + 1)); [ $still -ge 5 ] && break; else still=0; fi
-                last=$c
+                read -r sent qlen inflight < <(varnishstat -n "${VD_DIR[d_front]}" -1 -f 'PEER.*.sent' \
+                    -f 'PEER.*.queue_length' -f 'PEER.*.in_flight' 2>/dev/null | awk '
+                    $1 ~ /\.sent$/ {s+=$2} $1 ~ /\.queue_length$/ {q+=$2} $1 ~ /\.in_flight$/ {f+=$2}
+                    END {print s+0, q+0, f+0}')
+                echo "$(date +%s.%N) $sent $qlen" >> "$RUN/drain.$rep"
+                [ "$qlen" = 0 ] && [ "$inflight" = 0 ] && break
                 sleep 0.1
             done
-            rate=$(python3 - "$RUN/drain.$rep" <<'EOF'
-import sys
-pts = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
-c0, c1 = pts[0][1], pts[-1][1]
-total = c1 - c0
-if total < 1000:
-    print("null"); sys.exit()
-def t_at(frac):
-    goal = c0 + frac * total
-    for (ta, ca), (tb, cb) in zip(pts, pts[1:]):
-        if cb >= goal:
-            return ta + (tb - ta) * ((goal - ca) / (cb - ca) if cb > ca else 0)
-    return pts[-1][0]
-t10, t90 = t_at(0.1), t_at(0.9)
-print(round(0.8 * total / (t90 - t10), 1) if t90 > t10 else "null")
-EOF
-)
-            queued=$(( $(vd_stat d_peer MAIN.client_req) - c0 ))
+            read -r rate backlog < <(python3 "$BENCH_DIR/lib/drain_rate.py" "$RUN/drain.$rep")
             wait_idle
             wrk_run drain "$rep" direct "$(vd_url d_peer /direct)" "$PEER_CONNS" "$(( PEER_CONNS < THREADS ? PEER_CONNS : THREADS ))"
-            log "  drain #$rep: backlog $queued delivered at ${rate} req/s; wrk -c$PEER_CONNS direct: $WRK_RPS req/s"
-            rates+=("$rate") directs+=("$WRK_RPS")
+            log "  drain #$rep: backlog of $backlog sent at ${rate} req/s; wrk -c$PEER_CONNS to the peer: $WRK_RPS req/s"
+            rates+=("$rate") directs+=("$WRK_RPS") backlogs+=("$backlog")
             if [ "$rate" != null ]; then samples+=("$(python3 -c "print($rate / $WRK_RPS)")"); fi
         done
-        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"peer_conns\": $PEER_CONNS}"
+        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer\"}"
         fig_samples peer_drain_ratio ratio ">= 0.8" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
-            "backlog too small to time (queue capacity?)"
+            "backlog too small to time (no PEER.*.sent counter, or queue capacity too small)"
         vd_stop d_front; vd_stop d_peer
     fi
 fi
@@ -437,7 +462,7 @@ fi
 if want saintmode; then
     log "== saintmode lookups"
     vcl_origin "$RUN/s_origin.vcl"
-    vd_start s_origin "$RUN/s_origin.vcl"
+    vd_start s_origin "$RUN/s_origin.vcl" || die "origin varnishd failed: $VD_ERR"
     impls=()
     if [ -n "$SAINT_OK" ]; then
         vcl_saintmode "$RUN/s_ours.vcl" "$SAINT_SO" "${VD_PORT[s_origin]}" "$SAINT_VERB"
@@ -445,8 +470,7 @@ if want saintmode; then
     fi
     if [ -n "$C_SAINT_OK" ]; then
         vcl_saintmode "$RUN/s_c.vcl" "$C_SAINTMODE_SO" "${VD_PORT[s_origin]}" "$C_SAINT_VERB"
-        # The Debian build links libvarnishapi.so.3: give the child the prefix's copy.
-        if VD_LDPATH="$(pkg-config --variable=libdir varnishapi)" vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
+        if vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
     fi
     declare -A SM_BYTES
     for impl in "${impls[@]}"; do
@@ -510,25 +534,25 @@ fi
 # ================================================================== peer bytes per queued request
 if want memory; then
     log "== peer memory per queued request"
-    if [ -z "$PEER_OK" ]; then
-        fig_null peer_bytes_per_queued_request "<= 2048" "$PEER_ERR"
+    if [ -z "$PEER_OBJ_OK" ]; then
+        fig_null peer_bytes_per_queued_request "<= 2048" "${PEER_OBJ_ERR:-$PEER_ERR}"
     else
         python3 "$BENCH_DIR/lib/blackhole.py" > "$RUN/blackhole.port" & BG_PIDS+=($!)
         for _ in $(seq 1 50); do [ -s "$RUN/blackhole.port" ] && break; sleep 0.1; done
         BH_PORT=$(cat "$RUN/blackhole.port")
-        vcl_peer_front "$RUN/m_front.vcl" "$BH_PORT" 0 \
-            'if (req.url ~ "^/q/") { peer.queue_req(); } if (req.url == "/pending") { return (synth(200, "" + peer.pending())); }'
-        vd_start m_front "$RUN/m_front.vcl"
+        OBJ_QUEUE=$(( QUEUED * 2 )) vcl_peer_front "$RUN/m_front.vcl" "$BH_PORT" 0 \
+            'if (req.url ~ "^/q/") { pr.queue_req(); } if (req.url == "/pending") { return (synth(200, "" + @PENDING@)); }' obj
+        vd_start m_front "$RUN/m_front.vcl" || die "memory front varnishd failed after its VCL loaded in the probe: $VD_ERR"
         hammer "${VD_PORT[m_front]}" 20000 /warm/ --size 1024 >/dev/null
         sleep 0.5
         samples=()
         step=$(( QUEUED / 3 ))
         for s in 1 2 3; do
-            p0=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | awk 'NR==1{print $3}')
+            p0=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | tr -d '\r' | awk 'NR==1{print $3}')
             rss0=$(vd_rss_kb m_front)
             res=$(hammer "${VD_PORT[m_front]}" "$step" "/q/$s-" --size 1024 --conns 4)
             sleep 0.3
-            p1=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | awk 'NR==1{print $3}')
+            p1=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | tr -d '\r' | awk 'NR==1{print $3}')
             rss1=$(vd_rss_kb m_front)
             log "  step $s: +$step requests of 1024 bytes ($res): pending $p0 -> $p1, RSS $rss0 -> $rss1 kB"
             if [ $((p1 - p0)) -ge $((step / 2)) ]; then
@@ -536,8 +560,8 @@ if want memory; then
             fi
         done
         fig_samples peer_bytes_per_queued_request bytes "<= 2048" "[$(IFS=,; echo "${samples[*]:-}")]" \
-            "{\"request_bytes\": 1024, \"method\": \"child VmRSS growth / pending() growth, peer accepts and never answers\"}" \
-            "pending() did not grow by the requests sent (queue capacity below $step? set BENCH_PEER_SET_EXTRA)"
+            "{\"request_bytes\": 1024, \"method\": \"child VmRSS growth / pending() growth, peer accepts and never answers\", \"peer\": $(jstr "peer.peer(${PEER_OBJ_ARGS//@QUEUE@/$(( QUEUED * 2 ))})")}" \
+            "pending() did not grow by the requests sent (queue capacity below $step? see BENCH_PEER_OBJ_ARGS)"
         vd_stop m_front
     fi
 fi
