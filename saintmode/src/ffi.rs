@@ -744,6 +744,9 @@ unsafe fn init(
     let registry = unsafe { registry_for(priv_vcl) }
         .ok_or_else(|| format!("{name_str}: PRIV_VCL unavailable"))?;
 
+    if ctx.vcl.0.is_null() {
+        return Err(format!("{name_str}: no VCL in this context"));
+    }
     // SAFETY: ctx->vcl is the VCL being loaded; VCL_Name returns its NUL-terminated name.
     let vcl = unsafe { CStr::from_ptr(varnish::ffi::VCL_Name(ctx.vcl.0)) }.to_string_lossy();
     let ident = CString::new(format!("{vcl}.{name_str}")).unwrap_or_default();
