@@ -159,3 +159,138 @@ impl Transport for CurlTransport {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Snapshot, Template};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// Length of the first complete request in `buf` (headers + Content-Length body).
+    fn request_len(buf: &[u8]) -> Option<usize> {
+        let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+        let body = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+        (buf.len() >= head + body).then_some(head + body)
+    }
+
+    /// Serves `answers` requests on one connection with `status`; returns the raw bytes.
+    fn one_connection(status: u16, answers: usize) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let (mut seen, mut pending) = (Vec::new(), Vec::new());
+            let mut buf = [0u8; 4096];
+            for _ in 0..answers {
+                let len = loop {
+                    if let Some(len) = request_len(&pending) {
+                        break len;
+                    }
+                    let n = conn.read(&mut buf).unwrap();
+                    assert!(n > 0, "connection closed early");
+                    pending.extend_from_slice(&buf[..n]);
+                };
+                seen.extend(pending.drain(..len));
+                let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
+                conn.write_all(resp.as_bytes()).unwrap();
+            }
+            seen
+        });
+        (port, handle)
+    }
+
+    fn settings() -> Settings {
+        Settings::default()
+    }
+
+    #[test]
+    fn snapshot_goes_on_the_wire_byte_exact_on_one_connection() {
+        let (port, server) = one_connection(200, 2);
+        let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
+        let template = Template {
+            copy_headers: true,
+            marker: "me".into(),
+            ..Template::default()
+        };
+        let snap = Snapshot {
+            method: b"PURGE".to_vec(),
+            url: b"/a?b=1".to_vec(),
+            http10: false,
+            headers: vec![
+                (b"Host".to_vec(), b"www.example.com".to_vec()),
+                (b"X-Dup".to_vec(), b"1".to_vec()),
+                (b"X-Bin".to_vec(), vec![b'c', b'a', b'f', 0xe9]),
+                (b"X-Dup".to_vec(), b"2".to_vec()),
+                (b"X-Empty".to_vec(), Vec::new()),
+            ],
+            body: None,
+        };
+        let mut with_body = snap.clone();
+        with_body.method = b"POST".to_vec();
+        with_body.body = Some(Arc::from(&b"body!"[..]));
+        let mut transport = CurlFactory.create();
+        let control = Arc::new(Control::default());
+        for s in [&snap, &with_body] {
+            let prepared = template.render(s, &dest);
+            assert_eq!(
+                transport.send(&dest, &prepared, &settings(), &control),
+                Outcome::Status(200)
+            );
+        }
+        let wire = server.join().unwrap();
+        let expected = [
+            &b"PURGE /a?b=1 HTTP/1.1\r\nHost: www.example.com\r\nX-Dup: 1\r\nX-Bin: caf\xe9\r\n"[..],
+            b"X-Dup: 2\r\nX-Empty:\r\nX-Peer-Forwarded: me\r\n\r\n",
+            b"POST /a?b=1 HTTP/1.1\r\nHost: www.example.com\r\nX-Dup: 1\r\nX-Bin: caf\xe9\r\n",
+            b"X-Dup: 2\r\nX-Empty:\r\nX-Peer-Forwarded: me\r\nContent-Length: 5\r\n\r\nbody!",
+        ]
+        .concat();
+        assert_eq!(
+            String::from_utf8_lossy(&wire),
+            String::from_utf8_lossy(&expected)
+        );
+        assert_eq!(wire, expected);
+    }
+
+    #[test]
+    fn refused_connection_is_transient_and_5xx_is_a_status() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
+        let prepared = Template::default().render(
+            &Snapshot {
+                method: b"GET".to_vec(),
+                url: b"/".to_vec(),
+                ..Snapshot::default()
+            },
+            &dest,
+        );
+        let mut transport = CurlFactory.create();
+        let control = Arc::new(Control::default());
+        let outcome = transport.send(&dest, &prepared, &settings(), &control);
+        assert!(matches!(outcome, Outcome::Transient(_)), "{outcome:?}");
+
+        let (port, server) = one_connection(503, 1);
+        let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
+        let prepared = Template::default().render(
+            &Snapshot {
+                method: b"GET".to_vec(),
+                url: b"/".to_vec(),
+                ..Snapshot::default()
+            },
+            &dest,
+        );
+        assert_eq!(
+            transport.send(&dest, &prepared, &settings(), &control),
+            Outcome::Status(503)
+        );
+        server.join().unwrap();
+    }
+}

@@ -228,6 +228,12 @@ struct VclState {
 }
 
 impl VclState {
+    /// Queued or in flight over all peers, without allocating (called per request).
+    fn pending(&self) -> u64 {
+        let named: u64 = self.named.read().iter().map(|p| p.pending()).sum();
+        named + self.default.read().as_ref().map_or(0, |p| p.pending())
+    }
+
     fn all(&self) -> Vec<Arc<Peer>> {
         let mut all: Vec<Arc<Peer>> = self.named.read().clone();
         all.extend(self.default.read().iter().cloned());
@@ -601,7 +607,7 @@ pub unsafe extern "C" fn vmod_pending(ctx: *const vrt_ctx, priv_: *mut vmod_priv
     guard(Some(ctx), "peer.pending()", VCL_INT(0), || {
         // SAFETY: this VCL's PRIV_VCL.
         let total: u64 = unsafe { vcl_state(ctx, priv_) }
-            .map(|s| s.all().iter().map(|p| p.pending()).sum())
+            .map(VclState::pending)
             .unwrap_or(0);
         VCL_INT(i64::try_from(total).unwrap_or(i64::MAX))
     })
