@@ -343,7 +343,7 @@ impl Peer {
                 };
                 let stop_rx = stop_rx.clone();
                 let done_tx = done_tx.clone();
-                let mut name = format!("peer-{}-{lane_no}.{thread_no}", settings.name);
+                let mut name = format!("peer-{lane_no}.{thread_no}-{}", settings.name);
                 name.truncate(15);
                 let spawned = std::thread::Builder::new().name(name).spawn(move || {
                     let _done = done_tx;
