@@ -800,6 +800,49 @@ mod tests {
         p.stop();
     }
 
+    /// Each send waits on a 4-party barrier: only 4 requests in flight at once get through.
+    struct Together(Arc<std::sync::Barrier>);
+    impl Transport for Together {
+        fn send(
+            &mut self,
+            _: &Destination,
+            _: &Prepared,
+            _: &Settings,
+            _: &Arc<Control>,
+        ) -> Outcome {
+            self.0.wait();
+            Outcome::Status(204)
+        }
+    }
+    impl TransportFactory for Arc<std::sync::Barrier> {
+        fn create(&self) -> Box<dyn Transport> {
+            Box::new(Together(Arc::clone(self)))
+        }
+    }
+
+    #[test]
+    fn concurrency_puts_several_requests_in_flight() {
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let p = Peer::new(
+            Settings {
+                concurrency: 4,
+                ..fast()
+            },
+            Template::default(),
+            Arc::new(LocalCounters::default()),
+            Arc::new(Lines::default()),
+            Arc::new(barrier),
+        );
+        p.add_destination(Destination::parse("a", 1).unwrap())
+            .unwrap();
+        p.start();
+        for i in 0..8 {
+            p.enqueue(snap(&format!("/{i}"))).unwrap();
+        }
+        wait_until(|| p.counters().sent.load(Ordering::Relaxed) == 8);
+        p.stop();
+    }
+
     #[test]
     fn control_sleep_stops_at_the_deadline() {
         let c = Control::default();
