@@ -64,6 +64,9 @@ for p in "$ORIGIN_A" "$ORIGIN_B" "$PEER_PORT" "$FRONT_PORT"; do wait_http "$p"; 
 
 FRONT="http://127.0.0.1:$FRONT_PORT"
 PEER="http://127.0.0.1:$PEER_PORT"
+# Caches hash on Host + URL and a forwarded PURGE keeps the client's Host, so every
+# request here names the same site, as clients of a real cache cluster do.
+SITE="www.demo.test"
 
 if [ "$MODE" = interactive ]; then
     cat <<EOT
@@ -82,9 +85,9 @@ Try:
       is served by origin-a (200).
   curl -s $FRONT/saintmode-status
       saintmode.status() as JSON: sm_b has 1 blacklisted object.
-  curl -si $PEER/page | grep X-Cache; curl -si $PEER/page | grep X-Cache
+  curl -si -H 'Host: $SITE' $PEER/page | grep X-Cache   (twice)
       the peer cache caches /page (MISS, then HIT).
-  curl -si -X PURGE $FRONT/page; sleep 1; curl -si $PEER/page | grep X-Cache
+  curl -si -H 'Host: $SITE' -X PURGE $FRONT/page; curl -si -H 'Host: $SITE' $PEER/page | grep X-Cache
       the PURGE at the front is forwarded in the background by peer.queue_req():
       the peer's copy is gone (MISS again).
   varnishstat -n $RUN/front -1 | grep -iE 'peer|saintmode'
@@ -122,12 +125,12 @@ PY
 then ok; else bad "$(cat "$RUN/status.json")"; fi
 
 step "peer cache holds /page (MISS then HIT)"
-c1=$(curl -s -D - -o /dev/null "$PEER/page" | hdr X-Cache)
-c2=$(curl -s -D - -o /dev/null "$PEER/page" | hdr X-Cache)
+c1=$(curl -s -H "Host: $SITE" -D - -o /dev/null "$PEER/page" | hdr X-Cache)
+c2=$(curl -s -H "Host: $SITE" -D - -o /dev/null "$PEER/page" | hdr X-Cache)
 [ "$c1" = MISS ] && [ "$c2" = HIT ] && ok || bad "$c1 $c2"
 
 step "PURGE at the front answers at once"
-st=$(curl -s -o /dev/null -w '%{http_code}' -X PURGE "$FRONT/page")
+st=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $SITE" -X PURGE "$FRONT/page")
 [ "$st" = 200 ] && ok || bad "status $st"
 
 step "the purge reaches the peer cache (n_purges, then MISS)"
@@ -137,7 +140,7 @@ for _ in $(seq 1 100); do
     [ "${n:-0}" -ge 1 ] && { purged=1; break; }
     sleep 0.1
 done
-c3=$(curl -s -D - -o /dev/null "$PEER/page" | hdr X-Cache)
+c3=$(curl -s -H "Host: $SITE" -D - -o /dev/null "$PEER/page" | hdr X-Cache)
 [ "$purged" = 1 ] && [ "$c3" = MISS ] && ok || bad "n_purges=${n:-?} X-Cache=$c3"
 
 step "peer.pending() drains to 0"
