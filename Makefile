@@ -39,7 +39,7 @@ vtc unit: build
 
 test: bootstrap lint build
 	$(WITH_ENV) cargo test --workspace --locked
-	$(MAKE) --no-print-directory demo-smoke check-install check-deb
+	$(MAKE) --no-print-directory demo-smoke check-examples check-install check-deb
 
 demo: release
 	$(WITH_ENV) scripts/demo.sh
@@ -50,7 +50,11 @@ demo-smoke: release
 clean:
 	cargo clean
 
-.PHONY: install deb check-install check-deb
+.PHONY: install deb check-install check-deb check-examples
+
+# Compiles examples/*.vcl and runs examples/tests/*.vtc (incl. the three-node purge fan-out).
+check-examples: release
+	$(WITH_ENV) scripts/check-examples.sh --release
 
 # Installs both modules, man pages and docs; honours DESTDIR, PREFIX (and VMODDIR, MANDIR, DOCDIR).
 install: release
