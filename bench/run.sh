@@ -35,6 +35,7 @@ THREADS="${BENCH_THREADS:-2}"
 NS="${BENCH_NS:-0 1000 10000 100000}"
 QUEUED="${BENCH_QUEUED:-30000}"
 ONLY="${BENCH_ONLY:-peer drain saintmode memory}"
+BUDGET="${BENCH_BUDGET:-540}"   # seconds; saintmode sizes not started by then are skipped (null)
 PEER_SET_EXTRA="${BENCH_PEER_SET_EXTRA:-}"
 PEER_CONNS="${BENCH_PEER_CONNS:-1}"
 OBJ_QUEUE=1000
@@ -66,7 +67,7 @@ if [ ! -f "$PEER_SO" ] || [ ! -f "$SAINT_SO" ]; then
 fi
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-bench.XXXXXX")
-declare -A VD_DIR VD_PORT VD_MGR
+declare -A VD_DIR VD_PORT VD_MGR WARMED
 BG_PIDS=()
 cleanup() {
     local n p
@@ -91,9 +92,9 @@ fig_null() { # name target reason
     printf '{"figure":"%s","kind":"null","target":%s,"reason":%s}\n' "$1" "$(jstr "$2")" "$(jstr "$3")" \
         >> "$RUN/figures.jsonl"
 }
-fig_samples() { # name unit target samples_json [extra_json] [reason]
-    printf '{"figure":"%s","kind":"samples","unit":"%s","target":%s,"samples":%s,"extra":%s,"reason":%s}\n' \
-        "$1" "$2" "$(jstr "$3")" "$4" "${5:-null}" "$(jstr "${6:-}")" >> "$RUN/figures.jsonl"
+fig_samples() { # name unit target samples_json [extra_json] [reason] [value]
+    printf '{"figure":"%s","kind":"samples","unit":"%s","target":%s,"samples":%s,"extra":%s,"reason":%s,"value":%s}\n' \
+        "$1" "$2" "$(jstr "$3")" "$4" "${5:-null}" "$(jstr "${6:-}")" "${7:-null}" >> "$RUN/figures.jsonl"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -129,7 +130,7 @@ vd_start() { # name vclfile [varnishd args...]
     local name=$1 vcl=$2 dir="$RUN/$1"
     shift 2
     mkdir -p "$dir"
-    if ! LD_LIBRARY_PATH="$VD_LDPATH" varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
+    if ! env LD_LIBRARY_PATH="$VD_LDPATH" ${VD_MALLOC_CONF:+MALLOC_CONF=$VD_MALLOC_CONF} varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
             -s malloc,256m -p vcc_allow_inline_c=off "$@" > "$dir/log" 2>&1; then
         VD_ERR=$(grep -v '^$' "$dir/log" | head -n 4 | tr '\n' ' ' | cut -c1-300)
         log "varnishd $name failed: $VD_ERR"
@@ -155,22 +156,26 @@ vd_child() { pgrep -P "${VD_MGR[$1]}" | head -n1; }
 vd_rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$(vd_child "$1")/status"; }
 vd_url() { echo "http://127.0.0.1:${VD_PORT[$1]}$2"; }
 
-# Wait until the machine is quiet (a peer draining a backlog, retries...) so the next run does not
-# pay for the previous one.
-wait_idle() {
-    local i a b idle total
-    sleep 0.3
-    for i in $(seq 1 12); do
-        read -r -a a < <(head -n1 /proc/stat)
-        sleep 0.25
-        read -r -a b < <(head -n1 /proc/stat)
-        idle=$(( (b[4] + b[5]) - (a[4] + a[5]) ))
-        total=0
-        for j in 1 2 3 4 5 6 7 8; do total=$(( total + b[j] - a[j] )); done
-        [ "$total" -gt 0 ] && [ $(( idle * 100 / total )) -ge 80 ] && return 0
+# Wait until our own processes are quiet (a peer draining a backlog, retries...) so the next run
+# does not pay for the previous one. Only the CPU time of the varnishd children and helpers started
+# here counts: other activity on the machine is noise that alternation and medians must absorb.
+our_ticks() {
+    local n p pids=() t=0
+    for n in "${!VD_MGR[@]}"; do p=$(pgrep -P "${VD_MGR[$n]}" 2>/dev/null | head -n1) && pids+=("$p"); done
+    pids+=("${BG_PIDS[@]}")
+    for p in "${pids[@]}"; do
+        [ -r "/proc/$p/stat" ] && t=$(( t + $(awk '{sub(/^.*\) /,""); print $12 + $13}' "/proc/$p/stat") ))
     done
-    log "machine still busy after 3 s (another process?); measuring anyway"
-    NOT_IDLE=$(( ${NOT_IDLE:-0} + 1 ))
+    echo "$t"
+}
+wait_idle() {
+    local i a b
+    sleep 0.2
+    for i in $(seq 1 25); do
+        a=$(our_ticks); sleep 0.2; b=$(our_ticks)
+        [ $(( b - a )) -le 2 ] && return 0   # <= 2 clock ticks (20 ms) of CPU in 200 ms
+    done
+    log "our processes still busy after 5 s; measuring anyway"
 }
 
 # wrk once against a URL; appends a run record. Args: group rep label url [conns] [threads]
@@ -194,7 +199,9 @@ alternate() {
     local items=("$@")
     n=${#items[@]}
     for pair in "${items[@]}"; do  # warm-up, not recorded
+        [ -n "${WARMED[${pair#* }]:-}" ] && continue
         wrk -t"$THREADS" -c"$CONNS" -d1s "${pair#* }" >/dev/null 2>&1 || true
+        WARMED[${pair#* }]=1
     done
     for rep in $(seq 1 "$REPS"); do
         for i in $(seq 0 $((n - 1))); do
@@ -270,7 +277,9 @@ $SYNTH
 EOF
 }
 # Measured instance for the saintmode figures: /sm/* through the saintmode director, anything
-# else straight to the same origin; /bl/* responses are blacklisted; /count reports the list size.
+# else straight to the same origin; /bl/* (through the director) and /blp/* (fetched from the wrapped
+# backend directly, which both implementations accept as "this backend") responses are
+# blacklisted; /count reports the list size.
 # varnish-modules 0.25 calls them denylist()/denylist_count(); the seed interface says blacklist.
 vcl_saintmode() { # file so origin_port [verb: blacklist|denylist]
     local verb=${4:-blacklist}
@@ -289,7 +298,7 @@ sub vcl_recv {
     return (pass);
 }
 sub vcl_backend_response {
-    if (bereq.url ~ "^/bl/") { saintmode.$verb(1h); }
+    if (bereq.url ~ "^/(bl|blp)/") { saintmode.$verb(1h); }
 }
 sub vcl_synth {
     set resp.http.X-Count = sm.${verb}_count();
@@ -459,6 +468,40 @@ if want drain; then
 fi
 
 # ================================================================== saintmode lookups + bytes per entry
+# Populate instance s_$1 up to $2 live entries in chunks of at most $3; appends "bytes per entry"
+# of every chunk of >= 9000 entries to SM_BYTES[$1] (child VmRSS growth / blacklist_count() growth).
+declare -A SM_BYTES SM_POP
+sm_populate() { # impl target chunkmax
+    local impl=$1 inst=s_$1 target=$2 max=$3 cnt cnt1 chunk rss0 rss1 res
+    [ -n "${SM_MEM:-}" ] && inst=sm_mem_$1
+    while :; do
+        cnt=$(header_of "$(vd_url "$inst" /count)" X-Count)
+        [ "${cnt:-0}" -ge "$target" ] && return 0
+        chunk=$(( target - cnt )); [ $chunk -gt "$max" ] && chunk=$max
+        rss0=$(vd_rss_kb "$inst")
+        # Populate through the plain backend when the VMOD accepts it: the same entries, without
+        # C saintmode's O(N) lookup on every populating fetch (a minute at 100000).
+        res=$(hammer "${VD_PORT[$inst]}" "$chunk" "${SM_POP[$impl]:-/blp/}$cnt-" --conns 4)
+        cnt1=$(header_of "$(vd_url "$inst" /count)" X-Count)
+        rss1=$(vd_rss_kb "$inst")
+        log "  $inst: +$chunk blacklisted ($res): count $cnt -> $cnt1, RSS $rss0 -> $rss1 kB"
+        if [ "${cnt1:-0}" -le "$cnt" ]; then
+            if [ "${SM_POP[$impl]:-/blp/}" = /blp/ ]; then
+                log "  $impl: entries are only taken through the director: populating via /bl/"
+                SM_POP[$impl]=/bl/
+                continue
+            fi
+            log "  $impl: blacklist count does not grow; stopping population"
+            return 1
+        fi
+        if [ -n "${SM_MEM:-}" ] && [ $((cnt1 - cnt)) -ge 9000 ]; then
+            SM_BYTES[$impl]+="$(( (rss1 - rss0) * 1024 / (cnt1 - cnt) )),"
+        fi
+    done
+}
+
+over_budget() { [ $(( $(date +%s) - T_START )) -ge "$BUDGET" ]; }
+
 if want saintmode; then
     log "== saintmode lookups"
     vcl_origin "$RUN/s_origin.vcl"
@@ -472,34 +515,10 @@ if want saintmode; then
         vcl_saintmode "$RUN/s_c.vcl" "$C_SAINTMODE_SO" "${VD_PORT[s_origin]}" "$C_SAINT_VERB"
         if vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
     fi
-    declare -A SM_BYTES
-    for impl in "${impls[@]}"; do
-        # Warm the instance up (threads, workspaces, backend connections) before RSS readings.
-        hammer "${VD_PORT[s_$impl]}" 20000 /warm/ >/dev/null
-        SM_BYTES[$impl]=""
-    done
-    have=0
+    measured=" "
     for N in $NS; do
-        for impl in "${impls[@]}"; do
-            # Populate up to N live entries in chunks of at most 30000, reading RSS around each.
-            while :; do
-                cnt=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
-                [ "${cnt:-0}" -ge "$N" ] && break
-                chunk=$(( N - cnt )); [ $chunk -gt 30000 ] && chunk=30000
-                rss0=$(vd_rss_kb "s_$impl")
-                res=$(hammer "${VD_PORT[s_$impl]}" "$chunk" "/bl/$cnt-" --conns 4)
-                cnt1=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
-                rss1=$(vd_rss_kb "s_$impl")
-                log "  $impl: +$chunk blacklisted ($res): count $cnt -> $cnt1, RSS $rss0 -> $rss1 kB"
-                if [ "${cnt1:-0}" -le "$cnt" ]; then
-                    log "  $impl: blacklist count does not grow; stopping population"
-                    break 2
-                fi
-                if [ $((cnt1 - cnt)) -ge 9000 ]; then
-                    SM_BYTES[$impl]+="$(( (rss1 - rss0) * 1024 / (cnt1 - cnt) )),"
-                fi
-            done
-        done
+        if over_budget; then log "time budget ($BUDGET s) spent: skipping N=$N"; continue; fi
+        for impl in "${impls[@]}"; do sm_populate "$impl" "$N" 50000 || true; done
         items=()
         for impl in "${impls[@]}"; do
             items+=("${impl}_sm $(vd_url "s_$impl" /sm/x)" "${impl}_plain $(vd_url "s_$impl" /plain/x)")
@@ -510,25 +529,50 @@ if want saintmode; then
             name=saintmode_lookup_$N; [ "$impl" = c ] && name=c_saintmode_lookup_$N
             fig_ratio "$name" "sm_$N" "${impl}_sm" "${impl}_plain" "$T95" "$cnt live entries"
         done
+        measured+="$N "
     done
     for N in $NS; do
+        if [[ "$measured" != *" $N "* ]]; then
+            fig_null "saintmode_lookup_$N" "$T95" "skipped: time budget of $BUDGET s spent"
+            fig_null "c_saintmode_lookup_$N" "$T95" "skipped: time budget of $BUDGET s spent"
+            continue
+        fi
         [[ " ${impls[*]} " = *" ours "* ]] || fig_null "saintmode_lookup_$N" "$T95" "$SAINT_ERR"
         [[ " ${impls[*]} " = *" c "* ]] || fig_null "c_saintmode_lookup_$N" "$T95" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
     done
-    for impl in ours c; do
-        name=saintmode_bytes_per_entry; tgt="<= 128"
-        [ "$impl" = c ] && { name=c_saintmode_bytes_per_entry; tgt=""; }
-        if [[ " ${impls[*]} " = *" $impl "* ]]; then
-            fig_samples "$name" bytes "$tgt" "[${SM_BYTES[$impl]%,}]" \
-                "{\"method\": \"child VmRSS growth / blacklist_count() growth, chunks of >= 9000 entries\"}" \
-                "no population chunk of >= 9000 entries (BENCH_NS too small?)"
-        elif [ "$impl" = ours ]; then
-            fig_null "$name" "$tgt" "$SAINT_ERR"
-        else
-            fig_null "$name" "$tgt" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
-        fi
-    done
     for n in s_ours s_c s_origin; do vd_stop "$n"; done
+fi
+
+# ================================================================== memory figures
+# Dedicated instances whose jemalloc returns freed pages at once (MALLOC_CONF decay 0), so that
+# VmRSS follows live memory instead of the allocator's purge schedule.
+MEM_MALLOC_CONF="dirty_decay_ms:0,muzzy_decay_ms:0"
+if want memory; then
+    log "== saintmode memory per entry"
+    SM_MEM_N="${BENCH_SM_MEM_N:-100000}"
+    vcl_origin "$RUN/sm_mem_origin.vcl"
+    vd_start sm_mem_origin "$RUN/sm_mem_origin.vcl" || die "origin varnishd failed: $VD_ERR"
+    for impl in ours c; do
+        name=saintmode_bytes_per_entry; tgt="<= 128" so=$SAINT_SO verb=${SAINT_VERB:-blacklist} ok=$SAINT_OK err=$SAINT_ERR
+        [ "$impl" = c ] && { name=c_saintmode_bytes_per_entry; tgt=""; so=$C_SAINTMODE_SO; verb=${C_SAINT_VERB:-denylist}; ok=$C_SAINT_OK; err="varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"; }
+        if [ -z "$ok" ]; then fig_null "$name" "$tgt" "$err"; continue; fi
+        vcl_saintmode "$RUN/sm_mem_$impl.vcl" "$so" "${VD_PORT[sm_mem_origin]}" "$verb"
+        if ! VD_MALLOC_CONF=$MEM_MALLOC_CONF vd_start "sm_mem_$impl" "$RUN/sm_mem_$impl.vcl"; then
+            fig_null "$name" "$tgt" "varnishd failed: $VD_ERR"; continue
+        fi
+        # Warm up (threads, workspaces, backend connections) with the same requests, not blacklisted.
+        hammer "${VD_PORT[sm_mem_$impl]}" 20000 /warm/ --conns 4 >/dev/null
+        SM_BYTES[$impl]=""
+        c0=$(header_of "$(vd_url "sm_mem_$impl" /count)" X-Count); r0=$(vd_rss_kb "sm_mem_$impl")
+        SM_MEM=1 sm_populate "$impl" "$SM_MEM_N" $(( SM_MEM_N / 4 )) || true
+        c1=$(header_of "$(vd_url "sm_mem_$impl" /count)" X-Count); r1=$(vd_rss_kb "sm_mem_$impl")
+        total=null; [ "$c1" -gt "$c0" ] && total=$(( (r1 - r0) * 1024 / (c1 - c0) ))
+        fig_samples "$name" bytes "$tgt" "[${SM_BYTES[$impl]%,}]" \
+            "{\"entries\": $((c1 - c0)), \"rss_kb\": [$r0, $r1], \"method\": \"value: child VmRSS growth / blacklist_count() growth over all entries; samples: the same per chunk of $(( SM_MEM_N / 4 )); jemalloc $MEM_MALLOC_CONF\"}" \
+            "no population chunk of >= 9000 entries (BENCH_SM_MEM_N too small?)" "$total"
+        vd_stop "sm_mem_$impl"
+    done
+    vd_stop sm_mem_origin
 fi
 
 # ================================================================== peer bytes per queued request
@@ -542,11 +586,12 @@ if want memory; then
         BH_PORT=$(cat "$RUN/blackhole.port")
         OBJ_QUEUE=$(( QUEUED * 2 )) vcl_peer_front "$RUN/m_front.vcl" "$BH_PORT" 0 \
             'if (req.url ~ "^/q/") { pr.queue_req(); } if (req.url == "/pending") { return (synth(200, "" + @PENDING@)); }' obj
-        vd_start m_front "$RUN/m_front.vcl" || die "memory front varnishd failed after its VCL loaded in the probe: $VD_ERR"
+        VD_MALLOC_CONF=$MEM_MALLOC_CONF vd_start m_front "$RUN/m_front.vcl" || die "memory front varnishd failed after its VCL loaded in the probe: $VD_ERR"
         hammer "${VD_PORT[m_front]}" 20000 /warm/ --size 1024 >/dev/null
         sleep 0.5
         samples=()
         step=$(( QUEUED / 3 ))
+        pa=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | tr -d '\r' | awk 'NR==1{print $3}'); ra=$(vd_rss_kb m_front)
         for s in 1 2 3; do
             p0=$(curl -s -D - -o /dev/null "$(vd_url m_front /pending)" | tr -d '\r' | awk 'NR==1{print $3}')
             rss0=$(vd_rss_kb m_front)
@@ -559,9 +604,10 @@ if want memory; then
                 samples+=("$(( (rss1 - rss0) * 1024 / (p1 - p0) ))")
             fi
         done
+        total=null; [ "${p1:-0}" -gt "$pa" ] && total=$(( (rss1 - ra) * 1024 / (p1 - pa) ))
         fig_samples peer_bytes_per_queued_request bytes "<= 2048" "[$(IFS=,; echo "${samples[*]:-}")]" \
-            "{\"request_bytes\": 1024, \"method\": \"child VmRSS growth / pending() growth, peer accepts and never answers\", \"peer\": $(jstr "peer.peer(${PEER_OBJ_ARGS//@QUEUE@/$(( QUEUED * 2 ))})")}" \
-            "pending() did not grow by the requests sent (queue capacity below $step? see BENCH_PEER_OBJ_ARGS)"
+            "{\"request_bytes\": 1024, \"method\": \"child VmRSS growth / pending() growth, peer accepts and never answers, jemalloc $MEM_MALLOC_CONF\", \"peer\": $(jstr "peer.peer(${PEER_OBJ_ARGS//@QUEUE@/$(( QUEUED * 2 ))})")}" \
+            "pending() did not grow by the requests sent (queue capacity below $step? see BENCH_PEER_OBJ_ARGS)" "$total"
         vd_stop m_front
     fi
 fi

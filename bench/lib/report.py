@@ -8,7 +8,8 @@ RUN_DIR holds what bench/run.sh recorded:
   figures.jsonl  one figure definition per line (the last one for a name wins):
                  {"figure", "kind": "ratio", "group", "num", "den", "target", "note"?}
                      -> per rep: rps(num) / rps(den) of the same group and rep
-                 {"figure", "kind": "samples", "samples": [...], "unit", "target", "extra"?}
+                 {"figure", "kind": "samples", "samples": [...], "unit", "target", "extra"?, "value"?}
+                     -> median of the samples, or "value" when given (bytes: total growth / count)
                  {"figure", "kind": "null", "reason", "target"?}
   meta.json      machine and run facts copied into details
 Writes OUT_DIR/results.json (one key per figure = median, plus "details") and OUT_DIR/results.md
@@ -96,6 +97,8 @@ def main():
             det.update(d["extra"])
         if samples:
             value = statistics.median(samples)
+            if d.get("value") is not None:  # e.g. total growth / total count, samples per chunk
+                value = d["value"]
             det.update({"samples": [round(s, 4) for s in samples], "median": round(value, 4),
                         "min": round(min(samples), 4), "max": round(max(samples), 4)})
             value = round(value, 4)
@@ -109,7 +112,7 @@ def main():
         json.dump(results, f, indent=2)
         f.write("\n")
 
-    header = ["figure", "median", "min..max", "n", "target", "met", "note"]
+    header = ["figure", "value", "min..max", "n", "target", "met", "note"]
     rows = []
     for name, det in figs.items():
         unit = det["unit"]
