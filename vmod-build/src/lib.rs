@@ -25,6 +25,13 @@ pub fn build(vmod_name: &str) {
 
     let vmodtool = pkg_config_var("vmodtool");
     let include_dirs = pkg_config_include_dirs();
+    // A strict-ABI module must be rebuilt whenever the Varnish it targets changes.
+    for dir in &include_dirs {
+        let abi = dir.join("vmod_abi.h");
+        if abi.exists() {
+            println!("cargo:rerun-if-changed={}", abi.display());
+        }
+    }
 
     run_vmodtool(&vmodtool, &vcc, &out_dir, vmod_name);
     compile_glue(&out_dir, vmod_name, &include_dirs);
