@@ -69,3 +69,8 @@ check-install: release
 
 check-deb: release
 	$(WITH_ENV) scripts/check-deb.sh --no-build
+
+.PHONY: bench
+# Benchmarks (bounded, < 10 min): ratios side by side, target/bench/results.json.
+bench: release
+	$(WITH_ENV) bench/run.sh
