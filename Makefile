@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENVFILE := target/varnish-env.sh
 WITH_ENV := . $(ENVFILE) &&
 
-.PHONY: all bootstrap env build release lint docs unit vtc test demo demo-smoke clean
+.PHONY: all bootstrap env build release lint docs unit vtc test demo demo-smoke demo-cluster demo-cluster-smoke clean
 
 all: build
 
@@ -39,13 +39,20 @@ vtc unit: build
 
 test: bootstrap lint build
 	$(WITH_ENV) cargo test --workspace --locked
-	$(MAKE) --no-print-directory demo-smoke check-examples check-install check-deb
+	$(MAKE) --no-print-directory demo-smoke demo-cluster-smoke check-examples check-install check-deb
 
 demo: release
 	$(WITH_ENV) scripts/demo.sh
 
 demo-smoke: release
 	$(WITH_ENV) scripts/demo.sh --smoke
+
+# Three caches, each the peer of the two others (purge fan-out without loops).
+demo-cluster: release
+	$(WITH_ENV) scripts/demo-cluster.sh
+
+demo-cluster-smoke: release
+	$(WITH_ENV) scripts/demo-cluster.sh --smoke
 
 clean:
 	cargo clean

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Three caches on 127.0.0.1, each the peer of the two others (demo/cluster.vcl), in
+# front of one demo origin.
+#   scripts/demo-cluster.sh           run until Ctrl-C, printing what to try
+#   scripts/demo-cluster.sh --smoke   a PURGE at each node empties all three; exit 0 if so
+set -euo pipefail
+MODE=interactive
+[ "${1:-}" = "--smoke" ] && MODE=smoke
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ART="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}"
+PEER_SO="$ART/libvmod_peer.so"
+[ -f "$PEER_SO" ] || { echo "demo-cluster: $PEER_SO missing: run 'make release'" >&2; exit 1; }
+command -v varnishd >/dev/null || { echo "demo-cluster: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-cluster.XXXXXX")
+ORIGIN_PID=""
+cleanup() {
+    for n in 1 2 3; do [ -f "$RUN/n$n.pid" ] && kill "$(cat "$RUN/n$n.pid")" 2>/dev/null || true; done
+    [ -n "$ORIGIN_PID" ] && kill "$ORIGIN_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ORIGIN=$(free_port); P1=$(free_port); P2=$(free_port); P3=$(free_port)
+PORTS=("" "$P1" "$P2" "$P3")
+python3 "$ROOT/demo/origin.py" --port "$ORIGIN" --name origin & ORIGIN_PID=$!
+
+jail=(); [ "$(id -u)" -eq 0 ] && jail=(-j none)
+for n in 1 2 3; do
+    others=()
+    for m in 1 2 3; do [ "$m" != "$n" ] && others+=("${PORTS[$m]}"); done
+    sed -e "s|@PEER_VMOD@|$PEER_SO|; s|@ORIGIN@|$ORIGIN|" \
+        -e "s|@PEER1@|${others[0]}|; s|@PEER2@|${others[1]}|" "$ROOT/demo/cluster.vcl" > "$RUN/n$n.vcl"
+    varnishd -n "$RUN/n$n" -i "node$n" -a "127.0.0.1:${PORTS[$n]}" -T 127.0.0.1:0 -f "$RUN/n$n.vcl" \
+        -s malloc,32m -P "$RUN/n$n.pid" "${jail[@]}" 2>"$RUN/n$n.err" \
+        || { echo "demo-cluster: node$n failed to start:" >&2; cat "$RUN/n$n.err" >&2; exit 1; }
+done
+for p in "$ORIGIN" "$P1" "$P2" "$P3"; do
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
+done
+
+SITE="www.demo.test"
+get() { curl -s -H "Host: $SITE" -D - -o /dev/null "http://127.0.0.1:$1$2" | grep -i '^X-Cache:' | tr -d ' \r' | cut -d: -f2; }
+purges() { varnishstat -n "$RUN/n$1" -1 -f MAIN.n_purges 2>/dev/null | awk '{print $2+0}'; }
+
+if [ "$MODE" = interactive ]; then
+    cat <<EOT
+
+Three-node cluster running (Ctrl-C stops it): node1 :$P1, node2 :$P2, node3 :$P3
+Try:
+  for p in $P1 $P2 $P3; do curl -s -H 'Host: $SITE' -o /dev/null -D - http://127.0.0.1:\$p/obj | grep X-Cache; done
+      caches /obj on every node (run twice: HIT everywhere).
+  curl -s -X PURGE -H 'Host: $SITE' http://127.0.0.1:$P2/obj -o /dev/null -w '%{http_code}\n'
+      purges node2 and, in the background, node1 and node3: run the GET loop again (MISS x3).
+  kill \$(cat $RUN/n3.pid); curl -X PURGE -H 'Host: $SITE' http://127.0.0.1:$P1/obj
+      node3 is down: node2 is purged, node1 retries node3 (varnishstat -n $RUN/n1 -1 -f 'PEER.*').
+EOT
+    while true; do sleep 3600; done
+fi
+
+fail=0
+for n in 1 2 3; do
+    for p in "$P1" "$P2" "$P3"; do get "$p" /obj >/dev/null; done
+    before=("" "$(purges 1)" "$(purges 2)" "$(purges 3)")
+    curl -s -o /dev/null -X PURGE -H "Host: $SITE" "http://127.0.0.1:${PORTS[$n]}/obj"
+    ok=1
+    for m in 1 2 3; do
+        for _ in $(seq 1 100); do [ "$(purges "$m")" -gt "${before[$m]}" ] && break; sleep 0.1; done
+        [ "$(purges "$m")" -eq $(( ${before[$m]} + 1 )) ] || ok=0
+    done
+    for p in "$P1" "$P2" "$P3"; do [ "$(get "$p" /obj)" = MISS ] || ok=0; done
+    if [ "$ok" = 1 ]; then
+        echo "demo-cluster: PURGE at node$n purged all three nodes once each       ok"
+    else
+        echo "demo-cluster: PURGE at node$n purged all three nodes once each       FAILED"; fail=1
+    fi
+done
+[ "$fail" = 0 ] && echo "demo-cluster: all steps held" || { echo "demo-cluster: FAILED" >&2; exit 1; }
