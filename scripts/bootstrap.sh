@@ -16,25 +16,16 @@ die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/vmod-rs"
 PREFIX="${VARNISH_PREFIX:-$CACHE_ROOT/varnish-7.7-deb13}"
 SUITE="${VARNISH_SUITE:-trixie}"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# shellcheck source=lib/debian.sh
+. "$(dirname "$0")/lib/debian.sh"
 
 # ---------------------------------------------------------------- packages
 PKGS=(build-essential automake autoconf libtool pkg-config libedit-dev
       libjemalloc-dev libncurses-dev libpcre2-dev python3 python3-docutils
       python3-sphinx clang libclang-dev libcurl4-openssl-dev curl xz-utils
       openssl ca-certificates procps patch)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    $SUDO apt-get update -qq >&2 \
-        || die "apt-get update failed: check the network and /etc/apt/sources.list*"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-        || die "apt-get install ${missing[*]} failed: run it by hand to see why (root needed)"
-fi
+ensure_debs "${PKGS[@]}" \
+    || die "installing Debian packages failed: run 'apt-get install ${PKGS[*]}' by hand to see why (root needed)"
 
 # ------------------------------------------------------- system Varnish?
 if pkg-config --exists 'varnishapi >= 7.5' 2>/dev/null && ! pkg-config --exists 'varnishapi >= 9' 2>/dev/null; then
@@ -52,31 +43,6 @@ if [ -x "$PREFIX/sbin/varnishd" ] && [ "$(cat "$PREFIX/.complete" 2>/dev/null)" 
 fi
 
 # ------------------------------------------------ private apt configuration
-# The mirror is the one this machine already uses for Debian itself.
-mirror_uri() {
-    local f uri=""
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        uri=$(awk '
-            BEGIN{RS=""; FS="\n"}
-            {
-              u=""; s=""; t="";
-              for (i=1;i<=NF;i++) {
-                if ($i ~ /^URIs:/)   { u=$i; sub(/^URIs:[ \t]*/,"",u) }
-                if ($i ~ /^Suites:/) { s=$i }
-                if ($i ~ /^Types:/)  { t=$i }
-              }
-              if (t ~ /deb/ && s !~ /security/ && u ~ /debian\/?$/) { split(u,a," "); print a[1]; exit }
-            }' "$f")
-        [ -n "$uri" ] && { echo "$uri"; return; }
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(awk '$1 ~ /^deb(-src)?$/ && $0 !~ /security/ {
-                  for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) { if ($i ~ /debian\/?$/) { print $i; exit } } }' "$f")
-        [ -n "$uri" ] && { echo "$uri"; return; }
-    done
-}
 MIRROR=$(mirror_uri)
 [ -n "$MIRROR" ] || die "no Debian mirror found in /etc/apt/sources.list*: add one, or install Varnish >= 7.5 with its pkg-config file and re-run"
 log "Debian mirror from the apt configuration: $MIRROR (suite $SUITE)"

@@ -14,43 +14,9 @@ C_SAINTMODE_SO="" C_SAINTMODE_ERR=""
 C_CURL_SO="" C_CURL_ERR=""
 C_SAINTMODE_VERSION_WANTED="${C_SAINTMODE_VERSION_WANTED:-0.25.0}"
 
-ensure_debs() {
-    local p missing=() sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    log "installing Debian packages: ${missing[*]}"
-    $sudo apt-get update -qq >&2 || return 1
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
-
-# The Debian mirror this machine already uses (first non-security deb entry ending in /debian).
-mirror_uri() {
-    local f uri=""
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        uri=$(awk '
-            BEGIN{RS=""; FS="\n"}
-            {
-              u=""; s=""; t="";
-              for (i=1;i<=NF;i++) {
-                if ($i ~ /^URIs:/)   { u=$i; sub(/^URIs:[ \t]*/,"",u) }
-                if ($i ~ /^Suites:/) { s=$i }
-                if ($i ~ /^Types:/)  { t=$i }
-              }
-              if (t ~ /deb/ && s !~ /security/ && u ~ /debian\/?$/) { split(u,a," "); print a[1]; exit }
-            }' "$f")
-        [ -n "$uri" ] && { echo "$uri"; return; }
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(awk '$1 ~ /^deb(-src)?$/ && $0 !~ /security/ {
-                  for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) { if ($i ~ /debian\/?$/) { print $i; exit } } }' "$f")
-        [ -n "$uri" ] && { echo "$uri"; return; }
-    done
-}
+# ensure_debs and mirror_uri are shared with scripts/bootstrap.sh.
+# shellcheck source=../../scripts/lib/debian.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/debian.sh"
 
 APT_OPTS=()
 APT_READY=""
