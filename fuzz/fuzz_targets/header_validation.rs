@@ -1,0 +1,35 @@
+//! Header validation: validate() accepts a snapshot only if nothing in it can start a new line
+//! or a new field on the wire, and check_fixed() agrees with it for the same name and value.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use vmods_fuzz::snapshot::{split_header_line, Snapshot, Template};
+
+const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
+
+fuzz_target!(|data: &[u8]| {
+    let f = vmods_fuzz::fields(data);
+    let (name, value) = (f[0], f.get(1).copied().unwrap_or(b""));
+    let snap = Snapshot {
+        method: b"PURGE".to_vec(),
+        url: b"/".to_vec(),
+        http10: false,
+        headers: vec![(name.to_vec(), value.to_vec())],
+        body: None,
+    };
+    let ok = snap.validate().is_ok();
+    let token = !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(b));
+    let clean = !value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0));
+    assert_eq!(ok, token && clean, "validate() disagrees with RFC 9110 token / no CR-LF-NUL");
+    if let (Ok(n), Ok(v)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
+        assert_eq!(Template::check_fixed(n, v).is_ok(), ok, "check_fixed() disagrees with validate()");
+    }
+    // Method and URL: no space, CR, LF or NUL may pass.
+    let s2 = Snapshot { method: name.to_vec(), url: value.to_vec(), ..Snapshot::default() };
+    if s2.validate().is_ok() {
+        assert!(!s2.method.iter().chain(&s2.url).any(|b| *b <= b' ' || *b == 0x7f));
+    }
+    // split_header_line never panics and its name has no colon.
+    if let Some((n, _)) = split_header_line(data) {
+        assert!(!n.contains(&b':'));
+    }
+});

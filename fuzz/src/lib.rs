@@ -1,0 +1,16 @@
+//! The pure parts of both VMODs, compiled from their own sources for fuzzing: peer's snapshot
+//! (with the destination type it renders for) and saintmode's denylist. Linking the VMOD crates
+//! themselves would pull their FFI layers, which need varnishd's symbols.
+#![allow(dead_code)]
+
+#[path = "../../saintmode/src/blacklist.rs"]
+pub mod blacklist;
+#[path = "../../peer/src/dest.rs"]
+pub mod dest;
+#[path = "../../peer/src/snapshot.rs"]
+pub mod snapshot;
+
+/// Splits fuzz input into fields at 0x1F bytes (a separator the interesting inputs rarely need).
+pub fn fields(data: &[u8]) -> Vec<&[u8]> {
+    data.split(|b| *b == 0x1f).collect()
+}
