@@ -132,9 +132,11 @@ impl Blacklist {
                 *current = expiry;
                 Listed::Refreshed
             }
-            // Expired but not reclaimed yet: it stopped counting, so this is a new entry.
+            // Expired but not reclaimed yet: it stopped counting, so this is a new entry, and
+            // the old one counts as expired now (its stale heap entry will not count again).
             Some(current) => {
                 *current = expiry;
+                changes.expired += 1;
                 Listed::Added
             }
             None => {
@@ -259,6 +261,37 @@ mod tests {
         // The refresh extended the expiry to 121.
         assert!(bl.is_listed(&digest(1), 120.5));
         assert!(!bl.is_listed(&digest(1), 121.0));
+    }
+
+    /// Every entry added ends as expired or is still held: `added == expired + held`, also
+    /// when an expired entry is listed again before it was reclaimed (found by fuzzing).
+    #[test]
+    fn expired_count_accounts_for_every_entry() {
+        let mut bl = Blacklist::new(1_000);
+        let (mut added, mut expired) = (0u64, 0u64);
+        let mut tally = |listed: Listed, changes: Changes| {
+            if listed == Listed::Added {
+                added += 1;
+            }
+            expired += changes.expired;
+        };
+        // Many entries expiring at once, more than one operation reclaims.
+        for n in 0..(4 * RECLAIM_STEP as u32) {
+            let (listed, changes) = bl.add(&digest(n), 100.0, 1.0);
+            tally(listed, changes);
+        }
+        // After expiry, list some of them again before they were reclaimed.
+        let mut x: u32 = 12345;
+        for step in 0..2_000u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let now = 102.0 + f64::from(step) * 0.01;
+            let (listed, changes) = bl.add(&digest(x % 64), now, 0.5);
+            tally(listed, changes);
+        }
+        let (held, changes) = bl.live_count(1_000.0);
+        expired += changes.expired;
+        assert_eq!(held, 0);
+        assert_eq!(added, expired);
     }
 
     #[test]
