@@ -81,3 +81,15 @@ check-deb: release
 # Benchmarks (bounded, < 10 min): ratios side by side, target/bench/results.json.
 bench: release
 	$(WITH_ENV) bench/run.sh
+
+.PHONY: faults faults-fast fuzz
+# Fault suite (peer flapping/blackholed, reload cycles, child kill, saintmode races, bad input).
+faults: release
+	$(WITH_ENV) scripts/faults.sh
+
+faults-fast: release
+	$(WITH_ENV) scripts/faults.sh --fast
+
+# cargo-fuzz targets, FUZZ_SECONDS each (default 60).
+fuzz: bootstrap
+	$(WITH_ENV) scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
