@@ -49,33 +49,34 @@ require_artifacts() {
 # (vmodtool's file_id, a hash of the $-stanzas, differs): a stale build.
 # vmodtool runs from a scratch directory (it drops vmod_vcs_version.txt in its cwd) on a
 # relative path, so the page names `NAME/vmod.vcc`, not this machine's checkout path.
+# (Its scratch directory is `manwork`, not `work`: a caller's EXIT trap may remove `$work`.)
 gen_man() {
-    local name=$1 out=$2 so=${3:-} vmodtool work vcc_id so_id
+    local name=$1 out=$2 so=${3:-} vmodtool manwork vcc_id so_id
     command -v rst2man >/dev/null || die "rst2man not found: install python3-docutils (make bootstrap does)"
     vmodtool=$(varnish_var vmodtool)
     [ -f "$vmodtool" ] || die "vmodtool $vmodtool (from varnishapi.pc) does not exist"
     [ -f "$ROOT/$name/vmod.vcc" ] || die "$ROOT/$name/vmod.vcc not found"
-    work=$(mktemp -d "${TMPDIR:-/tmp}/vmod-man.XXXXXX")
-    ln -s "$ROOT/$name" "$work/$name"
-    if ! (cd "$work" && python3 "$vmodtool" -o "$work/vcc_if" -w "$work" "$name/vmod.vcc") >"$work/log" 2>&1; then
-        cat "$work/log" >&2
-        rm -rf "$work"
+    manwork=$(mktemp -d "${TMPDIR:-/tmp}/vmod-man.XXXXXX")
+    ln -s "$ROOT/$name" "$manwork/$name"
+    if ! (cd "$manwork" && python3 "$vmodtool" -o "$manwork/vcc_if" -w "$manwork" "$name/vmod.vcc") >"$manwork/log" 2>&1; then
+        cat "$manwork/log" >&2
+        rm -rf "$manwork"
         die "vmodtool failed on $name/vmod.vcc (output above)"
     fi
     if [ -n "$so" ]; then
-        vcc_id=$(sed -n 's/^[[:space:]]*\.file_id =[[:space:]]*"\([0-9a-f]*\)".*/\1/p' "$work/vcc_if.c")
+        vcc_id=$(sed -n 's/^[[:space:]]*\.file_id =[[:space:]]*"\([0-9a-f]*\)".*/\1/p' "$manwork/vcc_if.c")
         so_id=$(so_abi "$so" | cut -d'|' -f4)
         if [ -z "$vcc_id" ] || [ "$vcc_id" != "$so_id" ]; then
-            rm -rf "$work"
+            rm -rf "$manwork"
             die "$so was not built from the current $name/vmod.vcc (file_id ${so_id:-?} vs ${vcc_id:-?}): rebuild first (make release)"
         fi
     fi
-    if ! rst2man --exit-status=3 "$work/vmod_$name.man.rst" >"$out/vmod_$name.3" 2>"$work/log"; then
-        cat "$work/log" >&2
-        rm -rf "$work"
+    if ! rst2man --exit-status=3 "$manwork/vmod_$name.man.rst" >"$out/vmod_$name.3" 2>"$manwork/log"; then
+        cat "$manwork/log" >&2
+        rm -rf "$manwork"
         die "rst2man failed on vmod_$name.man.rst generated from $name/vmod.vcc (output above)"
     fi
-    rm -rf "$work"
+    rm -rf "$manwork"
     grep -q "^\.TH \"VMOD_${name^^}\" 3" "$out/vmod_$name.3" \
         || die "generated man page $out/vmod_$name.3 lacks a '.TH \"VMOD_${name^^}\" 3' line"
 }

@@ -12,35 +12,22 @@ PEER_SO="$ART/libvmod_peer.so"
 [ -f "$PEER_SO" ] || { echo "demo-cluster: $PEER_SO missing: run 'make release'" >&2; exit 1; }
 command -v varnishd >/dev/null || { echo "demo-cluster: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
 
-RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-cluster.XXXXXX")
-ORIGIN_PID=""
-cleanup() {
-    for n in 1 2 3; do [ -f "$RUN/n$n.pid" ] && kill "$(cat "$RUN/n$n.pid")" 2>/dev/null || true; done
-    [ -n "$ORIGIN_PID" ] && kill "$ORIGIN_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+STACK_NAME=demo-cluster
+# shellcheck source=lib/stack.sh
+. "$ROOT/scripts/lib/stack.sh"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN=$(free_port); P1=$(free_port); P2=$(free_port); P3=$(free_port)
 PORTS=("" "$P1" "$P2" "$P3")
-python3 "$ROOT/demo/origin.py" --port "$ORIGIN" --name origin & ORIGIN_PID=$!
+python3 "$ROOT/demo/origin.py" --port "$ORIGIN" --name origin & STACK_PIDS+=($!)
 
-jail=(); [ "$(id -u)" -eq 0 ] && jail=(-j none)
 for n in 1 2 3; do
     others=()
     for m in 1 2 3; do [ "$m" != "$n" ] && others+=("${PORTS[$m]}"); done
     sed -e "s|@PEER_VMOD@|$PEER_SO|; s|@ORIGIN@|$ORIGIN|" \
         -e "s|@PEER1@|${others[0]}|; s|@PEER2@|${others[1]}|" "$ROOT/demo/cluster.vcl" > "$RUN/n$n.vcl"
-    varnishd -n "$RUN/n$n" -i "node$n" -a "127.0.0.1:${PORTS[$n]}" -T 127.0.0.1:0 -f "$RUN/n$n.vcl" \
-        -s malloc,32m -P "$RUN/n$n.pid" "${jail[@]}" 2>"$RUN/n$n.err" \
-        || { echo "demo-cluster: node$n failed to start:" >&2; cat "$RUN/n$n.err" >&2; exit 1; }
+    start_varnish "n$n" "${PORTS[$n]}" "$RUN/n$n.vcl" -i "node$n"
 done
-for p in "$ORIGIN" "$P1" "$P2" "$P3"; do
-    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
-done
+for p in "$ORIGIN" "$P1" "$P2" "$P3"; do wait_http "$p"; done
 
 SITE="www.demo.test"
 get() { curl -s -H "Host: $SITE" -D - -o /dev/null "http://127.0.0.1:$1$2" | grep -i '^X-Cache:' | tr -d ' \r' | cut -d: -f2; }

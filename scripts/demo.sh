@@ -17,24 +17,14 @@ for so in "$PEER_SO" "$SAINT_SO"; do
 done
 command -v varnishd >/dev/null || { echo "demo: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
 
-RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-demo.XXXXXX")
-PIDS=()
-cleanup() {
-    for n in front peer; do
-        [ -f "$RUN/$n.pid" ] && kill "$(cat "$RUN/$n.pid")" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+STACK_NAME=demo
+# shellcheck source=lib/stack.sh
+. "$ROOT/scripts/lib/stack.sh"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN_A=$(free_port); ORIGIN_B=$(free_port); PEER_PORT=$(free_port); FRONT_PORT=$(free_port)
 
-python3 "$ROOT/demo/origin.py" --port "$ORIGIN_A" --name origin-a & PIDS+=($!)
-python3 "$ROOT/demo/origin.py" --port "$ORIGIN_B" --name origin-b --fail-prefix /flaky/ & PIDS+=($!)
+python3 "$ROOT/demo/origin.py" --port "$ORIGIN_A" --name origin-a & STACK_PIDS+=($!)
+python3 "$ROOT/demo/origin.py" --port "$ORIGIN_B" --name origin-b --fail-prefix /flaky/ & STACK_PIDS+=($!)
 
 render() {
     sed -e "s|@PEER_VMOD@|$PEER_SO|; s|@SAINTMODE_VMOD@|$SAINT_SO|" \
@@ -43,23 +33,9 @@ render() {
 render "$ROOT/demo/peer.vcl" "$RUN/peer.vcl"
 render "$ROOT/demo/front.vcl" "$RUN/front.vcl"
 
-start_varnish() { # name port vcl
-    local jail=()
-    [ "$(id -u)" -eq 0 ] && jail=(-j none)
-    varnishd -n "$RUN/$1" -a "127.0.0.1:$2" -T 127.0.0.1:0 -f "$3" -s malloc,64m \
-        -P "$RUN/$1.pid" "${jail[@]}" -p vcc_allow_inline_c=off 2>"$RUN/$1.err" \
-        || { echo "demo: varnishd $1 failed to start:" >&2; cat "$RUN/$1.err" >&2; exit 1; }
-}
-start_varnish peer "$PEER_PORT" "$RUN/peer.vcl"
-start_varnish front "$FRONT_PORT" "$RUN/front.vcl"
+start_varnish peer "$PEER_PORT" "$RUN/peer.vcl" -p vcc_allow_inline_c=off
+start_varnish front "$FRONT_PORT" "$RUN/front.vcl" -p vcc_allow_inline_c=off
 
-wait_http() { # port
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    echo "demo: nothing answers on 127.0.0.1:$1" >&2; exit 1
-}
 for p in "$ORIGIN_A" "$ORIGIN_B" "$PEER_PORT" "$FRONT_PORT"; do wait_http "$p"; done
 
 FRONT="http://127.0.0.1:$FRONT_PORT"
