@@ -3,6 +3,51 @@
 
 use std::fmt;
 
+/// The longest host name DNS allows (RFC 1035: 255 octets on the wire, 253 as text).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// The longest destination accepted (a base URL with its path). Request URLs are appended to
+/// it; servers commonly refuse request lines over 8 KB.
+pub const MAX_DESTINATION_LEN: usize = 8192;
+
+/// At most this many bytes of an argument are quoted in a message.
+const QUOTED_MAX: usize = 64;
+
+/// An argument quoted in a message, cut after [`QUOTED_MAX`] bytes (a 100 000-byte host
+/// would otherwise fill the CLI answer).
+fn quoted(s: &str) -> String {
+    if s.len() <= QUOTED_MAX {
+        return format!("\"{s}\"");
+    }
+    let mut end = QUOTED_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("\"{}...\" ({} bytes)", &s[..end], s.len())
+}
+
+/// Whether `b` may appear as itself in a request-target (RFC 3986 `pchar`, `/`, `?`, and `%`
+/// which is left alone: the URL may already be percent-encoded).
+fn target_byte_ok(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+/// Appends `bytes` percent-encoding every byte a request-target may not carry: bytes >= 0x80
+/// (RFC 9112 allows only ASCII; raw UTF-8 or Latin-1 makes strict parsers refuse the request),
+/// and the ASCII characters RFC 3986 excludes (`"` `#` `<` `>` `[` `\` `]` `^` `` ` `` `{`
+/// `|` `}`, and controls, which `Snapshot::validate` refuses anyway). `#` in particular would
+/// otherwise be taken by the HTTP client as the start of a fragment and the rest dropped.
+pub fn push_encoded_target(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if target_byte_ok(b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
 /// One place requests are sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -36,6 +81,12 @@ fn check_host(host: &str) -> Result<String, String> {
     if host.is_empty() {
         return Err("host is empty".into());
     }
+    if host.len() > MAX_HOST_LEN {
+        return Err(format!(
+            "host {} is too long (at most {MAX_HOST_LEN} bytes, the DNS limit)",
+            quoted(host)
+        ));
+    }
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         if !inner.is_empty()
             && inner
@@ -44,7 +95,7 @@ fn check_host(host: &str) -> Result<String, String> {
         {
             return Ok(host.to_string());
         }
-        return Err(format!("host \"{host}\" is not a valid IPv6 address"));
+        return Err(format!("host {} is not a valid IPv6 address", quoted(host)));
     }
     if host.contains(':') {
         // A bare IPv6 address: the URL needs brackets.
@@ -54,13 +105,13 @@ fn check_host(host: &str) -> Result<String, String> {
         {
             return Ok(format!("[{host}]"));
         }
-        return Err(format!("host \"{host}\" is not valid"));
+        return Err(format!("host {} is not valid", quoted(host)));
     }
     let valid = host
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
     if !valid {
-        return Err(format!("host \"{host}\" is not valid"));
+        return Err(format!("host {} is not valid", quoted(host)));
     }
     Ok(host.to_string())
 }
@@ -70,6 +121,12 @@ impl Destination {
     /// must be 0). Errors name the offending argument.
     pub fn parse(destination: &str, port: i64) -> Result<Self, String> {
         let destination = destination.trim();
+        if destination.len() > MAX_DESTINATION_LEN {
+            return Err(format!(
+                "{} is too long (at most {MAX_DESTINATION_LEN} bytes)",
+                quoted(destination)
+            ));
+        }
         if let Some((scheme, rest)) = destination.split_once("://") {
             if port != 0 {
                 return Err(format!(
@@ -79,7 +136,13 @@ impl Destination {
             return Self::parse_url(scheme, rest, destination);
         }
         let host = check_host(destination)?;
-        let port = check_port(port)?;
+        let port = check_port(port).map_err(|e| {
+            if port == 0 {
+                format!("{e} (a host needs a port, or give an http:// or https:// URL)")
+            } else {
+                e
+            }
+        })?;
         Ok(Destination {
             https: false,
             host,
@@ -89,14 +152,15 @@ impl Destination {
     }
 
     fn parse_url(scheme: &str, rest: &str, whole: &str) -> Result<Self, String> {
+        let whole_q = quoted(whole);
         let https = match scheme.to_ascii_lowercase().as_str() {
             "http" => false,
             "https" => true,
-            _ => return Err(format!("URL \"{whole}\": scheme must be http or https")),
+            _ => return Err(format!("URL {whole_q}: scheme must be http or https")),
         };
         if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!(
-                "URL \"{whole}\" may not have a query, fragment or spaces"
+                "URL {whole_q} may not have a query, fragment or spaces"
             ));
         }
         let (authority, path) = match rest.find('/') {
@@ -105,7 +169,7 @@ impl Destination {
         };
         if authority.contains('@') {
             return Err(format!(
-                "URL \"{whole}\": credentials in URLs are not supported"
+                "URL {whole_q}: credentials in URLs are not supported"
             ));
         }
         let (host, port) = if let Some(end) = authority.find(']') {
@@ -117,7 +181,7 @@ impl Destination {
                 None => (authority, None),
             }
         };
-        let host = check_host(host).map_err(|e| format!("URL \"{whole}\": {e}"))?;
+        let host = check_host(host).map_err(|e| format!("URL {whole_q}: {e}"))?;
         let port = match port {
             None => {
                 if https {
@@ -129,11 +193,14 @@ impl Destination {
             Some(p) => {
                 let n: i64 = p
                     .parse()
-                    .map_err(|_| format!("URL \"{whole}\": port \"{p}\" is not a number"))?;
-                check_port(n).map_err(|e| format!("URL \"{whole}\": {e}"))?
+                    .map_err(|_| format!("URL {whole_q}: port {} is not a number", quoted(p)))?;
+                check_port(n).map_err(|e| format!("URL {whole_q}: {e}"))?
             }
         };
-        let base_path = path.trim_end_matches('/').to_string();
+        let mut base_path = Vec::new();
+        push_encoded_target(&mut base_path, path.trim_end_matches('/').as_bytes());
+        // Only ASCII was pushed.
+        let base_path = String::from_utf8_lossy(&base_path).into_owned();
         Ok(Destination {
             https,
             host,
@@ -142,13 +209,15 @@ impl Destination {
         })
     }
 
-    /// The full URL of a request target (`req.url`) at this destination.
+    /// The full URL of a request target (`req.url`) at this destination, the target
+    /// percent-encoded where it has bytes a request-target may not carry.
     pub fn url_for(&self, target: &[u8]) -> Vec<u8> {
         let mut url = self.to_string().into_bytes();
+        url.reserve(target.len() + 1);
         if !target.starts_with(b"/") {
             url.push(b'/');
         }
-        url.extend_from_slice(target);
+        push_encoded_target(&mut url, target);
         url
     }
 }
@@ -176,6 +245,47 @@ mod tests {
             .unwrap_err()
             .contains("65536"));
         assert!(Destination::parse("h", -1).is_err());
+    }
+
+    #[test]
+    fn host_longer_than_the_dns_limit_is_refused_with_a_short_message() {
+        let ok = "a".repeat(MAX_HOST_LEN);
+        assert!(Destination::parse(&ok, 80).is_ok());
+        let huge = "a".repeat(100_000);
+        for e in [
+            Destination::parse(&"a".repeat(MAX_HOST_LEN + 1), 80).unwrap_err(),
+            Destination::parse(&huge[..5000], 0).unwrap_err(),
+            Destination::parse(&format!("http://{}/", &huge[..5000]), 0).unwrap_err(),
+        ] {
+            assert!(e.contains("is too long (at most 253 bytes"), "{e}");
+            assert!(!e.contains("port"), "{e}");
+            assert!(e.len() < 300, "{e}");
+        }
+    }
+
+    #[test]
+    fn destination_longer_than_8_kb_is_refused_before_the_port_check() {
+        let huge = "a".repeat(100_000);
+        let e = Destination::parse(&huge, 0).unwrap_err();
+        assert!(
+            e.contains("(100000 bytes) is too long (at most 8192 bytes)"),
+            "{e}"
+        );
+        assert!(!e.contains("port"), "{e}");
+        let e = Destination::parse(&format!("http://h/{huge}"), 0).unwrap_err();
+        assert!(e.contains("at most 8192 bytes"), "{e}");
+        // A host without a port says so.
+        let e = Destination::parse("h", 0).unwrap_err();
+        assert!(e.contains("a host needs a port"), "{e}");
+    }
+
+    #[test]
+    fn base_path_is_percent_encoded() {
+        let d = Destination::parse("http://h/v1/caf\u{e9} x{}", 0);
+        assert!(d.is_err(), "spaces stay refused");
+        let d = Destination::parse("http://h/v1/caf\u{e9}{}", 0).unwrap();
+        assert_eq!(d.base_path, "/v1/caf%C3%A9%7B%7D");
+        assert_eq!(d.url_for(b"/p"), b"http://h:80/v1/caf%C3%A9%7B%7D/p");
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub trait EventLog: Send + Sync {
     fn log(&self, line: &str);
 }
 
-/// A peer's settings, fixed in `vcl_init` except the two timeouts the seed API can change.
+/// A peer's settings, fixed in `vcl_init` except the timeouts of the default peer, which its
+/// `peer.set_*timeout()` functions may change after `peer.set()`.
 #[derive(Debug)]
 pub struct Settings {
     pub name: String,
@@ -57,7 +58,7 @@ pub struct Settings {
     pub timeout_ms: AtomicU64,
     pub tls_verify: bool,
     pub ca_file: Option<PathBuf>,
-    pub drain_timeout: Duration,
+    pub drain_timeout_ms: AtomicU64,
 }
 
 impl Default for Settings {
@@ -71,7 +72,7 @@ impl Default for Settings {
             timeout_ms: AtomicU64::new(5000),
             tls_verify: true,
             ca_file: None,
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout_ms: AtomicU64::new(5000),
         }
     }
 }
@@ -82,6 +83,42 @@ impl Settings {
     }
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The largest per-attempt timeout accepted: libcurl takes milliseconds as a C `long`.
+#[allow(clippy::cast_sign_loss)] // c_long::MAX is positive.
+pub const MAX_TIMEOUT_MS: u64 = std::ffi::c_long::MAX as u64;
+
+/// The longest drain accepted. `vcl.discard` may wait for the drain on the CLI thread (up
+/// to the drain timeout plus [`JOIN_GRACE`]), and the manager kills the child when a CLI
+/// command takes longer than `cli_timeout` (60 s by default).
+pub const MAX_DRAIN_TIMEOUT_MS: u64 = 30_000;
+
+/// Checks a drain timeout: 0 (give up what is queued at once) up to [`MAX_DRAIN_TIMEOUT_MS`].
+pub fn check_drain_timeout_ms(ms: u64) -> Result<(), String> {
+    if ms > MAX_DRAIN_TIMEOUT_MS {
+        Err(format!(
+            "must be at most {MAX_DRAIN_TIMEOUT_MS} ms (vcl.discard waits for the drain on the \
+             CLI, which must answer within cli_timeout)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a connect or total timeout for libcurl, which reads 0 as "wait forever": every
+/// wait must be bounded, so at least 1 ms.
+pub fn check_timeout_ms(ms: u64) -> Result<(), String> {
+    if ms == 0 {
+        Err("must be at least 1 ms (0 would mean no timeout)".into())
+    } else if ms > MAX_TIMEOUT_MS {
+        Err(format!("must be at most {MAX_TIMEOUT_MS} ms"))
+    } else {
+        Ok(())
     }
 }
 
@@ -236,14 +273,15 @@ impl Peer {
         self.change_setup(|s| s.dests.push(dest))
     }
 
-    pub fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
-        Template::check_fixed(name, value)?;
-        self.change_setup(|s| s.template.fixed.push((name.to_string(), value.to_string())))
+    /// A fixed header, as bytes: the value is sent exactly as given.
+    pub fn set_header(&self, name: &[u8], value: &[u8]) -> Result<(), String> {
+        Template::check_set_header(name, value)?;
+        self.change_setup(|s| s.template.fixed.push((name.to_vec(), value.to_vec())))
     }
 
-    pub fn unset_header(&self, name: &str) -> Result<(), String> {
-        Template::check_fixed(name, "")?;
-        self.change_setup(|s| s.template.unset.push(name.to_string()))
+    pub fn unset_header(&self, name: &[u8]) -> Result<(), String> {
+        Template::check_fixed(name, b"")?;
+        self.change_setup(|s| s.template.unset.push(name.to_vec()))
     }
 
     /// The destinations and template, fixed from the first use on.
@@ -371,7 +409,7 @@ impl Peer {
     pub fn begin_drain(&self) {
         let mut running = self.running.lock();
         if let Some(generation) = running.as_mut() {
-            Self::signal_drain(generation, self.shared.settings.drain_timeout);
+            Self::signal_drain(generation, self.shared.settings.drain_timeout());
         }
     }
 
@@ -388,7 +426,7 @@ impl Peer {
         let generation = self.running.lock().take();
         if let Some(mut generation) = generation {
             if generation.stop.is_some() {
-                Self::signal_drain(&mut generation, self.shared.settings.drain_timeout);
+                Self::signal_drain(&mut generation, self.shared.settings.drain_timeout());
             }
             self.join(generation);
         }
@@ -619,7 +657,7 @@ mod tests {
                 max_backoff: Duration::from_millis(4),
                 max_age: Duration::from_secs(30),
             },
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout_ms: AtomicU64::new(5000),
             ..Settings::default()
         }
     }
@@ -760,7 +798,7 @@ mod tests {
         let log = Arc::new(Lines::default());
         let p = peer(
             Settings {
-                drain_timeout: Duration::from_millis(200),
+                drain_timeout_ms: AtomicU64::new(200),
                 ..fast()
             },
             &script,
@@ -841,6 +879,23 @@ mod tests {
         }
         wait_until(|| p.counters().sent.load(Ordering::Relaxed) == 8);
         p.stop();
+    }
+
+    #[test]
+    fn zero_timeout_is_refused_because_libcurl_would_wait_forever() {
+        assert!(check_timeout_ms(0).unwrap_err().contains("at least 1 ms"));
+        assert!(check_timeout_ms(1).is_ok());
+        assert!(check_timeout_ms(MAX_TIMEOUT_MS).is_ok());
+        assert!(check_timeout_ms(MAX_TIMEOUT_MS + 1).is_err());
+    }
+
+    #[test]
+    fn drain_timeout_stays_below_the_cli_timeout() {
+        assert!(check_drain_timeout_ms(0).is_ok());
+        assert!(check_drain_timeout_ms(MAX_DRAIN_TIMEOUT_MS).is_ok());
+        assert!(check_drain_timeout_ms(MAX_DRAIN_TIMEOUT_MS + 1)
+            .unwrap_err()
+            .contains("cli_timeout"));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::dest::Destination;
 /// Name of the loop-prevention header added to every forwarded request.
 pub const MARKER_HEADER: &str = "X-Peer-Forwarded";
 
-/// Headers about the client connection or the framing; the copy gets its own.
+/// Headers about the client connection or the framing; the copy gets its own. Neither copied
+/// from the request nor accepted as fixed headers (see [`Template::check_set_header`]).
 const NOT_COPIED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -62,6 +63,21 @@ fn is_token(bytes: &[u8]) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(b))
 }
 
+/// At most this many bytes of a name are quoted in a message.
+const SHOWN_MAX: usize = 64;
+
+/// Bytes quoted in a message: lossy UTF-8, cut after [`SHOWN_MAX`] bytes.
+pub fn shown(bytes: &[u8]) -> String {
+    if bytes.len() <= SHOWN_MAX {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    format!(
+        "{}... ({} bytes)",
+        String::from_utf8_lossy(&bytes[..SHOWN_MAX]),
+        bytes.len()
+    )
+}
+
 fn no_space_or_ctl(bytes: &[u8]) -> bool {
     !bytes.is_empty() && bytes.iter().all(|b| *b > b' ' && *b != 0x7f)
 }
@@ -109,8 +125,9 @@ impl Snapshot {
 #[derive(Debug, Clone, Default)]
 pub struct Template {
     pub copy_headers: bool,
-    pub fixed: Vec<(String, String)>,
-    pub unset: Vec<String>,
+    /// Name and value, as bytes: a value need not be UTF-8 and is sent unchanged.
+    pub fixed: Vec<(Vec<u8>, Vec<u8>)>,
+    pub unset: Vec<Vec<u8>>,
     pub marker: String,
 }
 
@@ -139,20 +156,58 @@ fn header_line(name: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 impl Template {
-    /// Checks a fixed header given in `vcl_init`.
-    pub fn check_fixed(name: &str, value: &str) -> Result<(), String> {
-        if !is_token(name.as_bytes()) {
-            return Err(format!("header name \"{name}\" is not a valid token"));
+    /// Checks the syntax of a header name and value given in `vcl_init`: the same rules as
+    /// [`Snapshot::validate`] applies to a request's headers (a token, no CR, LF or NUL).
+    pub fn check_fixed<N, V>(name: &N, value: &V) -> Result<(), String>
+    where
+        N: AsRef<[u8]> + ?Sized,
+        V: AsRef<[u8]> + ?Sized,
+    {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if !is_token(name) {
+            return Err(format!(
+                "header name \"{}\" is not a valid token",
+                shown(name)
+            ));
         }
-        if has_crlf_nul(value.as_bytes()) {
-            return Err(format!("header \"{name}\" has CR, LF or NUL in its value"));
+        if has_crlf_nul(value) {
+            return Err(format!(
+                "header \"{}\" has CR, LF or NUL in its value",
+                shown(name)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a header for `.set_header()`: [`Template::check_fixed`], and not one of the
+    /// headers the module sets itself. A fixed `Content-Length` or `Transfer-Encoding` would
+    /// contradict the body actually sent (on a kept-alive connection the destination would
+    /// read the rest as the next request: request smuggling), the connection headers belong
+    /// to each connection, and a fixed marker would defeat loop prevention.
+    pub fn check_set_header(name: &[u8], value: &[u8]) -> Result<(), String> {
+        Self::check_fixed(name, value)?;
+        if NOT_COPIED
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        {
+            return Err(format!(
+                "header \"{}\" cannot be set: the framing and connection headers of each copy \
+                 follow its own body and connection",
+                shown(name)
+            ));
+        }
+        if MARKER_HEADER.as_bytes().eq_ignore_ascii_case(name) {
+            return Err(format!(
+                "header \"{}\" cannot be set: it is the loop-prevention marker the module adds",
+                shown(name)
+            ));
         }
         Ok(())
     }
 
     fn replaced(&self, name: &[u8]) -> bool {
-        let eq = |n: &str| n.as_bytes().eq_ignore_ascii_case(name);
-        NOT_COPIED.iter().any(|n| eq(n))
+        let eq = |n: &[u8]| n.eq_ignore_ascii_case(name);
+        NOT_COPIED.iter().any(|n| eq(n.as_bytes()))
             || self.unset.iter().any(|n| eq(n))
             || self.fixed.iter().any(|(n, _)| eq(n))
     }
@@ -171,8 +226,8 @@ impl Template {
             }
         }
         for (name, value) in &self.fixed {
-            lines.push(header_line(name.as_bytes(), value.as_bytes()));
-            present.push(name.as_bytes());
+            lines.push(header_line(name, value));
+            present.push(name);
         }
         lines.push(header_line(
             MARKER_HEADER.as_bytes(),
@@ -189,6 +244,7 @@ impl Template {
         }
         Prepared {
             method: snap.method.clone(),
+            // Percent-encoded where the URL has bytes a request-target may not carry.
             url: dest.url_for(&snap.url),
             http10: snap.http10,
             header_lines: lines,
@@ -249,8 +305,8 @@ mod tests {
     fn fixed_and_unset_headers_replace_the_clients() {
         let t = Template {
             copy_headers: true,
-            fixed: vec![("Authorization".into(), "Bearer t".into())],
-            unset: vec!["cookie".into()],
+            fixed: vec![(b"Authorization".to_vec(), b"Bearer t".to_vec())],
+            unset: vec![b"cookie".to_vec()],
             marker: "m".into(),
         };
         let mut s = snap();
@@ -280,7 +336,7 @@ mod tests {
     fn without_copy_only_fixed_headers_are_sent() {
         let t = Template {
             copy_headers: false,
-            fixed: vec![("X-Api-Key".into(), "k".into())],
+            fixed: vec![(b"X-Api-Key".to_vec(), b"k".to_vec())],
             ..Template::default()
         };
         let d = Destination::parse("h", 1).unwrap();
@@ -311,6 +367,71 @@ mod tests {
         assert!(Template::check_fixed("Authorization", "Bearer x").is_ok());
         assert!(Template::check_fixed("Bad:Name", "x").is_err());
         assert!(Template::check_fixed("X", "a\nb").is_err());
+    }
+
+    #[test]
+    fn set_header_refuses_framing_connection_and_marker_headers() {
+        for name in [
+            "Content-Length",
+            "content-length",
+            "Transfer-Encoding",
+            "Connection",
+            "Keep-Alive",
+            "TE",
+            "Upgrade",
+            "Proxy-Connection",
+            "x-peer-forwarded",
+        ] {
+            let e = Template::check_set_header(name.as_bytes(), b"5").unwrap_err();
+            assert!(
+                e.contains(&format!("header \"{name}\" cannot be set")),
+                "{e}"
+            );
+        }
+        assert!(Template::check_set_header(b"Content-Type", b"application/json").is_ok());
+        assert!(Template::check_set_header(b"Host", b"api.example").is_ok());
+        // The syntax check alone (shared with validate()) still accepts them.
+        assert!(Template::check_fixed("Content-Length", "5").is_ok());
+    }
+
+    #[test]
+    fn fixed_header_values_are_sent_byte_exact() {
+        let value = vec![b'a', 0xff, 0xfe, b'b'];
+        assert!(Template::check_set_header(b"X-Bin", &value).is_ok());
+        let t = Template {
+            fixed: vec![(b"X-Bin".to_vec(), value.clone())],
+            ..Template::default()
+        };
+        let d = Destination::parse("h", 1).unwrap();
+        let p = t.render(&snap(), &d);
+        assert_eq!(p.header_lines[0], [b"X-Bin: ".as_slice(), &value].concat());
+        assert!(Template::check_set_header(b"X-Bin", b"a\r\nb").is_err());
+        assert!(Template::check_set_header(b"X-Bin", b"a\0b").is_err());
+    }
+
+    #[test]
+    fn url_bytes_outside_a_request_target_are_percent_encoded() {
+        let d = Destination::parse("127.0.0.1", 8080).unwrap();
+        let t = Template::default();
+        let mut s = snap();
+        // The snapshot_wire fuzz crash: raw bytes >= 0x80 reached the request line.
+        s.url = b"=\x87\x87\x87".to_vec();
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(t.render(&s, &d).url, b"http://127.0.0.1:8080/=%87%87%87");
+        s.url = "/café?q={a|b}&r=[1]#frag\\\"<>^`".as_bytes().to_vec();
+        assert_eq!(
+            t.render(&s, &d).url,
+            b"http://127.0.0.1:8080/caf%C3%A9?q=%7Ba%7Cb%7D&r=%5B1%5D%23frag%5C%22%3C%3E%5E%60"
+        );
+        // Allowed characters, and existing escapes, are left alone.
+        s.url = b"/a-b._~!$&'()*+,;=:@/p?x=%20%zz".to_vec();
+        assert_eq!(
+            t.render(&s, &d).url,
+            b"http://127.0.0.1:8080/a-b._~!$&'()*+,;=:@/p?x=%20%zz"
+        );
+        // Space and control bytes stay refused, not encoded.
+        s.url = b"/a b".to_vec();
+        assert_eq!(s.validate(), Err(Refusal::Url));
     }
 
     #[test]

@@ -19,7 +19,9 @@ use varnish::ffi::{
 use varnish::VscMetric;
 
 use crate::dest::Destination;
-use crate::sender::{EnqueueError, EventLog, Peer, Settings};
+use crate::sender::{
+    check_drain_timeout_ms, check_timeout_ms, EnqueueError, EventLog, Peer, Settings,
+};
 use crate::snapshot::{split_header_line, Snapshot, Template};
 use crate::stats::{CounterStore, LocalCounters, PeerCounters};
 use crate::transport::CurlFactory;
@@ -54,7 +56,8 @@ unsafe fn vcl_bytes<'a>(s: VCL_STRING) -> &'a [u8] {
     unsafe { CStr::from_ptr(s.0) }.to_bytes()
 }
 
-/// A VCL string as text (lossy for the rare non-UTF-8 configuration value).
+/// A VCL string as text (lossy for the rare non-UTF-8 configuration value). Not for what is
+/// sent (header names and values are bytes, see [`vcl_bytes`]).
 ///
 /// # Safety
 /// As [`vcl_bytes`].
@@ -83,6 +86,14 @@ unsafe fn strands_bytes(s: VCL_STRANDS) -> Vec<u8> {
         out.extend_from_slice(unsafe { vcl_bytes(VCL_STRING(part)) });
     }
     out
+}
+
+/// A destination argument as text: hosts are ASCII, a base path with other bytes must be
+/// given percent-encoded (a lossy conversion would change it).
+fn destination_arg(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|_| {
+        "host or URL is not valid UTF-8 (percent-encode the path of a base URL)".into()
+    })
 }
 
 fn duration(d: VCL_DURATION) -> f64 {
@@ -225,6 +236,7 @@ struct VclState {
     named: RwLock<Vec<Arc<Peer>>>,
     connect_timeout_ms: AtomicU64,
     timeout_ms: AtomicU64,
+    drain_timeout_ms: AtomicU64,
 }
 
 impl VclState {
@@ -281,6 +293,7 @@ unsafe fn vcl_state<'a>(ctx: &vrt_ctx, priv_: *mut vmod_priv) -> Option<&'a VclS
             named: RwLock::new(Vec::new()),
             connect_timeout_ms: AtomicU64::new(1000),
             timeout_ms: AtomicU64::new(5000),
+            drain_timeout_ms: AtomicU64::new(5000),
         });
         priv_.priv_ = Box::into_raw(state).cast::<c_void>();
         priv_.methods = &raw const VCL_STATE_METHODS;
@@ -479,6 +492,7 @@ fn default_settings(state: &VclState) -> Settings {
         name: "default".into(),
         connect_timeout_ms: AtomicU64::new(state.connect_timeout_ms.load(Ordering::Relaxed)),
         timeout_ms: AtomicU64::new(state.timeout_ms.load(Ordering::Relaxed)),
+        drain_timeout_ms: AtomicU64::new(state.drain_timeout_ms.load(Ordering::Relaxed)),
         ..Settings::default()
     }
 }
@@ -504,8 +518,8 @@ pub unsafe extern "C" fn vmod_set(
             return;
         };
         // SAFETY: VCL string argument.
-        let host = unsafe { vcl_str(host) };
-        let dest = match Destination::parse(&host, port.0) {
+        let host = unsafe { vcl_bytes(host) };
+        let dest = match destination_arg(host).and_then(|h| Destination::parse(h, port.0)) {
             Ok(d) => d,
             Err(e) => return fail(ctx, &format!("peer.set(): host/port: {e}")),
         };
@@ -613,11 +627,19 @@ pub unsafe extern "C" fn vmod_pending(ctx: *const vrt_ctx, priv_: *mut vmod_priv
     })
 }
 
-fn set_timeout_ms(ctx: *const vrt_ctx, priv_: *mut vmod_priv, ms: VCL_INT, connect: bool) {
-    let fname = if connect {
-        "peer.set_connect_timeout()"
-    } else {
-        "peer.set_timeout()"
+/// The timeouts of the default peer that `peer.set_*timeout()` set.
+#[derive(Clone, Copy)]
+enum DefaultTimeout {
+    Connect,
+    Total,
+    Drain,
+}
+
+fn set_timeout_ms(ctx: *const vrt_ctx, priv_: *mut vmod_priv, ms: VCL_INT, which: DefaultTimeout) {
+    let fname = match which {
+        DefaultTimeout::Connect => "peer.set_connect_timeout()",
+        DefaultTimeout::Total => "peer.set_timeout()",
+        DefaultTimeout::Drain => "peer.set_drain_timeout()",
     };
     // SAFETY: pointer from Varnish.
     let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
@@ -627,14 +649,21 @@ fn set_timeout_ms(ctx: *const vrt_ctx, priv_: *mut vmod_priv, ms: VCL_INT, conne
         let Ok(ms) = u64::try_from(ms.0) else {
             return fail(ctx, &format!("{fname}: ms must not be negative ({})", ms.0));
         };
+        let checked = match which {
+            DefaultTimeout::Drain => check_drain_timeout_ms(ms),
+            DefaultTimeout::Connect | DefaultTimeout::Total => check_timeout_ms(ms),
+        };
+        if let Err(e) = checked {
+            return fail(ctx, &format!("{fname}: ms {e} ({ms})"));
+        }
         // SAFETY: this VCL's PRIV_VCL.
         let Some(state) = (unsafe { vcl_state(ctx, priv_) }) else {
             return;
         };
-        let (stored, peer_field): (&AtomicU64, fn(&Settings) -> &AtomicU64) = if connect {
-            (&state.connect_timeout_ms, |s| &s.connect_timeout_ms)
-        } else {
-            (&state.timeout_ms, |s| &s.timeout_ms)
+        let (stored, peer_field): (&AtomicU64, fn(&Settings) -> &AtomicU64) = match which {
+            DefaultTimeout::Connect => (&state.connect_timeout_ms, |s| &s.connect_timeout_ms),
+            DefaultTimeout::Total => (&state.timeout_ms, |s| &s.timeout_ms),
+            DefaultTimeout::Drain => (&state.drain_timeout_ms, |s| &s.drain_timeout_ms),
         };
         stored.store(ms, Ordering::Relaxed);
         if let Some(peer) = state.default.read().as_ref() {
@@ -653,7 +682,7 @@ pub unsafe extern "C" fn vmod_set_connect_timeout(
     priv_: *mut vmod_priv,
     ms: VCL_INT,
 ) {
-    set_timeout_ms(ctx, priv_, ms, true);
+    set_timeout_ms(ctx, priv_, ms, DefaultTimeout::Connect);
 }
 
 /// `peer.set_timeout(ms)`.
@@ -662,7 +691,20 @@ pub unsafe extern "C" fn vmod_set_connect_timeout(
 /// Called by Varnish with valid arguments.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_set_timeout(ctx: *const vrt_ctx, priv_: *mut vmod_priv, ms: VCL_INT) {
-    set_timeout_ms(ctx, priv_, ms, false);
+    set_timeout_ms(ctx, priv_, ms, DefaultTimeout::Total);
+}
+
+/// `peer.set_drain_timeout(ms)`.
+///
+/// # Safety
+/// Called by Varnish (vcl_init) with valid arguments.
+#[no_mangle]
+pub unsafe extern "C" fn vmod_set_drain_timeout(
+    ctx: *const vrt_ctx,
+    priv_: *mut vmod_priv,
+    ms: VCL_INT,
+) {
+    set_timeout_ms(ctx, priv_, ms, DefaultTimeout::Drain);
 }
 
 static VERSION: &CStr = c"peer-0.1.0";
@@ -708,14 +750,20 @@ fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, String> {
         }
     };
     let dur = |arg: &str, d: VCL_DURATION| -> Result<Duration, String> {
-        Duration::try_from_secs_f64(duration(d))
-            .map_err(|_| format!("{arg} must not be negative ({})", duration(d)))
+        let secs = duration(d);
+        Duration::try_from_secs_f64(secs).map_err(|_| {
+            if secs.is_finite() && secs > 0.0 {
+                format!("{arg} is too large ({secs})")
+            } else {
+                format!("{arg} must not be negative ({secs})")
+            }
+        })
     };
-    let ms = |arg: &str, d: VCL_DURATION| -> Result<AtomicU64, String> {
-        let d = dur(arg, d)?;
-        Ok(AtomicU64::new(
-            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-        ))
+    // libcurl takes 0 as "no timeout": a wait must always be bounded.
+    let timeout_ms = |arg: &str, d: VCL_DURATION| -> Result<AtomicU64, String> {
+        let ms = u64::try_from(dur(arg, d)?.as_millis()).unwrap_or(u64::MAX);
+        check_timeout_ms(ms).map_err(|e| format!("{arg} {e} ({})", duration(d)))?;
+        Ok(AtomicU64::new(ms))
     };
     let ca_file = if a.ca_file.is_empty() {
         None
@@ -737,11 +785,17 @@ fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, String> {
             max_backoff: dur("max_backoff", a.max_backoff)?,
             max_age: dur("max_age", a.max_age)?,
         },
-        connect_timeout_ms: ms("connect_timeout", a.connect_timeout)?,
-        timeout_ms: ms("timeout", a.timeout)?,
+        connect_timeout_ms: timeout_ms("connect_timeout", a.connect_timeout)?,
+        timeout_ms: timeout_ms("timeout", a.timeout)?,
         tls_verify: a.tls_verify.0 != 0,
         ca_file,
-        drain_timeout: dur("drain_timeout", a.drain_timeout)?,
+        drain_timeout_ms: {
+            let d = dur("drain_timeout", a.drain_timeout)?;
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            check_drain_timeout_ms(ms)
+                .map_err(|e| format!("drain_timeout {e} ({})", duration(a.drain_timeout)))?;
+            AtomicU64::new(ms)
+        },
     })
 }
 
@@ -869,9 +923,11 @@ pub unsafe extern "C" fn vmod_peer_add_destination(
     };
     guard(Some(ctx), "add_destination()", (), || {
         // SAFETY: VCL string argument.
-        let destination = unsafe { vcl_str(destination) };
+        let destination = unsafe { vcl_bytes(destination) };
         let name = &peer.settings().name;
-        let result = Destination::parse(&destination, port.0).and_then(|d| peer.add_destination(d));
+        let result = destination_arg(destination)
+            .and_then(|d| Destination::parse(d, port.0))
+            .and_then(|d| peer.add_destination(d));
         if let Err(e) = result {
             fail(
                 ctx,
@@ -898,8 +954,8 @@ pub unsafe extern "C" fn vmod_peer_set_header(
     };
     guard(Some(ctx), "set_header()", (), || {
         // SAFETY: VCL string arguments.
-        let (name, value) = unsafe { (vcl_str(name), vcl_str(value)) };
-        if let Err(e) = peer.set_header(&name, &value) {
+        let (name, value) = unsafe { (vcl_bytes(name), vcl_bytes(value)) };
+        if let Err(e) = peer.set_header(name, value) {
             fail(
                 ctx,
                 &format!("peer.set_header(): {}: {e}", peer.settings().name),
@@ -924,8 +980,8 @@ pub unsafe extern "C" fn vmod_peer_unset_header(
     };
     guard(Some(ctx), "unset_header()", (), || {
         // SAFETY: VCL string argument.
-        let name = unsafe { vcl_str(name) };
-        if let Err(e) = peer.unset_header(&name) {
+        let name = unsafe { vcl_bytes(name) };
+        if let Err(e) = peer.unset_header(name) {
             fail(
                 ctx,
                 &format!("peer.unset_header(): {}: {e}", peer.settings().name),
