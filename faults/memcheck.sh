@@ -6,14 +6,16 @@
 # first in PATH, which also gives it -p thread_pool_stack=1M: instrumented debug code needs more
 # stack); varnishtest, python and curl run normally.
 #
-#   faults/memcheck.sh [VTC...]          (default: every VTC of both modules + faults/*.vtc)
+#   faults/memcheck.sh [VTC...]   (default: every VTC of both modules + faults/*.vtc, then a
+#                                  MEMCHECK_SOAK-second soak (default 90) under ASan)
 #
 # Each VTC gets its own log directory (ASAN_OPTIONS log_path, one file per process, named
 # after the executable). Reports are attributed by faults/memcheck_classify.py: a report with
 # a frame in libvmod_peer/libvmod_saintmode or their Rust crates is OURS; everything else
 # (exit-time leaks of varnishd's manager and child, the VCL compiler gcc/cc1/as/ld that the
 # manager runs and that inherits LD_PRELOAD) is NOISE and only summarised.
-# Verdict per VTC: PASS when varnishtest passed and there is no report of ours; the last line
+# First a self-test (faults/memcheck_probe.rs: a deliberate overflow must be reported and
+# attributed to us). Verdict per VTC: PASS when varnishtest passed and there is no report of ours; the last line
 # is "N passed, M failed". faults/known_bug_*.vtc are expected to fail as tests (they
 # reproduce open bugs): for them only the reports of ours count.
 #
@@ -69,12 +71,33 @@ exec "$REAL_VARNISHD" -p thread_pool_stack=1M "\$@"
 WRAP
 chmod +x "$WORK/bin/varnishd"
 
+# Self-test: a deliberate heap overflow in an instrumented Rust cdylib named like ours
+# (faults/memcheck_probe.rs), preloaded into varnishd: ASan must report it and the classifier
+# must call it ours, or nothing below would be trustworthy.
+passed=0 failed=0
+mkdir -p "$WORK/probe-logs"
+RUSTC_BOOTSTRAP=1 timeout 300 rustc --edition 2021 --crate-type cdylib --crate-name vmod_peer_asan_probe \
+    -Zsanitizer=address -Zsanitizer-recover=address -g -C opt-level=0 --target "$TARGET" \
+    faults/memcheck_probe.rs -o "$WORK/libvmod_peer_asan_probe.so"
+LD_PRELOAD="$RT $WORK/libvmod_peer_asan_probe.so" \
+    ASAN_OPTIONS="log_path=$WORK/probe-logs/asan:log_exe_name=1:halt_on_error=0:detect_leaks=0" \
+    "$REAL_VARNISHD" -V >/dev/null 2>&1 || true
+probe="$(python3 faults/memcheck_classify.py "$WORK/probe-logs")"
+probe="${probe%%$'\n'*}"
+if grep -rq "heap-buffer-overflow" "$WORK/probe-logs" && [ "${probe%% *}" = "ours=1" ]; then
+    echo "PASS self_test: deliberate heap-buffer-overflow in instrumented Rust code reported by ASan and attributed ($probe)"
+    passed=1
+else
+    echo "FAIL self_test: the deliberate overflow was not reported/attributed ($probe); results below are not trustworthy"
+    failed=1
+fi
+
 if [ $# -gt 0 ]; then
     VTCS=("$@")
 else
     VTCS=(peer/tests/*.vtc saintmode/tests/*.vtc faults/*.vtc)
 fi
-passed=0 failed=0 ours_total=0
+ours_total=0
 t_start=$(date +%s)
 for vtc in "${VTCS[@]}"; do
     name="$(basename "$(dirname "$(dirname "$vtc")")")/$(basename "$vtc")"
@@ -86,13 +109,14 @@ for vtc in "${VTCS[@]}"; do
     t0=$(date +%s)
     rc=0
     MEMCHECK_LOGDIR="$logdir" PATH="$WORK/bin:$PATH" timeout --kill-after=10 300 \
-        varnishtest -q -t 240 -D "vmod=$SO/libvmod_$own.so" -D "vmod_peer=$SO/libvmod_peer.so" \
+        varnishtest -t 240 -D "vmod=$SO/libvmod_$own.so" -D "vmod_peer=$SO/libvmod_peer.so" \
         -D "vmod_saintmode=$SO/libvmod_saintmode.so" -D "root=$ROOT" "$vtc" \
         > "$logdir/varnishtest.out" 2>&1 || rc=$?
     mv "$logdir/varnishtest.out" "target/memcheck/${name//\//_}.varnishtest.out"
     cls="$(python3 faults/memcheck_classify.py "$logdir")"
-    ours="$(echo "$cls" | head -1 | sed -n 's/^ours=\([0-9]*\).*/\1/p')"
-    noise="$(echo "$cls" | head -1 | sed -n 's/.*noise=\([0-9]*\)/\1/p')"
+    first="${cls%%$'\n'*}"
+    ours="$(sed -n 's/^ours=\([0-9]*\).*/\1/p' <<<"$first")"
+    noise="$(sed -n 's/.*noise=\([0-9]*\)/\1/p' <<<"$first")"
     ours_total=$((ours_total + ours))
     case "$rc" in 0) vt=passed;; 77) vt=skipped;; *) vt="failed(rc=$rc)";; esac
     verdict=PASS
@@ -101,10 +125,38 @@ for vtc in "${VTCS[@]}"; do
         *) { [ "$rc" -eq 0 ] || [ "$rc" -eq 77 ]; } && [ "$ours" -eq 0 ] || verdict=FAIL;;
     esac
     echo "$verdict $name: varnishtest $vt, ASan reports in our code $ours, varnishd/compiler noise $noise ($(( $(date +%s) - t0 ))s)"
-    if [ "$ours" -gt 0 ]; then echo "$cls" | tail -n +2 | head -80 | sed 's/^/    /'; fi
+    if [ "$ours" -gt 0 ]; then { echo "$cls" | tail -n +2 | head -80 | sed 's/^/    /'; } || true; fi
     if [ "$verdict" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
-echo "noise by origin (all VTCs; exit-time leaks of varnishd and of the VCL compiler):"
+# A short soak (faults/soak.py: paced load, peer flaps, VCL reloads) against the ASan build,
+# for the code paths the VTCs touch only briefly (sender threads under retries, drains,
+# discards with queued requests, saintmode under concurrency). MEMCHECK_SOAK=0 skips it.
+# Judged on the reports of ours plus the soak's functional checks (child_stable, peer_*,
+# clients); its RSS/thread lines are informational only (ASan's quarantine holds freed
+# memory, and instrumented debug code is slower).
+SOAK_S="${MEMCHECK_SOAK:-90}"
+if [ $# -eq 0 ] && [ "$SOAK_S" -gt 0 ]; then
+    logdir="$ROOT/target/memcheck/logs/soak"
+    mkdir -p "$logdir" target/memcheck/soak
+    t0=$(date +%s)
+    MEMCHECK_LOGDIR="$logdir" PATH="$WORK/bin:$PATH" FAULTS_TMP="$WORK" \
+        VMOD_PEER="$SO/libvmod_peer.so" VMOD_SAINTMODE="$SO/libvmod_saintmode.so" \
+        timeout --kill-after=30 $((SOAK_S + 600)) python3 faults/soak.py "$SOAK_S" --out target/memcheck/soak \
+        > target/memcheck/soak.out 2>&1 || true
+    cls="$(python3 faults/memcheck_classify.py "$logdir")"
+    first="${cls%%$'\n'*}"
+    ours="$(sed -n 's/^ours=\([0-9]*\).*/\1/p' <<<"$first")"
+    noise="$(sed -n 's/.*noise=\([0-9]*\)/\1/p' <<<"$first")"
+    ours_total=$((ours_total + ours))
+    func_fail="$(grep -E '^FAIL (child_stable|peer_|clients|setup)' target/memcheck/soak.out | cut -c1-200 || true)"
+    info="$(grep -E '^(PASS|FAIL) (rss_bounded|threads_baseline|reloads|saintmode)' target/memcheck/soak.out | cut -d: -f1 | tr '\n' ',' || true)"
+    verdict=PASS
+    { [ "$ours" -eq 0 ] && [ -z "$func_fail" ] && grep -q '^PASS child_stable' target/memcheck/soak.out; } || verdict=FAIL
+    echo "$verdict soak_${SOAK_S}s: ASan reports in our code $ours, varnishd/compiler noise $noise, functional checks $([ -z "$func_fail" ] && echo ok || echo "FAILED: $func_fail"); informational: ${info%,} ($(( $(date +%s) - t0 ))s, output target/memcheck/soak.out)"
+    if [ "$ours" -gt 0 ]; then { echo "$cls" | tail -n +2 | head -80 | sed 's/^/    /'; } || true; fi
+    if [ "$verdict" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
+echo "noise by origin (exit-time leaks of varnishd and of the VCL compiler it runs):"
 python3 faults/memcheck_classify.py target/memcheck/logs --summary || true
 echo "memcheck: $(( $(date +%s) - t_start ))s, reports in our code: $ours_total; logs in target/memcheck/"
 echo "$passed passed, $failed failed"

@@ -14,9 +14,14 @@ import os
 import re
 import sys
 
-OURS = re.compile(r"libvmod_peer|libvmod_saintmode|vmod_peer::|vmod_saintmode::|saintmode::|peer::|"
-                  r"/peer/src/|/saintmode/src/|/vmod-build/src/|\.cargo/registry/")
-SPLIT = re.compile(r"^(?=Direct leak|Indirect leak|==\d+==ERROR: AddressSanitizer)", re.M)
+# Module names (unsymbolized frames), source paths, and crate names in legacy (vmod_peer::)
+# or v0 (..20vmod_peer_..., ..9vmod_peer...) mangled symbols.
+OURS = re.compile(r"libvmod_peer|libvmod_saintmode|vmod_peer::|vmod_saintmode::|"
+                  r"\d(vmod_peer|vmod_saintmode)|/peer/src/|/saintmode/src/|/vmod-build/src/|"
+                  r"\.cargo/registry/")
+# A report starts with "Direct leak", "Indirect leak" or "==<exe>==<pid>==ERROR: ..." (the exe
+# part only with log_exe_name=1).
+SPLIT = re.compile(r"^(?=Direct leak|Indirect leak|==[^\n]*==ERROR: AddressSanitizer)", re.M)
 
 
 def reports(logdir):
