@@ -554,7 +554,7 @@ class Soak:
         verdict("reloads", not self.reload_errors and self.reloads >= expected and
                 len(self.discard_times) == self.reloads,
                 f"{self.reloads} reloads (expected >= {expected}), {len(dts)} discards completed "
-                f"(median {statistics.median(dts) if dts else '-'} s, max {dts[-1] if dts else '-'} s, "
+                f"(median {round(statistics.median(dts), 1) if dts else '-'} s, max {dts[-1] if dts else '-'} s, "
                 f"bound {DISCARD_BOUND} s), peer down {self.peer_downs} times, "
                 f"max drain {max((r['drain_s'] for r in self.reload_log), default='-')} s"
                 + (f"; errors: {self.reload_errors[:4]}" if self.reload_errors else ""))
