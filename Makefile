@@ -93,3 +93,12 @@ faults-fast: release
 # cargo-fuzz targets, FUZZ_SECONDS each (default 60).
 fuzz: bootstrap
 	$(WITH_ENV) scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
+.PHONY: soak memcheck
+# Soak test, SOAK_SECONDS (default 600): samples and plot in target/soak/.
+soak: release
+	$(WITH_ENV) scripts/soak.sh $(or $(SOAK_SECONDS),600)
+
+# The VTCs and a short soak against an AddressSanitizer build of both VMODs (MEMCHECK_SOAK=0 skips the soak).
+memcheck: bootstrap
+	$(WITH_ENV) faults/memcheck.sh
