@@ -218,8 +218,9 @@ sub vcl_init {
     dead.add_destination("127.0.0.1", @DPORT@);
     new live = peer.peer(drain_timeout = 0.3s);
     live.add_destination("127.0.0.1", @OPORT@);
-    # The default peer's drain_timeout is not configurable (5 s): it forwards to the live
-    # origin so that its queue is empty by the time its VCL is discarded.
+    # The default peer keeps its default drain_timeout (5 s; peer.set_drain_timeout() could
+    # lower it, not used here so that the default is exercised): it forwards to the live origin
+    # so that its queue is empty by the time its VCL is discarded.
     peer.set("127.0.0.1", @OPORT@);
     new sm = saintmode.saintmode(origin, 50);
 }

@@ -1,5 +1,7 @@
 //! Header validation: validate() accepts a snapshot only if nothing in it can start a new line
-//! or a new field on the wire, and check_fixed() agrees with it for the same name and value.
+//! or a new field on the wire (exactly CR, LF, NUL in values; a token as name), check_fixed()
+//! agrees with it for the same name and value (as bytes), and check_set_header() refuses exactly
+//! that plus the framing/connection headers and the loop-prevention marker.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vmods_fuzz::snapshot::{split_header_line, Snapshot, Template};
@@ -20,9 +22,15 @@ fuzz_target!(|data: &[u8]| {
     let token = !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(b));
     let clean = !value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0));
     assert_eq!(ok, token && clean, "validate() disagrees with RFC 9110 token / no CR-LF-NUL");
-    if let (Ok(n), Ok(v)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
-        assert_eq!(Template::check_fixed(n, v).is_ok(), ok, "check_fixed() disagrees with validate()");
-    }
+    // Fixed header values are bytes (need not be UTF-8): the same rule.
+    assert_eq!(Template::check_fixed(name, value).is_ok(), ok, "check_fixed() disagrees with validate()");
+    // .set_header() also refuses the framing/connection headers and the marker, and only them.
+    const RESERVED: &[&str] = &[
+        "connection", "keep-alive", "proxy-connection", "te", "upgrade", "content-length",
+        "transfer-encoding", "x-peer-forwarded",
+    ];
+    let reserved = RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r.as_bytes()));
+    assert_eq!(Template::check_set_header(name, value).is_ok(), ok && !reserved, "check_set_header()");
     // Method and URL: no space, CR, LF or NUL may pass.
     let s2 = Snapshot { method: name.to_vec(), url: value.to_vec(), ..Snapshot::default() };
     if s2.validate().is_ok() {
