@@ -145,8 +145,12 @@ pub struct Prepared {
 
 fn header_line(name: &[u8], value: &[u8]) -> Vec<u8> {
     let mut line = name.to_vec();
-    if value.is_empty() {
-        // libcurl: "Name:" would remove the header, "Name;" sends it empty.
+    // libcurl drops a header whose value is empty or only blanks ("Name:" removes it);
+    // "Name;" sends it with an empty value, so the header still reaches the destination.
+    if value
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | 0x0b | 0x0c))
+    {
         line.push(b';');
     } else {
         line.extend_from_slice(b": ");
@@ -432,6 +436,14 @@ mod tests {
         // Space and control bytes stay refused, not encoded.
         s.url = b"/a b".to_vec();
         assert_eq!(s.validate(), Err(Refusal::Url));
+    }
+
+    #[test]
+    fn blank_values_are_sent_as_empty_headers() {
+        assert_eq!(header_line(b"X", b""), b"X;".to_vec());
+        assert_eq!(header_line(b"X", b" \t"), b"X;".to_vec());
+        assert_eq!(header_line(b"X", &[0x0b]), b"X;".to_vec());
+        assert_eq!(header_line(b"X", b" a "), b"X:  a ".to_vec());
     }
 
     #[test]

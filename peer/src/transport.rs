@@ -59,6 +59,9 @@ fn configure(
     easy.reset();
     easy.signal(false)?;
     crate::ffi::curl_set_url(easy, &req.url)?;
+    // Send the path as queued: libcurl would otherwise resolve "." and ".." segments, and a
+    // copied `PURGE /a/../b` would purge `/b` at the destination.
+    easy.path_as_is(true)?;
     if req.method.eq_ignore_ascii_case(b"HEAD") {
         easy.nobody(true)?;
     } else if let Some(body) = &req.body {
