@@ -121,7 +121,7 @@ for vtc in "${VTCS[@]}"; do
     case "$rc" in 0) vt=passed;; 77) vt=skipped;; *) vt="failed(rc=$rc)";; esac
     verdict=PASS
     case "$vtc" in
-        faults/known_bug_*) [ "$ours" -eq 0 ] || verdict=FAIL; vt="$vt (known bug, expected to fail)";;
+        faults/known_bug_*) [ "$ours" -eq 0 ] || verdict=FAIL; vt="$vt (known bug, expected to fail)";; # none at present
         *) { [ "$rc" -eq 0 ] || [ "$rc" -eq 77 ]; } && [ "$ours" -eq 0 ] || verdict=FAIL;;
     esac
     echo "$verdict $name: varnishtest $vt, ASan reports in our code $ours, varnishd/compiler noise $noise ($(( $(date +%s) - t0 ))s)"
