@@ -39,7 +39,7 @@ vtc unit: build
 
 test: bootstrap lint build
 	$(WITH_ENV) cargo test --workspace --locked
-	$(MAKE) --no-print-directory demo-smoke demo-cluster-smoke check-examples check-install check-deb
+	$(MAKE) --no-print-directory demo-smoke demo-cluster-smoke check-examples faults-fast check-install check-deb
 
 demo: release
 	$(WITH_ENV) scripts/demo.sh
