@@ -26,10 +26,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-if ! command -v varnishd >/dev/null 2>&1 || ! command -v varnishtest >/dev/null 2>&1; then
-    [ -f target/varnish-env.sh ] || { echo "memcheck: no varnishd; run 'make bootstrap' first" >&2; exit 2; }
-    . target/varnish-env.sh
-fi
+# shellcheck source=../scripts/lib/varnish.sh
+. "$ROOT/scripts/lib/varnish.sh"
+use_varnish_env "$ROOT" memcheck
 find_rt() {
     for f in /usr/lib/x86_64-linux-gnu/libasan.so.8 /usr/lib/x86_64-linux-gnu/libasan.so.* \
              /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.asan-x86_64.so \

@@ -11,10 +11,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-if ! command -v varnishd >/dev/null 2>&1 || ! command -v varnishtest >/dev/null 2>&1; then
-    [ -f target/varnish-env.sh ] || { echo "faults: no varnishd; run 'make bootstrap' first" >&2; exit 2; }
-    . target/varnish-env.sh
-fi
+# shellcheck source=../scripts/lib/varnish.sh
+. "$ROOT/scripts/lib/varnish.sh"
+use_varnish_env "$ROOT" faults
 cargo build --release --workspace --locked -q
 export FAULTS_TMP="${FAULTS_TMP:-$(mktemp -d "${TMPDIR:-/tmp}/faults.XXXXXX")}"
 trap 'rm -rf "$FAULTS_TMP"' EXIT

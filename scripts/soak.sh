@@ -28,10 +28,9 @@ cd "$ROOT"
 SECONDS_ARG="${1:-600}"
 case "$SECONDS_ARG" in ''|*[!0-9]*) echo "soak: SECONDS must be a number" >&2; exit 2;; esac
 [ "$SECONDS_ARG" -gt 7200 ] && SECONDS_ARG=7200
-if ! command -v varnishd >/dev/null 2>&1 || ! command -v varnishtest >/dev/null 2>&1; then
-    [ -f target/varnish-env.sh ] || { echo "soak: no varnishd; run 'make bootstrap' first" >&2; exit 2; }
-    . target/varnish-env.sh
-fi
+# shellcheck source=../scripts/lib/varnish.sh
+. "$ROOT/scripts/lib/varnish.sh"
+use_varnish_env "$ROOT" soak
 # The plot needs matplotlib (the verdict does not): use a python3 that has it, installing
 # Debian's python3-matplotlib only when none does.
 PY=python3
