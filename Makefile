@@ -67,15 +67,18 @@ check-examples: release
 install: release
 	$(WITH_ENV) scripts/install.sh --release
 
-# Builds target/debian/vmod-rs_<version>_<arch>.deb.
-deb: release
-	$(WITH_ENV) scripts/deb.sh
+# Builds target/debian/varnish-vmod-{peer,saintmode}_<version>_<arch>.deb with dpkg-buildpackage
+# in a cached Debian 13 root, against Debian's libvarnishapi-dev (needs root; see debian/README.source).
+deb:
+	scripts/deb.sh
 
 check-install: release
 	$(WITH_ENV) scripts/check-install.sh --release --no-build
 
-check-deb: release
-	$(WITH_ENV) scripts/check-deb.sh --no-build
+# Builds the packages (as `make deb`), installs them with apt into a fresh Debian 13 root and
+# runs Debian's varnishd with them, alone and next to varnish-modules; then remove and purge.
+check-deb:
+	scripts/check-deb.sh
 
 .PHONY: bench
 # Benchmarks (bounded, < 10 min): ratios side by side, target/bench/results.json.

@@ -147,3 +147,199 @@ require_loadable() {
             || die "$(basename "$so") cannot load: it references ${missing% } but does not define them (declared in vmod.vcc, not implemented in Rust)"
     done
 }
+
+# ------------------------------------------------------------------ Debian 13 roots
+# scripts/deb.sh and scripts/check-deb.sh work in Debian 13 roots made with mmdebstrap
+# and cached in $DEB_CACHE, one directory per kind:
+#   build  the Build-Depends of debian/control, build-essential and lintian;
+#   check  a minimal root with man-db, apt lists kept and varnish + varnish-modules
+#          downloaded (not installed), so that `apt-get install ./x.deb` resolves fast.
+# A root is used only when its stamp (written last, after a sanity check) matches its
+# recipe and is younger than DEB_ROOT_MAX_AGE_HOURS (default 24: Debian point releases
+# change varnish's strict ABI id); otherwise it is rebuilt next to the old one and
+# swapped in. Work happens in a throwaway overlay (root_session_start), never in the
+# cached root itself.
+
+DEB_SUITE=trixie
+DEB_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/vmod-rs/debian13"
+DEB_ROOT_MAX_AGE_HOURS=${DEB_ROOT_MAX_AGE_HOURS:-24}
+
+# The packages of a root kind, comma-separated (mmdebstrap --include).
+root_packages() {
+    case "$1" in
+        build)
+            # Build-Depends of debian/control without versions or comments.
+            local bd
+            bd=$(sed -n '/^Build-Depends:/,/^[A-Z]/p' "$ROOT/debian/control" | grep -v '^#' \
+                | sed -e 's/^Build-Depends://' -e '/^[A-Z]/d' | tr ',' '\n' \
+                | sed -e 's/(.*)//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' | grep -v '^$' \
+                | sed 's/^debhelper-compat$/debhelper/' | sort -u | paste -sd,)
+            [ -n "$bd" ] || die "no Build-Depends found in $ROOT/debian/control"
+            printf 'build-essential,fakeroot,lintian,%s\n' "$bd"
+            ;;
+        check) printf 'man-db\n' ;;
+        *) die "unknown root kind '$1'" ;;
+    esac
+}
+
+# What a root is made from: a change here rebuilds it.
+root_recipe() {
+    printf 'suite=%s mirror=%s variant=apt packages=%s recipe=2\n' "$DEB_SUITE" "$1" "$(root_packages "$2")"
+}
+
+# root_sane KIND DIR: a cheap check that DIR is a complete root of that kind.
+root_sane() {
+    local kind=$1 dir=$2 p
+    [ -x "$dir/usr/bin/apt-get" ] && [ -x "$dir/usr/bin/dpkg" ] || { echo "no apt/dpkg in $dir"; return 1; }
+    chroot "$dir" /bin/true || { echo "chroot $dir /bin/true fails"; return 1; }
+    [ -z "$(chroot "$dir" dpkg --audit 2>&1)" ] || { echo "dpkg --audit in $dir: $(chroot "$dir" dpkg --audit 2>&1 | head -n 3)"; return 1; }
+    for p in $(root_packages "$kind" | tr ',' ' '); do
+        chroot "$dir" dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' \
+            || { echo "package $p not installed in $dir"; return 1; }
+    done
+    case "$kind" in
+        build) [ -f "$dir/usr/include/varnish/vmod_abi.h" ] || { echo "no vmod_abi.h in $dir"; return 1; } ;;
+        check)
+            ! chroot "$dir" dpkg-query -W varnish >/dev/null 2>&1 || { echo "varnish is already installed in $dir"; return 1; }
+            compgen -G "$dir/var/cache/apt/archives/varnish_*.deb" >/dev/null \
+                && compgen -G "$dir/var/cache/apt/archives/varnish-modules_*.deb" >/dev/null \
+                || { echo "varnish/varnish-modules not downloaded in $dir"; return 1; }
+            ;;
+    esac
+}
+
+# remove_tree DIR: rm -rf, but never through a live mount point.
+remove_tree() {
+    local dir=$1
+    [ -e "$dir" ] || return 0
+    if findmnt -rn -o TARGET | awk -v d="$dir" 'index($0, d "/") == 1 || $0 == d' | grep -q .; then
+        unmount_under "$dir"
+    fi
+    if findmnt -rn -o TARGET | awk -v d="$dir" 'index($0, d "/") == 1 || $0 == d' | grep -q .; then
+        die "refusing to delete $dir: mounts remain under it ($(findmnt -rn -o TARGET | grep -F "$dir" | head -n 3 | tr '\n' ' '))"
+    fi
+    rm -rf --one-file-system "$dir"
+}
+
+# unmount_under DIR: unmounts everything mounted at or below DIR, deepest first.
+unmount_under() {
+    local dir=$1 m i
+    for i in 1 2 3; do
+        mapfile -t mounts < <(findmnt -rn -o TARGET | awk -v d="$dir" 'index($0, d "/") == 1 || $0 == d' | sort -r)
+        [ "${#mounts[@]}" -eq 0 ] && return 0
+        for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || true; done
+        [ "$i" -lt 3 ] || for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
+    done
+}
+
+# make_root KIND DEST MIRROR: runs mmdebstrap; on failure names the download that failed.
+make_root() {
+    local kind=$1 dest=$2 mirror=$3 log="$DEB_CACHE/$1.mmdebstrap.log" args=()
+    args=(--variant=apt --include="$(root_packages "$kind")")
+    if [ "$kind" = check ]; then
+        # Keep the lists and the downloaded varnish/varnish-modules packages.
+        args+=(--skip=cleanup/apt/lists --skip=cleanup/apt/cache
+               --customize-hook='chroot "$1" apt-get install --download-only -y -q varnish varnish-modules')
+    fi
+    log "making the Debian 13 $kind root with mmdebstrap ($DEB_SUITE from $mirror; log: $log)"
+    if ! timeout 1200 mmdebstrap --quiet "${args[@]}" "$DEB_SUITE" "$dest" "$mirror" >"$log" 2>&1; then
+        local failed
+        failed=$(grep -E "Failed to fetch|Could not resolve|Unable to connect|Temporary failure|Err:[0-9]|404 +Not Found|Connection (timed out|refused)" "$log" | head -n 5)
+        remove_tree "$dest"
+        if [ -n "$failed" ]; then
+            die "mmdebstrap could not download from the Debian archive ($mirror): $(tr '\n' ' ' <<<"$failed")"
+        fi
+        die "mmdebstrap failed for the $kind root (last lines of $log): $(tail -n 5 "$log" | tr '\n' ' ')"
+    fi
+}
+
+# ensure_root KIND: sets BASE_ROOT to a fresh, sane cached root of KIND, making it when
+# missing, stale or broken. Holds a shared lock on it for the rest of the caller's life
+# (so: call it directly, never in a command substitution).
+BASE_ROOT=""
+ensure_root() {
+    local kind=$1 dir="$DEB_CACHE/$1" stamp="$DEB_CACHE/$1.stamp" mirror recipe age why="" fd
+    command -v mmdebstrap >/dev/null || { log "installing mmdebstrap on this machine"; ensure_debs mmdebstrap || die "cannot install mmdebstrap (apt-get install mmdebstrap)"; }
+    mirror=$(mirror_uri)
+    [ -n "$mirror" ] || die "no Debian mirror found in this machine's apt sources (/etc/apt/sources.list*)"
+    recipe=$(root_recipe "$mirror" "$kind")
+    mkdir -p "$DEB_CACHE"
+    exec {fd}>"$DEB_CACHE/$kind.lock"
+    flock -w 1800 -x "$fd" || die "timed out waiting for $DEB_CACHE/$kind.lock (another build?)"
+    if [ ! -f "$stamp" ] || [ ! -d "$dir" ]; then
+        why="no cached root"
+    elif [ "$(sed -n 1p "$stamp")" != "$recipe" ]; then
+        why="its recipe changed"
+    else
+        age=$(( ($(date +%s) - $(stat -c %Y "$stamp")) / 3600 ))
+        if [ "$age" -ge "$DEB_ROOT_MAX_AGE_HOURS" ]; then
+            why="it is ${age}h old (DEB_ROOT_MAX_AGE_HOURS=$DEB_ROOT_MAX_AGE_HOURS)"
+        elif ! why=$(root_sane "$kind" "$dir"); then
+            why="it is broken: $why"
+        else
+            why=""
+        fi
+    fi
+    if [ -n "$why" ]; then
+        log "(re)making the $kind root $dir: $why"
+        rm -f "$stamp"
+        remove_tree "$dir.new"
+        make_root "$kind" "$dir.new" "$mirror"
+        why=$(root_sane "$kind" "$dir.new") || { remove_tree "$dir.new"; die "the new $kind root fails its sanity check: $why"; }
+        remove_tree "$dir"
+        mv "$dir.new" "$dir"
+        [ "$kind" != build ] || remove_tree "$DEB_CACHE/cargo-target"
+        printf '%s\nmade %s\n' "$recipe" "$(date -u +%FT%TZ)" > "$stamp"
+    fi
+    flock -s "$fd"
+    BASE_ROOT=$dir
+}
+
+# root_session_start BASE: a throwaway overlay over BASE with /proc and /dev, in
+# $SESSION/merged. Sets SESSION and MERGED; root_session_end undoes everything
+# (callers put it in their EXIT trap).
+SESSION="" MERGED=""
+root_session_start() {
+    local base=$1 d
+    mkdir -p "$DEB_CACHE/run"
+    # Sessions of processes that died without cleaning up: unmount, then delete.
+    for d in "$DEB_CACHE"/run/*; do
+        [ -d "$d" ] || continue
+        if [ -f "$d/pid" ] && kill -0 "$(cat "$d/pid")" 2>/dev/null; then continue; fi
+        remove_tree "$d"
+    done
+    SESSION=$(mktemp -d "$DEB_CACHE/run/session.XXXXXX")
+    echo "$$" > "$SESSION/pid"
+    MERGED="$SESSION/merged"
+    mkdir -p "$SESSION/upper" "$SESSION/work" "$MERGED"
+    mount -t overlay overlay -o "lowerdir=$base,upperdir=$SESSION/upper,workdir=$SESSION/work" "$MERGED" \
+        || die "cannot mount an overlay over $base (overlayfs missing? are you root?)"
+    mount -t proc proc "$MERGED/proc" || die "cannot mount /proc in $MERGED"
+    mount --bind /dev "$MERGED/dev" || die "cannot bind /dev into $MERGED"
+    # The host's resolver and CA bundle (apt and cargo downloads from inside).
+    cp -L /etc/resolv.conf "$MERGED/etc/resolv.conf" 2>/dev/null || true
+}
+
+root_session_end() {
+    [ -n "$SESSION" ] || return 0
+    remove_tree "$SESSION"
+    SESSION="" MERGED=""
+}
+
+# bind_into SRC DEST [ro]: bind-mounts SRC at DEST inside the session root.
+bind_into() {
+    local src=$1 dest="$MERGED$2"
+    mkdir -p "$dest"
+    mount --bind "$src" "$dest" || die "cannot bind $src into the root at $2"
+    if [ "${3:-}" = ro ]; then
+        mount -o remount,bind,ro "$dest" || die "cannot make $2 read-only in the root"
+    fi
+}
+
+# in_root CMD...: runs CMD in the session root with a clean environment plus the
+# variables named in IN_ROOT_ENV (NAME=VALUE words).
+IN_ROOT_ENV=()
+in_root() {
+    chroot "$MERGED" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb DEBIAN_FRONTEND=noninteractive \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${IN_ROOT_ENV[@]}" "$@"
+}

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Tests scripts/deb.sh: builds the modules (cargo, incremental) and the .deb, checks its
-# control fields and contents with dpkg-deb -I/-f/-c, extracts it with dpkg-deb -x and
-# loads the extracted modules in varnishtest (packaging/tests/*.vtc) through vmod_path.
+# Builds the Debian 13 packages (scripts/deb.sh) and proves them where users install
+# them: in a fresh Debian 13 root (a throwaway overlay over a cached minimal root),
+# `apt-get install ./varnish-vmod-*.deb` pulls Debian's varnish; Debian's varnishd and
+# varnishtest then load the modules with plain imports, run the purge fan-out between two
+# varnishd and the saintmode retry example, and `man 3` shows both pages. The same
+# next to varnish-modules (its xkey and var with our saintmode in one VCL), and
+# `apt-get remove`/`purge` leave the root as it was, varnish-modules' saintmode restored.
 #
-#   scripts/check-deb.sh [--no-build]
+#   scripts/check-deb.sh [--no-build]    (--no-build: test the .deb already in target/debian)
 #
 # Prints one `ok`/`FAIL` line per check and `N passed, M failed` last; exits 1 on failure.
+# Needs root (mount, chroot) and, when the cached roots are missing or stale, network
+# access to the Debian archive.
 set -euo pipefail
 ME=check-deb
 # shellcheck source=../packaging/lib.sh
 . "$(cd "$(dirname "$0")/.." && pwd)/packaging/lib.sh"
+# shellcheck source=lib/debian.sh
+. "$ROOT/scripts/lib/debian.sh"
 
 build=1
 for arg in "$@"; do
@@ -18,19 +26,10 @@ for arg in "$@"; do
         *) die "unknown argument: $arg (usage: $0 [--no-build])" ;;
     esac
 done
-
-ensure_varnish_env
-for tool in varnishtest man dpkg-deb readelf; do
-    command -v "$tool" >/dev/null || die "$tool not found (PATH=$PATH)"
-done
-if [ "$build" = 1 ]; then
-    log "cargo build --release --workspace --locked"
-    (cd "$ROOT" && cargo build --release --workspace --locked --quiet) \
-        || die "cargo build failed: the tree does not build, nothing to package"
-fi
+[ "$(id -u)" -eq 0 ] || die "needs root (mount, chroot): run as root"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/check-deb.XXXXXX")
-trap 'rm -rf "$SCRATCH"' EXIT
+trap 'root_session_end; rm -rf "$SCRATCH"' EXIT
 passed=0 failed=0
 ok()   { passed=$((passed + 1)); echo "ok - $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL - $*"; }
@@ -38,155 +37,180 @@ check() { # check DESCRIPTION COMMAND...: runs COMMAND, shows its output on fail
     local desc=$1; shift
     if "$@" >"$SCRATCH/out" 2>&1; then ok "$desc"; else fail "$desc"; sed 's/^/    | /' "$SCRATCH/out" | tail -n 30; fi
 }
+finish() {
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ] || { echo "$ME: $failed check(s) failed (see FAIL lines above)" >&2; exit 1; }
+    exit 0
+}
 
-# ------------------------------------------------------------------ build it
-if ! deb=$("$ROOT/scripts/deb.sh" 2>"$SCRATCH/deb.log"); then
-    fail "scripts/deb.sh builds the package"; sed 's/^/    | /' "$SCRATCH/deb.log"
-    echo "$passed passed, $failed failed"; exit 1
+# ------------------------------------------------------------------ build
+OUT="$ROOT/target/debian"
+if [ "$build" = 1 ]; then
+    if "$ROOT/scripts/deb.sh" >"$SCRATCH/deb.out" 2>"$SCRATCH/deb.log"; then
+        ok "scripts/deb.sh: dpkg-buildpackage in a Debian 13 root, lintian clean ($(grep -c '^O: ' "$OUT/lintian.txt" || true) overridden tags)"
+    else
+        fail "scripts/deb.sh builds the packages"; sed 's/^/    | /' "$SCRATCH/deb.log" | tail -n 40
+        finish
+    fi
 fi
-ok "scripts/deb.sh builds ${deb#"$ROOT"/}"
-cp "$deb" "$SCRATCH/pkg.deb"
-DEB=$SCRATCH/pkg.deb
-
-# What the package must say, computed here independently of deb.sh.
-version=$(workspace_version); version=${version//-/\~}
-arch=$(dpkg --print-architecture)
-vmoddir=${VMODDIR:-$(varnish_var vmoddir)}; vmoddir=${vmoddir%/}
-inc=$(varnish_var pkgincludedir)
-vrt="$(sed -n 's/^#define[[:space:]]*VRT_MAJOR_VERSION[[:space:]]*\([0-9]*\)U.*/\1/p' "$inc/vrt.h").$(sed -n 's/^#define[[:space:]]*VRT_MINOR_VERSION[[:space:]]*\([0-9]*\)U.*/\1/p' "$inc/vrt.h")"
-abi_string=$(sed -n 's/^#define VMOD_ABI_Version "\(.*\)"/\1/p' "$inc/vmod_abi.h")
-vcs_id=$(tr 'A-Z' 'a-z' <<<"${abi_string##* }")
-field() { dpkg-deb -f "$DEB" "$1"; }
-
-check "file name is vmod-rs_${version}_${arch}.deb" test "$(basename "$deb")" = "vmod-rs_${version}_${arch}.deb"
-check "dpkg-deb -I reads the package" dpkg-deb -I "$DEB"
-check "Package: varnish-vmod-rs" test "$(field Package)" = varnish-vmod-rs
-check "Version: $version (Cargo.toml workspace version)" test "$(field Version)" = "$version"
-check "Architecture: $arch" test "$(field Architecture)" = "$arch"
-dep_has() { tr ',' '\n' <<<"$(field Depends)" | sed 's/^ *//; s/ .*//' | grep -qx -- "$1" || { echo "Depends: $(field Depends)"; return 1; }; }
-check "Depends on varnishabi-$vrt (VRT major.minor of the headers)" dep_has "varnishabi-$vrt"
-check "Depends on varnishabi-strict-$vcs_id (strict ABI \"$abi_string\")" dep_has "varnishabi-strict-$vcs_id"
-check "Conflicts with varnish-modules (ships another libvmod_saintmode.so)" \
-    bash -c 'dpkg-deb -f "$1" Conflicts | tr "," "\n" | sed "s/^ *//; s/ .*//" | grep -qx varnish-modules' _ "$DEB"
-check "Maintainer, Installed-Size, Section and Description are set" \
-    bash -c 'for f in Maintainer Installed-Size Section Description; do [ -n "$(dpkg-deb -f "$1" $f)" ] || { echo "no $f"; exit 1; }; done' _ "$DEB"
-
-# ------------------------------------------------------------------ contents
-dpkg-deb -c "$DEB" > "$SCRATCH/contents"
-want=()
-for n in "${VMODS[@]}"; do
-    want+=("./${vmoddir#/}/libvmod_$n.so" "./usr/share/man/man3/vmod_$n.3.gz")
+version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
+debs=()
+for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
+    deb=$(ls "$OUT/${pkg}_${version}_"*.deb 2>/dev/null | head -n 1)
+    [ -n "$deb" ] || die "no $OUT/${pkg}_${version}_*.deb: run make deb (or drop --no-build)"
+    debs+=("$deb")
 done
-want+=("./usr/share/doc/varnish-vmod-rs/copyright" "./usr/share/doc/varnish-vmod-rs/README.md")
-files_are() { diff <(printf '%s\n' "${want[@]}" | sort) <(awk '$1 !~ /^d/ {print $6}' "$SCRATCH/contents" | sort); }
-check "dpkg-deb -c: both .so in $vmoddir, both man pages, copyright, README, nothing else" files_are
-check "every entry is owned by root/root" bash -c '! awk "\$2 != \"root/root\"" "$1" | grep .' _ "$SCRATCH/contents"
 
-X=$SCRATCH/extract
-check "dpkg-deb -x extracts the package" dpkg-deb -x "$DEB" "$X"
-dpkg-deb -e "$DEB" "$X/DEBIAN"
-check "extracted files match DEBIAN/md5sums" bash -c 'cd "$1" && md5sum --quiet -c DEBIAN/md5sums' _ "$X"
-same_as_license() { cmp "$ROOT/LICENSE" "$X/usr/share/doc/varnish-vmod-rs/copyright"; }
-check "copyright is the project's LICENSE" same_as_license
+ensure_root check
+CHECK_BASE=$BASE_ROOT
+VMODDIR=/usr/lib/$(chroot "$CHECK_BASE" dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)/varnish/vmods
+DIVERTED=("$VMODDIR/libvmod_saintmode.so" /usr/share/man/man3/vmod_saintmode.3.gz)
 
-# ------------------------------------------------------------------ man pages
-man_ok() {
-    local n page
-    for n in "${VMODS[@]}"; do
-        zcat "$X/usr/share/man/man3/vmod_$n.3.gz" | grep -q "^\.TH \"VMOD_${n^^}\" 3" \
-            || { echo "vmod_$n.3.gz: no .TH \"VMOD_${n^^}\" 3 line"; return 1; }
-        page=$(MANWIDTH=80 man -l "$X/usr/share/man/man3/vmod_$n.3.gz" 2>&1) || { echo "$page"; return 1; }
-        grep -q "^VMOD_${n^^}(3)" <<<"$page" || { echo "man -l vmod_$n.3.gz: no VMOD_${n^^}(3) header"; return 1; }
-        grep -q "import $n" <<<"$page" || { echo "man -l vmod_$n.3.gz: no 'import $n' in SYNOPSIS"; return 1; }
+# A fresh overlay over the check root with the packages and the tests copied in.
+fresh_root() {
+    root_session_end
+    root_session_start "$CHECK_BASE"
+    mkdir -p "$MERGED/srv/vmod-rs/debs" "$MERGED/srv/vmod-rs/packaging"
+    cp "${debs[@]}" "$MERGED/srv/vmod-rs/debs/"
+    cp -r "$ROOT/examples" "$MERGED/srv/vmod-rs/"
+    cp -r "$ROOT/packaging/tests" "$MERGED/srv/vmod-rs/packaging/"
+}
+apt_in_root() { in_root timeout 600 apt-get -y -q -o Dpkg::Use-Pty=0 "$@"; }
+install_ours() { # apt output in $SCRATCH/apt.log; fails when apt would remove anything
+    apt_in_root install /srv/vmod-rs/debs/*.deb >"$SCRATCH/apt.log" 2>&1 || { cat "$SCRATCH/apt.log"; return 1; }
+    if grep -q '^The following packages will be REMOVED' "$SCRATCH/apt.log"; then cat "$SCRATCH/apt.log"; return 1; fi
+}
+vtc() { # vtc FILE [-Dname=value...]: Debian's varnishtest in the root, 120 s at most
+    local file=$1; shift
+    in_root timeout 150 varnishtest -t 120 -D vmoddir="$VMODDIR" -D vmod_path="$VMODDIR" \
+        -D root=/srv/vmod-rs "$@" "$file" >"$SCRATCH/vtc.log" 2>&1 && return 0
+    grep -E -A8 -- '^(----|\*\*\*\* .*(FAIL|fail|Error))' "$SCRATCH/vtc.log" | head -n 30
+    tail -n 5 "$SCRATCH/vtc.log"
+    return 1
+}
+man_shows() { # man_shows PAGE REGEX: `man 3 PAGE` renders and contains REGEX
+    local page
+    page=$(in_root env MANWIDTH=80 man -P cat 3 "$1" 2>&1) || { echo "$page"; return 1; }
+    grep -q "^VMOD_${1#vmod_}" <<<"${page^^}" || { echo "no VMOD_${1#vmod_} header:"; head -n 5 <<<"$page"; return 1; }
+    grep -Eq "$2" <<<"$page" || { echo "man 3 $1 lacks /$2/:"; head -n 20 <<<"$page"; return 1; }
+}
+diversions() { in_root dpkg-divert --list | grep -F 'by varnish-vmod-saintmode' | sort; }
+diverted() { # diverted yes|no: both diversions registered, or none
+    local n; n=$(diversions | wc -l)
+    if [ "$1" = yes ]; then [ "$n" -eq 2 ] || { echo "diversions: $(diversions)"; return 1; }
+    else [ "$n" -eq 0 ] || { echo "left over: $(diversions)"; return 1; }; fi
+}
+# The root's files (path, type, size, mode, owner) and the checksums of the vmods and
+# saintmode man pages; volatile state (apt/dpkg databases, caches, logs) left out.
+snapshot() {
+    in_root sh -c 'find / -xdev \( -path /proc -o -path /dev -o -path /tmp -o -path /run -o -path /srv \
+            -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg -o -path /var/log \) -prune \
+            -o -printf "%p %y %s %m %u\n" | sort
+        md5sum '"$VMODDIR"'/* /usr/share/man/man3/vmod_saintmode* 2>/dev/null' > "$1"
+}
+same_snapshot() { diff "$1" "$2" | head -n 20; cmp -s "$1" "$2"; }
+verify_varnish_modules() { # every file of varnish-modules as shipped, at its own path
+    local bad; bad=$(in_root dpkg --verify varnish-modules 2>&1) || true
+    [ -z "$bad" ] || { echo "$bad"; return 1; }
+    in_root sh -c "cd / && sed -n 's|  *| /|p' /var/lib/dpkg/info/varnish-modules.md5sums | grep -F libvmod_saintmode.so | md5sum -c"
+}
+compiles_with_varnish_modules_saintmode() { # `import saintmode;` is varnish-modules' again
+    printf 'vcl 4.1;\nimport saintmode;\nbackend b { .host = "127.0.0.1"; .port = "9"; }\nsub vcl_init { new sm = saintmode.saintmode(b, 5); }\n' \
+        > "$MERGED/tmp/vm.vcl"
+    printf 'vcl 4.1;\nimport saintmode;\nbackend b { .host = "127.0.0.1"; .port = "9"; }\nsub vcl_recv { set req.http.v = saintmode.version(); }\n' \
+        > "$MERGED/tmp/ours.vcl"
+    in_root varnishd -C -n /tmp/vcc -f /tmp/vm.vcl >/dev/null || return 1
+    if in_root varnishd -C -n /tmp/vcc -f /tmp/ours.vcl >/dev/null 2>&1; then
+        echo "saintmode.version() compiles: libvmod_saintmode.so is still ours"; return 1
+    fi
+}
+files_gone() { # files_gone LIST: none of the files dpkg -L listed exists any more
+    local f left=()
+    while IFS= read -r f; do [ -f "$MERGED$f" ] && left+=("$f"); done < "$1"
+    [ "${#left[@]}" -eq 0 ] || { printf 'left behind: %s\n' "${left[@]}"; return 1; }
+}
+not_installed() { # not_installed PKG...: not even in the config-files state
+    local p s
+    for p in "$@"; do
+        s=$(in_root dpkg-query -W -f '${Status}' "$p" 2>/dev/null || true)
+        case "$s" in ""|"unknown ok not-installed"|"deinstall ok not-installed"|"purge ok not-installed") ;;
+            *) echo "$p: $s"; return 1 ;; esac
     done
 }
-check "man pages: .TH VMOD_<NAME> 3 and man -l renders them" man_ok
 
-# ------------------------------------------------------------------ modules
-so_ok() {
-    local n so
-    for n in "${VMODS[@]}"; do
-        so="$X$vmoddir/libvmod_$n.so"
-        nm -D --defined-only "$so" | grep -qw "Vmod_${n}_Data" || { echo "libvmod_$n.so does not export Vmod_${n}_Data"; return 1; }
-        if readelf -S "$so" | grep -q '\.debug_info'; then echo "libvmod_$n.so is not stripped"; return 1; fi
-        [ "$(so_abi "$so" | cut -d'|' -f1)" = "$abi_string" ] || { echo "libvmod_$n.so ABI $(so_abi "$so")"; return 1; }
+# --------------------------------------------- 1. a fresh Debian 13 root, our packages alone
+fresh_root
+echo "# Debian 13 root: $MERGED (overlay over $CHECK_BASE, Debian $(cat "$MERGED/etc/debian_version"))"
+check "fresh root: no varnish installed before ours" not_installed varnish varnish-vmod-peer varnish-vmod-saintmode
+check "apt-get install ./$(basename "${debs[0]}") ./$(basename "${debs[1]}") pulls Debian's varnish, removes nothing" install_ours
+sed -n '/^The following NEW packages/,/^[^ ]/{/^  /p}' "$SCRATCH/apt.log" | head -n 4 | sed 's/^ */# new packages: /'
+varnishd_version=$(in_root varnishd -V 2>&1 | head -n 1)
+echo "# varnishd: $varnishd_version ($(in_root dpkg-query -W -f '${Package} ${Version}' varnish))"
+provides_match() {
+    local provides deps d
+    provides=$(in_root dpkg-query -W -f '${Provides}' varnish)
+    for deb in "${debs[@]}"; do
+        deps=$(dpkg-deb -f "$deb" Depends)
+        d=$(grep -Eo 'varnishabi-strict-[0-9a-f]{40}' <<<"$deps") || { echo "$(basename "$deb"): Depends: $deps"; return 1; }
+        grep -qw -- "$d" <<<"$provides" || { echo "varnish Provides: $provides; $(basename "$deb") needs $d"; return 1; }
+        echo "$(basename "$deb"): $d"
     done
 }
-check "extracted .so files: stripped, export Vmod_<name>_Data, ABI \"$abi_string\"" so_ok
-# Every shared library a module needs is in Depends, through the package that ships it.
-needed_in_depends() {
-    local n lib path pkg
-    for n in "${VMODS[@]}"; do
-        for lib in $(readelf -d "$X$vmoddir/libvmod_$n.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-            path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
-            [ -n "$path" ] || { echo "$lib (needed by libvmod_$n.so) not found by ldconfig"; return 1; }
-            pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n1 | cut -d: -f1) \
-                || pkg=$(dpkg -S "$path" 2>/dev/null | head -n1 | cut -d: -f1) || pkg=""
-            [ -n "$pkg" ] || { echo "$lib ($path) belongs to no Debian package"; return 1; }
-            dep_has "$pkg" || { echo "libvmod_$n.so needs $lib from $pkg, not in Depends"; return 1; }
-            echo "libvmod_$n.so: $lib -> $pkg"
-        done
-    done
-}
-check "Depends covers every NEEDED library (libcurl4 once a module links libcurl)" needed_in_depends
-check "varnishtest packaging/tests/*.vtc: plain import of the extracted modules via vmod_path" \
-    run_vtcs "$X$vmoddir"
+check "Depends: varnishabi-strict-<40 hex> of both packages is what Debian's varnish Provides" provides_match
+check "plain 'import peer; import saintmode;' in Debian's varnishd (vmod_path $VMODDIR)" \
+    vtc /srv/vmod-rs/packaging/tests/install_plain_import.vtc
+check "purge fan-out between two varnishd running examples/purge_fanout.vcl" \
+    vtc /srv/vmod-rs/packaging/tests/deb_purge_fanout_two_varnishd.vtc
+check "examples/tests/purge_fanout.vtc (peer caches and CDN API)" vtc /srv/vmod-rs/examples/tests/purge_fanout.vtc
+check "examples/tests/saintmode_retry_random.vtc (retry served by the other origin)" \
+    vtc /srv/vmod-rs/examples/tests/saintmode_retry_random.vtc
+check "man 3 vmod_peer renders" man_shows vmod_peer 'import peer'
+check "man 3 vmod_saintmode renders this project's page" man_shows vmod_saintmode 'drop-in replacement'
+check "varnish-modules' libvmod_saintmode.so and vmod_saintmode(3) are diverted (dpkg-divert --list)" diverted yes
 
-# ------------------------------------------------------- dpkg's view of the fields
-# A scratch dpkg database (--admindir) and root (--instdir): stand-ins for the packages
-# Depends names, and a `varnish` that Provides what Debian's varnish package does
-# (dh_varnishabi: varnishabi-<VRT major.minor>, varnishabi-strict-<vcs id>).
-fake_db() { # fake_db NAME VARNISH_PROVIDES [EXTRA_INSTALLED_PACKAGE]
-    local db="$SCRATCH/dpkg-$1/db" dep a v m
-    mkdir -p "$db/updates" "$db/info" "$SCRATCH/dpkg-$1/root"
-    : > "$db/available"
-    stanza() { printf 'Package: %s\nStatus: install ok installed\nMaintainer: stand-in <root@localhost>\nArchitecture: %s\nVersion: %s\n%bDescription: stand-in\n\n' "$@"; }
-    {
-        for dep in $(field Depends | tr ',' '\n' | sed 's/^ *//; s/ .*//'); do
-            case "$dep" in varnishabi-*) continue ;; esac
-            a=$(dpkg-query -W -f '${Architecture}' "$dep") v=$(dpkg-query -W -f '${Version}' "$dep")
-            m=$(dpkg-query -W -f '${Multi-Arch}' "$dep"); [ -z "$m" ] || m="Multi-Arch: $m\n"
-            stanza "$dep" "$a" "$v" "$m"
-        done
-        stanza varnish "$arch" 7.7.0-0stand-in "Provides: $2\n"
-        [ -z "${3:-}" ] || stanza "$3" "$arch" 1.0 ""
-    } > "$db/status"
+# varnish-modules installed after ours: lands on the diverted names, nothing removed.
+apt_quiet() { # apt_quiet ACTION PKG...: apt-get, output shown only on failure or removals
+    apt_in_root "$@" >"$SCRATCH/apt.log" 2>&1 || { cat "$SCRATCH/apt.log"; return 1; }
+    if [ "$1" = install ] && grep -A3 '^The following packages will be REMOVED' "$SCRATCH/apt.log"; then return 1; fi
 }
-dpkg_i() { # dpkg_i NAME: dpkg -i into the scratch database NAME (no --force-depends)
-    dpkg --admindir="$SCRATCH/dpkg-$1/db" --instdir="$SCRATCH/dpkg-$1/root" \
-        --force-not-root --force-script-chrootless -i "$DEB"
+OURS=(varnish-vmod-peer varnish-vmod-saintmode)
+check "apt-get install varnish-modules next to ours: nothing removed" apt_quiet install varnish-modules
+check "xkey and var (varnish-modules) and our saintmode load and work in one VCL" \
+    vtc /srv/vmod-rs/packaging/tests/deb_with_varnish_modules.vtc
+in_root dpkg -L "${OURS[@]}" > "$SCRATCH/ours.list"
+check "apt-get remove ${OURS[*]}" apt_quiet remove "${OURS[@]}"
+removed_clean() { files_gone "$SCRATCH/ours.list" && diverted no; }
+check "after remove: none of the packages' files is left, no diversion" removed_clean
+restored() { verify_varnish_modules && compiles_with_varnish_modules_saintmode; }
+check "after remove: varnish-modules' saintmode is back (dpkg --verify, md5sums) and is what 'import saintmode' loads" restored
+their_man_page() { ! man_shows vmod_saintmode "drop-in replacement" >/dev/null && man_shows vmod_saintmode 'saintmode'; }
+check "man 3 vmod_saintmode is varnish-modules' page again" their_man_page
+purged_clean() {
+    apt_quiet purge "${OURS[@]}" && not_installed "${OURS[@]}" || return 1
+    [ ! -e "$MERGED/usr/share/doc/varnish-vmod-peer" ] && [ ! -e "$MERGED/usr/share/doc/varnish-vmod-saintmode" ] \
+        || { echo "doc directories left"; return 1; }
 }
-refused() { if dpkg_i "$1" >"$SCRATCH/dpkg.log" 2>&1; then echo "dpkg -i succeeded"; return 1; fi; grep -q -- "$2" "$SCRATCH/dpkg.log" || { cat "$SCRATCH/dpkg.log"; return 1; }; }
-installs_and_removes() {
-    dpkg_i good || return 1
-    [ -f "$SCRATCH/dpkg-good/root$vmoddir/libvmod_${VMODS[0]}.so" ] || { echo "no module under the instdir"; return 1; }
-    dpkg --admindir="$SCRATCH/dpkg-good/db" --instdir="$SCRATCH/dpkg-good/root" \
-        --force-not-root --force-script-chrootless -r varnish-vmod-rs || return 1
-    ! find "$SCRATCH/dpkg-good/root" -type f | grep .
-}
-fake_db good "varnishabi-$vrt, varnishabi-strict-$vcs_id"
-check "dpkg -i accepts it next to a varnish that Provides varnishabi-$vrt, varnishabi-strict-$vcs_id; dpkg -r removes it" installs_and_removes
-fake_db other "varnishabi-$vrt, varnishabi-strict-0000000000000000000000000000000000000000"
-check "dpkg -i refuses it next to a varnish with another strict ABI" refused other "varnishabi-strict-$vcs_id"
-fake_db conflict "varnishabi-$vrt, varnishabi-strict-$vcs_id" varnish-modules
-check "dpkg -i refuses it while varnish-modules is installed" refused conflict "conflicts with varnish-modules"
+check "apt-get purge leaves neither package, not even as config-files" purged_clean
 
-# ------------------------------------------------------------------ the build itself
-check "rebuilding gives a byte-identical .deb" \
-    bash -c '"$1" >/dev/null 2>&1 && cmp "$2" "$3"' _ "$ROOT/scripts/deb.sh" "$deb" "$DEB"
-pcfile="$(pkg-config --variable=pcfiledir varnishapi)/varnishapi.pc"
-if owner=$(dpkg -S "$pcfile" 2>/dev/null); then
-    provides() {
-        local p; p=$(dpkg-query -W -f '${Provides}' varnish) || return 1
-        for d in "varnishabi-$vrt" "varnishabi-strict-$vcs_id"; do
-            grep -qw -- "$d" <<<"$p" || { echo "installed varnish Provides: $p; missing $d"; return 1; }
-        done
-    }
-    check "the installed varnish package (headers from ${owner%%:*}) Provides both ABI names" provides
-else
-    check "deb.sh notes that the Varnish in use is not a Debian package" \
-        grep -q "note: the Varnish in use .* is not a Debian package" "$SCRATCH/deb.log"
-fi
+# ------------------- 2. varnish-modules first, then ours, then remove/purge: the root as before
+fresh_root
+check "fresh root: apt-get install varnish-modules (pulls Debian's varnish)" apt_quiet install varnish-modules
+snapshot "$SCRATCH/before"
+check "apt-get install of ours next to varnish-modules removes nothing" install_ours
+check "xkey, var and our saintmode in one VCL (varnish-modules installed first)" \
+    vtc /srv/vmod-rs/packaging/tests/deb_with_varnish_modules.vtc
+as_before() { # as_before ACTION: apt-get ACTION ours, then the root is as in the snapshot
+    apt_quiet "$1" "${OURS[@]}" || return 1
+    snapshot "$SCRATCH/after"
+    same_snapshot "$SCRATCH/before" "$SCRATCH/after" && diverted no && verify_varnish_modules \
+        && not_installed_after "$1"
+}
+not_installed_after() { [ "$1" = remove ] || not_installed "${OURS[@]}"; }
+check "apt-get remove: every file as before the install (varnish-modules' saintmode restored byte for byte)" as_before remove
+reinstall() { install_ours && diverted yes; }
+check "install again: diverted again" reinstall
+check "apt-get purge: every file as before, no diversion, no package state" as_before purge
+root_session_end
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ] || { echo "$ME: $failed check(s) failed (see FAIL lines above)" >&2; exit 1; }
+echo "# ran in Debian 13 roots over $CHECK_BASE with $varnishd_version"
+finish

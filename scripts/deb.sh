@@ -1,161 +1,120 @@
 #!/usr/bin/env bash
-# Builds target/debian/vmod-rs_<version>_<arch>.deb (package varnish-vmod-rs) with dpkg-deb
-# from the already built modules: run `make release` (or `cargo build --release
-# --workspace --locked`) first.
+# Builds the Debian 13 packages varnish-vmod-peer and varnish-vmod-saintmode the way a
+# Debian build daemon would: `dpkg-buildpackage -b` with debian/ in a clean Debian 13
+# root (mmdebstrap, cached in ${XDG_CACHE_HOME:-~/.cache}/vmod-rs/debian13, used through
+# a throwaway overlay), against Debian's libvarnishapi-dev; then lintian on both.
 #
-#   scripts/deb.sh [--release|--debug] [--no-strip]      (default --release, stripped)
+#   scripts/deb.sh [--clean]      (--clean: no cached cargo target dir, a full build)
 #
-# Contents: libvmod_peer.so and libvmod_saintmode.so in the vmoddir of the Varnish they
-# were built against (`pkg-config --variable=vmoddir varnishapi`; VMODDIR overrides it),
-# man pages vmod_peer.3.gz / vmod_saintmode.3.gz in /usr/share/man/man3 (vmodtool RST +
-# rst2man from each vmod.vcc), README.md and LICENSE (as copyright) in
-# /usr/share/doc/varnish-vmod-rs.
-# Control fields: Version from [workspace.package] in Cargo.toml (+ "-$DEB_REVISION" when
-# set), Architecture from dpkg, Depends on the Varnish ABI the modules were built against
-# under the virtual package names Debian's varnish package Provides (varnishabi-<VRT
-# major>.<minor> and, for `$ABI strict` modules, varnishabi-strict-<vcs id of the
-# VMOD_ABI_Version string>) plus the shared libraries found by dpkg-shlibdeps (libcurl4
-# as soon as a module links libcurl), Conflicts with varnish-modules (its own
-# libvmod_saintmode.so). Maintainer from DEBFULLNAME/DEBEMAIL when set.
+# Output in target/debian/: the two .deb (plus -dbgsym .deb), .changes, .buildinfo,
+# build.log and lintian.txt; the .deb paths on stdout.
+# Rust: the host's toolchain (`rustc --print sysroot`) is bind-mounted read-only, the
+# host's cargo registry cache read-write, the host's CA bundle copied in (Debian 13's
+# rustc 1.85 cannot build Cargo.lock: see debian/README.source).
+# Depends: dh_varnishabi --strict (varnishabi-<VRT major.minor>, varnishabi-strict-<id>
+# of the headers built against) and dpkg-shlibdeps.
+# Needs root (mount, chroot) and network access to the Debian archive when the cached
+# root is missing or older than DEB_ROOT_MAX_AGE_HOURS (24).
 set -euo pipefail
 ME=deb
 # shellcheck source=../packaging/lib.sh
 . "$(cd "$(dirname "$0")/.." && pwd)/packaging/lib.sh"
+# shellcheck source=lib/debian.sh
+. "$ROOT/scripts/lib/debian.sh"
 
-PACKAGE=varnish-vmod-rs
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$0" >&2; exit 2; }
-
-profile=release strip=1
+usage() { sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+clean=0
 for arg in "$@"; do
     case "$arg" in
-        --release) profile=release ;;
-        --debug) profile=debug ;;
-        --no-strip) strip=0 ;;
+        --clean) clean=1 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $arg"; usage ;;
     esac
 done
-for tool in dpkg dpkg-deb dpkg-shlibdeps cpp gzip strip; do
-    command -v "$tool" >/dev/null || die "$tool not found: install dpkg-dev, binutils and cpp (apt-get install dpkg-dev build-essential)"
+[ "$(id -u)" -eq 0 ] || die "needs root (mmdebstrap, mount, chroot): run as root"
+for tool in rustc cargo git findmnt flock tar; do
+    command -v "$tool" >/dev/null || die "$tool not found on this machine"
 done
 
-ensure_varnish_env
-artifacts=$(artifact_dir "$profile")
-require_artifacts "$artifacts" "$profile"
-for name in "${VMODS[@]}"; do require_loadable "$artifacts/libvmod_$name.so"; done
-[ "$profile" = release ] || log "note: packaging the debug build"
+# The versions must agree: the package version is the workspace version.
+cargo_version=$(workspace_version)
+deb_version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
+[ "${deb_version%%-*}" = "${cargo_version//-/\~}" ] \
+    || die "debian/changelog says $deb_version but Cargo.toml says $cargo_version: add a changelog entry (dch -v ${cargo_version//-/\~})"
 
-# ------------------------------------------------------------------ ABI
-IFS='|' read -r vrt_version abi_string < <(headers_abi) || die "cannot read the Varnish ABI from the varnishapi headers"
-strict=0
-for name in "${VMODS[@]}"; do
-    IFS='|' read -r so_abi_string so_major so_minor _ < <(so_abi "$artifacts/libvmod_$name.so") \
-        || die "libvmod_$name.so has no readable VMOD descriptor: rebuild it"
-    [ "$so_abi_string" = "$abi_string" ] \
-        || die "libvmod_$name.so was built against \"$so_abi_string\" but pkg-config points at \"$abi_string\": rebuild (cargo clean -p vmod-$name, then make release)"
-    [ "$so_major.$so_minor" = "0.0" ] && strict=1
-done
-vcs_id=${abi_string##* }
-depends=("varnishabi-$vrt_version")
-if [ "$strict" = 1 ]; then
-    if [[ "$vcs_id" =~ ^[0-9a-f]{40}$ ]]; then
-        depends+=("varnishabi-strict-$vcs_id")
-    else
-        # The headers carry no VCS id (a Varnish built outside git without Debian's
-        # debian/vcs_version). The strict modules load only into a varnishd with this very
-        # ABI string, which no Debian package Provides: say so in the dependency.
-        depends+=("varnishabi-strict-$(tr 'A-Z' 'a-z' <<<"$vcs_id" | tr -c 'a-z0-9.+\n-' '-')")
-    fi
-fi
-pcfile="$(pkg-config --variable=pcfiledir varnishapi)/varnishapi.pc"
-debian_varnish=""
-if owner=$(dpkg -S "$pcfile" 2>/dev/null); then
-    debian_varnish=${owner%%:*}
-fi
+toolchain=$(cd "$ROOT" && rustc --print sysroot) || die "rustc --print sysroot failed"
+[ -x "$toolchain/bin/cargo" ] || die "no cargo in the toolchain $toolchain (rustup component add cargo?)"
+registry="${CARGO_HOME:-$HOME/.cargo}/registry"
+mkdir -p "$registry"
+ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+[ -f "$ca" ] || die "no CA bundle at $ca (set SSL_CERT_FILE): cargo in the root could not verify the registry"
 
-# ---------------------------------------------------------------- version, arch
-version=$(workspace_version)
-version=${version//-/\~}            # semver pre-release 1.0.0-rc1 sorts as 1.0.0~rc1
-[ -z "${DEB_REVISION:-}" ] || version="$version-$DEB_REVISION"
-[[ "$version" =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "workspace version '$version' is not a valid Debian version"
-arch=$(dpkg --print-architecture)
-vmoddir=${VMODDIR:-$(varnish_var vmoddir)}; vmoddir=${vmoddir%/}
-case "$vmoddir" in /*) ;; *) die "VMODDIR must be an absolute path, got '$vmoddir'" ;; esac
-maintainer="${DEBFULLNAME:-vmod-rs maintainers} <${DEBEMAIL:-vmod-rs@localhost}>"
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || stat -c %Y "$ROOT/Cargo.toml")}
-export SOURCE_DATE_EPOCH
+ensure_root build
+log "build root: $BASE_ROOT (Debian $(cat "$BASE_ROOT/etc/debian_version"), $(sed -n 1p "$DEB_CACHE/build.stamp" | sed 's/ mirror=[^ ]*//; s/ packages=.*//'), $(sed -n 2p "$DEB_CACHE/build.stamp"))"
 
-# ------------------------------------------------------------------ stage
 OUT="$ROOT/target/debian"
 mkdir -p "$OUT"
-work=$(mktemp -d "$OUT/.build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-stage="$work/debian/$PACKAGE"     # dpkg-shlibdeps expects debian/<package>/
-docdir="$stage/usr/share/doc/$PACKAGE"
-mandir="$stage/usr/share/man/man3"
-install -d -m 0755 "$stage$vmoddir" "$mandir" "$docdir" "$stage/DEBIAN"
-for name in "${VMODS[@]}"; do
-    so="$stage$vmoddir/libvmod_$name.so"
-    install -m 0644 "$artifacts/libvmod_$name.so" "$so"
-    # As dh_strip does for shared libraries; the VMOD descriptor is dynamic, it stays.
-    [ "$strip" = 0 ] || strip --remove-section=.comment --remove-section=.note --strip-unneeded "$so"
-    gen_man "$name" "$work" "$artifacts/libvmod_$name.so"
-    gzip -9n -c "$work/vmod_$name.3" > "$mandir/vmod_$name.3.gz"
-    chmod 0644 "$mandir/vmod_$name.3.gz"
-done
-install -m 0644 "$ROOT/LICENSE" "$docdir/copyright"
-install -m 0644 "$ROOT/README.md" "$docdir/README.md"
+trap 'root_session_end' EXIT
+root_session_start "$BASE_ROOT"
 
-# ------------------------------------------------------------- dependencies
-printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$PACKAGE" "$PACKAGE" > "$work/debian/control"
-sos=(); for name in "${VMODS[@]}"; do sos+=("debian/$PACKAGE$vmoddir/libvmod_$name.so"); done
-shlibs=$(cd "$work" && dpkg-shlibdeps -O "${sos[@]}" 2>"$work/shlibdeps.err") \
-    || die "dpkg-shlibdeps failed: $(cat "$work/shlibdeps.err") (a module links a library no Debian package ships?)"
-shlibs=${shlibs#shlibs:Depends=}
-[ -z "$shlibs" ] || depends+=("$shlibs")
-
-# ------------------------------------------------------------------ control
-installed_size=$(du -k -s --apparent-size "$stage" | cut -f1)
-desc_abi="Built against $abi_string (VRT $vrt_version)"
-[ "$strict" = 1 ] && desc_abi="$desc_abi; strict ABI: loads only into a varnishd with the same ABI string"
-{
-    echo "Package: $PACKAGE"
-    echo "Version: $version"
-    echo "Architecture: $arch"
-    echo "Maintainer: $maintainer"
-    echo "Installed-Size: $installed_size"
-    printf 'Depends: %s' "${depends[0]}"; printf ', %s' "${depends[@]:1}"; echo
-    echo "Conflicts: varnish-modules"
-    echo "Enhances: varnish"
-    echo "Section: httpd"
-    echo "Priority: optional"
-    echo "Description: Varnish Cache modules vmod_peer and vmod_saintmode, in Rust"
-    echo " vmod_peer and vmod_saintmode for Varnish Cache, built as two shared objects"
-    echo " so that plain \`import peer;\` and \`import saintmode;\` work. Man pages:"
-    echo " vmod_peer(3), vmod_saintmode(3)."
-    echo " ."
-    echo " $desc_abi." | fold -s -w 78 | sed -e 's/ *$//' -e '2,$s/^/ /'
-} > "$stage/DEBIAN/control"
-(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$stage/DEBIAN/md5sums"
-chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums"
-find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-
-deb="$OUT/vmod-rs_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb.tmp" >/dev/null 2>"$work/dpkg-deb.err" \
-    || die "dpkg-deb --build failed: $(cat "$work/dpkg-deb.err")"
-mv -f "$deb.tmp" "$deb"
-
-log "built ${deb#"$ROOT"/}"
-log "  Depends: $(dpkg-deb -f "$deb" Depends)"
-log "  modules in $vmoddir"
-if [ -z "$debian_varnish" ]; then
-    log "note: the Varnish in use ($(pkg-config --variable=prefix varnishapi)) is not a Debian package."
-    log "note: the package still depends on ${depends[0]}${depends[1]:+ and ${depends[1]}} (what Debian's varnish package Provides), so dpkg/apt will only install it next to a varnish package that provides that ABI."
-    if [ "$strict" = 1 ] && ! [[ "$vcs_id" =~ ^[0-9a-f]{40}$ ]]; then
-        log "note: this Varnish's ABI string \"$abi_string\" has no VCS id, so no Debian package provides ${depends[1]}: the strict-ABI modules would not load into Debian's varnishd anyway. Build against the system's libvarnishapi-dev, or a Varnish built with Debian's debian/vcs_version, to get an installable package; \`dpkg -i --force-depends\` only makes sense on this machine."
-    fi
-    [ -n "${VMODDIR:-}" ] || log "note: the modules go to $vmoddir, the vmoddir of that Varnish (set VMODDIR=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo '<multiarch>')/varnish/vmods for Debian's layout)."
+# The source tree: what git tracks plus untracked, not ignored files (local edits
+# included, target/ excluded).
+mkdir -p "$MERGED/build/src"
+if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$ROOT" && git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+        | tar --null -T - -cf -) | tar -xf - -C "$MERGED/build/src"
 else
-    log "Varnish headers from the Debian package $debian_varnish"
+    (cd "$ROOT" && tar --exclude=./target -cf - .) | tar -xf - -C "$MERGED/build/src"
 fi
-printf '%s\n' "$deb"
+
+bind_into "$toolchain" /opt/rust-toolchain ro
+bind_into "$registry" /root/.cargo/registry
+target_cache="$DEB_CACHE/cargo-target"
+[ "$clean" = 0 ] || remove_tree "$target_cache"
+mkdir -p "$target_cache"
+bind_into "$target_cache" /build/target
+mkdir -p "$MERGED/etc/ssl/certs"
+cp -L "$ca" "$MERGED/etc/ssl/certs/ca-certificates.crt"
+
+IN_ROOT_ENV=(PATH=/opt/rust-toolchain/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    CARGO_HOME=/root/.cargo CARGO_TARGET_DIR=/build/target CARGO_TERM_COLOR=never
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt
+    "DEB_BUILD_OPTIONS=parallel=$(nproc)")
+log "dpkg-buildpackage -b in the root (toolchain: $(in_root rustc --version); log: ${OUT#"$ROOT"/}/build.log)"
+rm -f "$OUT"/*.deb "$OUT"/*.changes "$OUT"/*.buildinfo "$OUT"/lintian.txt
+start=$(date +%s)
+if ! in_root sh -c 'cd /build/src && timeout 1800 dpkg-buildpackage -b -us -uc' >"$OUT/build.log" 2>&1; then
+    sed 's/^/    | /' "$OUT/build.log" | tail -n 40 >&2
+    die "dpkg-buildpackage failed in the Debian 13 root (full log: $OUT/build.log)"
+fi
+log "built in $(( $(date +%s) - start )) s"
+shopt -s nullglob
+products=("$MERGED"/build/*.deb "$MERGED"/build/*.changes "$MERGED"/build/*.buildinfo)
+[ "${#products[@]}" -gt 0 ] || die "dpkg-buildpackage produced no .deb (see $OUT/build.log)"
+cp "${products[@]}" "$OUT/"
+
+# ------------------------------------------------------------------ ABI check
+abi=$(sed -n 's/^#define VMOD_ABI_Version "Varnish [^ ]* \([0-9a-f]\{40\}\)"$/\1/p' "$MERGED/usr/include/varnish/vmod_abi.h")
+[ -n "$abi" ] || die "no 40-hex VCS id in the root's /usr/include/varnish/vmod_abi.h"
+debs=()
+for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
+    deb=$(ls "$OUT/${pkg}_${deb_version}_"*.deb 2>/dev/null | head -n 1)
+    [ -n "$deb" ] || die "dpkg-buildpackage produced no $pkg .deb (see $OUT/build.log)"
+    depends=$(dpkg-deb -f "$deb" Depends)
+    grep -q "varnishabi-strict-$abi" <<<"$depends" \
+        || die "$pkg Depends '$depends' lacks varnishabi-strict-$abi (the headers' strict ABI)"
+    log "$(basename "$deb"): Depends: $depends"
+    debs+=("$deb")
+done
+
+# ------------------------------------------------------------------ lintian
+# Errors and warnings fail the build; debian/*.lintian-overrides justify what is left.
+cp "${debs[@]}" "$MERGED/build/"
+if in_root lintian --fail-on error,warning --display-info --show-overrides \
+        "${debs[@]/#"$OUT"//build}" >"$OUT/lintian.txt" 2>&1; then
+    log "lintian: no errors or warnings ($(grep -c '^[EWIPO]: ' "$OUT/lintian.txt" || true) tags incl. info/overridden: ${OUT#"$ROOT"/}/lintian.txt)"
+else
+    sed 's/^/    | /' "$OUT/lintian.txt" >&2
+    die "lintian reports errors or warnings (above; fix them or justify them in debian/*.lintian-overrides)"
+fi
+printf '%s\n' "${debs[@]}"
