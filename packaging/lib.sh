@@ -77,7 +77,7 @@ gen_man() {
         die "rst2man failed on vmod_$name.man.rst generated from $name/vmod.vcc (output above)"
     fi
     rm -rf "$manwork"
-    grep -q "^\.TH \"VMOD_${name^^}\" 3" "$out/vmod_$name.3" \
+    grep -q "^\.TH \"VMOD_${name^^}\" \"\?3" "$out/vmod_$name.3" \
         || die "generated man page $out/vmod_$name.3 lacks a '.TH \"VMOD_${name^^}\" 3' line"
 }
 
@@ -316,8 +316,10 @@ root_session_start() {
         || die "cannot mount an overlay over $base (overlayfs missing? are you root?)"
     mount -t proc proc "$MERGED/proc" || die "cannot mount /proc in $MERGED"
     mount --bind /dev "$MERGED/dev" || die "cannot bind /dev into $MERGED"
-    # The host's resolver and CA bundle (apt and cargo downloads from inside).
+    # The host's resolver (apt and cargo download from inside). mmdebstrap writes no
+    # /etc/hosts: without `localhost`, varnishd cannot resolve its default -T address.
     cp -L /etc/resolv.conf "$MERGED/etc/resolv.conf" 2>/dev/null || true
+    [ -s "$MERGED/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$MERGED/etc/hosts"
 }
 
 root_session_end() {

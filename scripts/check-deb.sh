@@ -56,15 +56,16 @@ fi
 version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
 debs=()
 for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
-    deb=$(ls "$OUT/${pkg}_${version}_"*.deb 2>/dev/null | head -n 1)
-    [ -n "$deb" ] || die "no $OUT/${pkg}_${version}_*.deb: run make deb (or drop --no-build)"
+    cands=("$OUT/${pkg}_${version}_"*.deb); deb=${cands[0]}
+    [ -f "$deb" ] || die "no $OUT/${pkg}_${version}_*.deb: run make deb (or drop --no-build)"
     debs+=("$deb")
 done
 
 ensure_root check
 CHECK_BASE=$BASE_ROOT
-VMODDIR=/usr/lib/$(chroot "$CHECK_BASE" dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)/varnish/vmods
-DIVERTED=("$VMODDIR/libvmod_saintmode.so" /usr/share/man/man3/vmod_saintmode.3.gz)
+# Debian's vmoddir, as the package holds it (/usr/lib/<multiarch>/varnish/vmods).
+VMODDIR=$(dpkg-deb -c "${debs[0]}" | awk '{print $6}' | sed -n 's|^\.\(/.*\)/libvmod_peer\.so$|\1|p')
+[ -n "$VMODDIR" ] || die "$(basename "${debs[0]}") holds no libvmod_peer.so"
 
 # A fresh overlay over the check root with the packages and the tests copied in.
 fresh_root() {
@@ -77,21 +78,21 @@ fresh_root() {
 }
 apt_in_root() { in_root timeout 600 apt-get -y -q -o Dpkg::Use-Pty=0 "$@"; }
 install_ours() { # apt output in $SCRATCH/apt.log; fails when apt would remove anything
-    apt_in_root install /srv/vmod-rs/debs/*.deb >"$SCRATCH/apt.log" 2>&1 || { cat "$SCRATCH/apt.log"; return 1; }
+    apt_in_root install "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" >"$SCRATCH/apt.log" 2>&1 || { cat "$SCRATCH/apt.log"; return 1; }
     if grep -q '^The following packages will be REMOVED' "$SCRATCH/apt.log"; then cat "$SCRATCH/apt.log"; return 1; fi
 }
 vtc() { # vtc FILE [-Dname=value...]: Debian's varnishtest in the root, 120 s at most
     local file=$1; shift
     in_root timeout 150 varnishtest -t 120 -D vmoddir="$VMODDIR" -D vmod_path="$VMODDIR" \
         -D root=/srv/vmod-rs "$@" "$file" >"$SCRATCH/vtc.log" 2>&1 && return 0
-    grep -E -A8 -- '^(----|\*\*\*\* .*(FAIL|fail|Error))' "$SCRATCH/vtc.log" | head -n 30
-    tail -n 5 "$SCRATCH/vtc.log"
+    grep -E -B3 -A3 -- '^----' "$SCRATCH/vtc.log" | head -n 30
+    grep '^#' "$SCRATCH/vtc.log" | tail -n 2
     return 1
 }
 man_shows() { # man_shows PAGE REGEX: `man 3 PAGE` renders and contains REGEX
     local page
     page=$(in_root env MANWIDTH=80 man -P cat 3 "$1" 2>&1) || { echo "$page"; return 1; }
-    grep -q "^VMOD_${1#vmod_}" <<<"${page^^}" || { echo "no VMOD_${1#vmod_} header:"; head -n 5 <<<"$page"; return 1; }
+    grep -q "^${1^^}(3)" <<<"$page" || { echo "no ${1^^}(3) header:"; head -n 5 <<<"$page"; return 1; }
     grep -Eq "$2" <<<"$page" || { echo "man 3 $1 lacks /$2/:"; head -n 20 <<<"$page"; return 1; }
 }
 diversions() { in_root dpkg-divert --list | grep -F 'by varnish-vmod-saintmode' | sort; }
@@ -124,9 +125,12 @@ compiles_with_varnish_modules_saintmode() { # `import saintmode;` is varnish-mod
         echo "saintmode.version() compiles: libvmod_saintmode.so is still ours"; return 1
     fi
 }
-files_gone() { # files_gone LIST: none of the files dpkg -L listed exists any more
-    local f left=()
-    while IFS= read -r f; do [ -f "$MERGED$f" ] && left+=("$f"); done < "$1"
+files_gone() { # files_gone LIST: none of the files dpkg -L listed is left, except where
+    local f left=()  # another package's file is back (varnish-modules' after undiverting)
+    while IFS= read -r f; do
+        [ -f "$MERGED$f" ] || continue
+        in_root dpkg-query -S "$f" 2>/dev/null | grep -qv '^varnish-vmod-' || left+=("$f")
+    done < "$1"
     [ "${#left[@]}" -eq 0 ] || { printf 'left behind: %s\n' "${left[@]}"; return 1; }
 }
 not_installed() { # not_installed PKG...: not even in the config-files state
@@ -143,8 +147,12 @@ fresh_root
 echo "# Debian 13 root: $MERGED (overlay over $CHECK_BASE, Debian $(cat "$MERGED/etc/debian_version"))"
 check "fresh root: no varnish installed before ours" not_installed varnish varnish-vmod-peer varnish-vmod-saintmode
 check "apt-get install ./$(basename "${debs[0]}") ./$(basename "${debs[1]}") pulls Debian's varnish, removes nothing" install_ours
-sed -n '/^The following NEW packages/,/^[^ ]/{/^  /p}' "$SCRATCH/apt.log" | head -n 4 | sed 's/^ */# new packages: /'
-varnishd_version=$(in_root varnishd -V 2>&1 | head -n 1)
+[ "$failed" -eq 0 ] || finish     # nothing below can work without the packages
+new_pkgs=$(sed -n '/^The following NEW packages/,/^[^ ]/{/^  /p}' "$SCRATCH/apt.log" | tr -s ' \n' '  ')
+echo "# apt installed $(wc -w <<<"$new_pkgs") packages:$new_pkgs" | fold -s -w 100 | sed '2,$s/^/#   /'
+pulled_varnish() { grep -qw varnish <<<"$new_pkgs" || { echo "varnish is not among the new packages: $new_pkgs"; return 1; }; }
+check "apt pulled Debian's varnish in as a dependency" pulled_varnish
+varnishd_version=$(in_root varnishd -V 2>&1 | sed -n 1p)
 echo "# varnishd: $varnishd_version ($(in_root dpkg-query -W -f '${Package} ${Version}' varnish))"
 provides_match() {
     local provides deps d
@@ -185,16 +193,25 @@ restored() { verify_varnish_modules && compiles_with_varnish_modules_saintmode; 
 check "after remove: varnish-modules' saintmode is back (dpkg --verify, md5sums) and is what 'import saintmode' loads" restored
 their_man_page() { ! man_shows vmod_saintmode "drop-in replacement" >/dev/null && man_shows vmod_saintmode 'saintmode'; }
 check "man 3 vmod_saintmode is varnish-modules' page again" their_man_page
-purged_clean() {
-    apt_quiet purge "${OURS[@]}" && not_installed "${OURS[@]}" || return 1
+purged_clean() { # apt-get purge what remove left in the config-files state (postrm kept)
+    local p left=()
+    for p in "${OURS[@]}"; do not_installed "$p" >/dev/null || left+=("$p"); done
+    echo "left in the config-files state by remove: ${left[*]:-none}"
+    if [ "${#left[@]}" -gt 0 ]; then apt_quiet purge "${left[@]}" || return 1; fi
+    not_installed "${OURS[@]}" || return 1
     [ ! -e "$MERGED/usr/share/doc/varnish-vmod-peer" ] && [ ! -e "$MERGED/usr/share/doc/varnish-vmod-saintmode" ] \
         || { echo "doc directories left"; return 1; }
 }
-check "apt-get purge leaves neither package, not even as config-files" purged_clean
+check "apt-get purge after remove: neither package left, not even as config-files" purged_clean
 
 # ------------------- 2. varnish-modules first, then ours, then remove/purge: the root as before
 fresh_root
-check "fresh root: apt-get install varnish-modules (pulls Debian's varnish)" apt_quiet install varnish-modules
+# The libraries our packages depend on are installed with varnish-modules, so that the
+# snapshot diff below sees exactly what installing and removing our packages changes.
+mapfile -t libdeps < <(for deb in "${debs[@]}"; do dpkg-deb -f "$deb" Depends | tr ',' '\n'; done \
+    | sed 's/^ *//; s/ .*//' | grep -v '^varnishabi-' | sort -u)
+check "fresh root: apt-get install varnish-modules ${libdeps[*]} (pulls Debian's varnish)" \
+    apt_quiet install varnish-modules "${libdeps[@]}"
 snapshot "$SCRATCH/before"
 check "apt-get install of ours next to varnish-modules removes nothing" install_ours
 check "xkey, var and our saintmode in one VCL (varnish-modules installed first)" \

@@ -98,8 +98,8 @@ abi=$(sed -n 's/^#define VMOD_ABI_Version "Varnish [^ ]* \([0-9a-f]\{40\}\)"$/\1
 [ -n "$abi" ] || die "no 40-hex VCS id in the root's /usr/include/varnish/vmod_abi.h"
 debs=()
 for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
-    deb=$(ls "$OUT/${pkg}_${deb_version}_"*.deb 2>/dev/null | head -n 1)
-    [ -n "$deb" ] || die "dpkg-buildpackage produced no $pkg .deb (see $OUT/build.log)"
+    cands=("$OUT/${pkg}_${deb_version}_"*.deb); deb=${cands[0]:-}
+    [ -f "$deb" ] || die "dpkg-buildpackage produced no $pkg .deb (see $OUT/build.log)"
     depends=$(dpkg-deb -f "$deb" Depends)
     grep -q "varnishabi-strict-$abi" <<<"$depends" \
         || die "$pkg Depends '$depends' lacks varnishabi-strict-$abi (the headers' strict ABI)"
