@@ -242,9 +242,11 @@ make_root() {
                --customize-hook='chroot "$1" apt-get install --download-only -y -q varnish varnish-modules')
     fi
     log "making the Debian 13 $kind root with mmdebstrap ($DEB_SUITE from $mirror; log: $log)"
-    if ! timeout 1200 mmdebstrap --quiet "${args[@]}" "$DEB_SUITE" "$dest" "$mirror" >"$log" 2>&1; then
+    if ! timeout 1200 mmdebstrap "${args[@]}" "$DEB_SUITE" "$dest" "$mirror" >"$log" 2>&1; then
         local failed
-        failed=$(grep -E "Failed to fetch|Could not resolve|Unable to connect|Temporary failure|Err:[0-9]|404 +Not Found|Connection (timed out|refused)" "$log" | head -n 5)
+        # apt's own words: "E: Failed to fetch <url>  <reason>" names the download.
+        failed=$(grep -E "^E: (Failed|Unable) to fetch" "$log" | sed -n '1,3p' || true)
+        [ -n "$failed" ] || failed=$(grep -E -A1 "^Err:" "$log" | sed -n '1,4p' || true)
         remove_tree "$dest"
         if [ -n "$failed" ]; then
             die "mmdebstrap could not download from the Debian archive ($mirror): $(tr '\n' ' ' <<<"$failed")"
@@ -260,8 +262,10 @@ BASE_ROOT=""
 ensure_root() {
     local kind=$1 dir="$DEB_CACHE/$1" stamp="$DEB_CACHE/$1.stamp" mirror recipe age why="" fd
     command -v mmdebstrap >/dev/null || { log "installing mmdebstrap on this machine"; ensure_debs mmdebstrap || die "cannot install mmdebstrap (apt-get install mmdebstrap)"; }
-    mirror=$(mirror_uri)
-    [ -n "$mirror" ] || die "no Debian mirror found in this machine's apt sources (/etc/apt/sources.list*)"
+    # DEB_MIRROR overrides the mirror of the machine's apt sources (tests use an
+    # unreachable one).
+    mirror=${DEB_MIRROR:-$(mirror_uri)}
+    [ -n "$mirror" ] || die "no Debian mirror found in this machine's apt sources (/etc/apt/sources.list*); set DEB_MIRROR"
     recipe=$(root_recipe "$mirror" "$kind")
     mkdir -p "$DEB_CACHE"
     exec {fd}>"$DEB_CACHE/$kind.lock"

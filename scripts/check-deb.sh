@@ -6,6 +6,8 @@
 # varnishd and the saintmode retry example, and `man 3` shows both pages. The same
 # next to varnish-modules (its xkey and var with our saintmode in one VCL), and
 # `apt-get remove`/`purge` leave the root as it was, varnish-modules' saintmode restored.
+# Last, packaging/tests/roots.sh: the cached roots are remade when stale or broken, and an
+# unreachable archive is named.
 #
 #   scripts/check-deb.sh [--no-build]    (--no-build: test the .deb already in target/debian)
 #
@@ -228,6 +230,16 @@ reinstall() { install_ours && diverted yes; }
 check "install again: diverted again" reinstall
 check "apt-get purge: every file as before, no diversion, no package state" as_before purge
 root_session_end
+
+# ------------------------------------------------ 3. the cached roots themselves (bad input)
+root_session_end
+"$ROOT/packaging/tests/roots.sh" >"$SCRATCH/roots.log" 2>&1 || true
+grep -E '^(ok|FAIL) - |^    \| ' "$SCRATCH/roots.log" | sed 's/^\(ok\|FAIL\) - /\1 - cached roots: /'
+if read -r p _ f _ < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$SCRATCH/roots.log"); then
+    passed=$((passed + p)) failed=$((failed + f))
+else
+    fail "packaging/tests/roots.sh ran to the end"; sed 's/^/    | /' "$SCRATCH/roots.log" | tail -n 20
+fi
 
 echo "# ran in Debian 13 roots over $CHECK_BASE with $varnishd_version"
 finish
