@@ -108,11 +108,14 @@ for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
 done
 
 # ------------------------------------------------------------------ lintian
-# Errors and warnings fail the build; debian/*.lintian-overrides justify what is left.
-cp "${debs[@]}" "$MERGED/build/"
-if in_root lintian --fail-on error,warning --display-info --show-overrides \
-        "${debs[@]/#"$OUT"//build}" >"$OUT/lintian.txt" 2>&1; then
-    log "lintian: no errors or warnings ($(grep -c '^[EWIPO]: ' "$OUT/lintian.txt" || true) tags incl. info/overridden: ${OUT#"$ROOT"/}/lintian.txt)"
+# On the .changes (both packages, their -dbgsym and the .buildinfo), as an unprivileged
+# user. Errors and warnings fail the build; debian/*.lintian-overrides justify the rest.
+changes=("$OUT"/*.changes)
+cp "$OUT"/*.deb "$OUT"/*.buildinfo "${changes[@]}" "$MERGED/build/"
+chmod 0755 "$MERGED/build"
+if in_root runuser -u nobody -- env HOME=/tmp lintian --fail-on error,warning --display-info --pedantic \
+        --show-overrides "/build/$(basename "${changes[0]}")" >"$OUT/lintian.txt" 2>&1; then
+    log "lintian: no errors or warnings ($(grep -c '^[IPO]: ' "$OUT/lintian.txt" || true) info/pedantic/overridden tags: ${OUT#"$ROOT"/}/lintian.txt)"
 else
     sed 's/^/    | /' "$OUT/lintian.txt" >&2
     die "lintian reports errors or warnings (above; fix them or justify them in debian/*.lintian-overrides)"
