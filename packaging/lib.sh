@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # globals (BASE_ROOT, IN_ROOT_ENV, ...) are for the sourcing script
 # Shared helpers for scripts/install.sh, scripts/deb.sh and their checks.
 # Sourced (not executed); expects `set -euo pipefail` and $ME (the caller's name).
 

@@ -6,7 +6,7 @@
 # varnishd and the saintmode retry example, and `man 3` shows both pages. The same
 # next to varnish-modules (its xkey and var with our saintmode in one VCL), and
 # `apt-get remove`/`purge` leave the root as it was, varnish-modules' saintmode restored.
-# Last, packaging/tests/roots.sh: the cached roots are remade when stale or broken, and an
+# Last, packaging/tests/deb/roots.sh: the cached roots are remade when stale or broken, and an
 # unreachable archive is named.
 #
 #   scripts/check-deb.sh [--no-build]    (--no-build: test the .deb already in target/debian)
@@ -170,7 +170,7 @@ check "Depends: varnishabi-strict-<40 hex> of both packages is what Debian's var
 check "plain 'import peer; import saintmode;' in Debian's varnishd (vmod_path $VMODDIR)" \
     vtc /srv/vmod-rs/packaging/tests/install_plain_import.vtc
 check "purge fan-out between two varnishd running examples/purge_fanout.vcl" \
-    vtc /srv/vmod-rs/packaging/tests/deb_purge_fanout_two_varnishd.vtc
+    vtc /srv/vmod-rs/packaging/tests/deb/purge_fanout_two_varnishd.vtc
 check "examples/tests/purge_fanout.vtc (peer caches and CDN API)" vtc /srv/vmod-rs/examples/tests/purge_fanout.vtc
 check "examples/tests/saintmode_retry_random.vtc (retry served by the other origin)" \
     vtc /srv/vmod-rs/examples/tests/saintmode_retry_random.vtc
@@ -186,7 +186,7 @@ apt_quiet() { # apt_quiet ACTION PKG...: apt-get, output shown only on failure o
 OURS=(varnish-vmod-peer varnish-vmod-saintmode)
 check "apt-get install varnish-modules next to ours: nothing removed" apt_quiet install varnish-modules
 check "xkey and var (varnish-modules) and our saintmode load and work in one VCL" \
-    vtc /srv/vmod-rs/packaging/tests/deb_with_varnish_modules.vtc
+    vtc /srv/vmod-rs/packaging/tests/deb/with_varnish_modules.vtc
 in_root dpkg -L "${OURS[@]}" > "$SCRATCH/ours.list"
 check "apt-get remove ${OURS[*]}" apt_quiet remove "${OURS[@]}"
 removed_clean() { files_gone "$SCRATCH/ours.list" && diverted no; }
@@ -217,7 +217,7 @@ check "fresh root: apt-get install varnish-modules ${libdeps[*]} (pulls Debian's
 snapshot "$SCRATCH/before"
 check "apt-get install of ours next to varnish-modules removes nothing" install_ours
 check "xkey, var and our saintmode in one VCL (varnish-modules installed first)" \
-    vtc /srv/vmod-rs/packaging/tests/deb_with_varnish_modules.vtc
+    vtc /srv/vmod-rs/packaging/tests/deb/with_varnish_modules.vtc
 as_before() { # as_before ACTION: apt-get ACTION ours, then the root is as in the snapshot
     apt_quiet "$1" "${OURS[@]}" || return 1
     snapshot "$SCRATCH/after"
@@ -233,12 +233,12 @@ root_session_end
 
 # ------------------------------------------------ 3. the cached roots themselves (bad input)
 root_session_end
-"$ROOT/packaging/tests/roots.sh" >"$SCRATCH/roots.log" 2>&1 || true
+"$ROOT/packaging/tests/deb/roots.sh" >"$SCRATCH/roots.log" 2>&1 || true
 grep -E '^(ok|FAIL) - |^    \| ' "$SCRATCH/roots.log" | sed 's/^\(ok\|FAIL\) - /\1 - cached roots: /'
 if read -r p _ f _ < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$SCRATCH/roots.log"); then
     passed=$((passed + p)) failed=$((failed + f))
 else
-    fail "packaging/tests/roots.sh ran to the end"; sed 's/^/    | /' "$SCRATCH/roots.log" | tail -n 20
+    fail "packaging/tests/deb/roots.sh ran to the end"; sed 's/^/    | /' "$SCRATCH/roots.log" | tail -n 20
 fi
 
 echo "# ran in Debian 13 roots over $CHECK_BASE with $varnishd_version"

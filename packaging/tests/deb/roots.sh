@@ -5,14 +5,14 @@
 # unreachable archive named in the error. A stand-in mmdebstrap hard-links the real
 # cached check root (SEED, made by `ensure_root check` first): no case downloads.
 #
-#   packaging/tests/roots.sh
+#   packaging/tests/deb/roots.sh
 #
 # Prints `ok`/`FAIL` lines and `N passed, M failed`; exits 1 on failure. Needs root.
 set -euo pipefail
 ME=roots
-# shellcheck source=../lib.sh
-. "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
-# shellcheck source=../../scripts/lib/debian.sh
+# shellcheck source=../../lib.sh
+. "$(cd "$(dirname "$0")/../.." && pwd)/lib.sh"
+# shellcheck source=../../../scripts/lib/debian.sh
 . "$ROOT/scripts/lib/debian.sh"
 [ "$(id -u)" -eq 0 ] || die "needs root (chroot, mount)"
 
