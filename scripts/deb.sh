@@ -4,7 +4,10 @@
 # root (mmdebstrap, cached in ${XDG_CACHE_HOME:-~/.cache}/vmod-rs/debian13, used through
 # a throwaway overlay), against Debian's libvarnishapi-dev; then lintian on both.
 #
-#   scripts/deb.sh [--clean]      (--clean: no cached cargo target dir, a full build)
+#   scripts/deb.sh [--clean] [--force]
+#     --clean  no cached cargo target dir: a full build
+#     --force  build even when target/debian holds packages built from the same inputs
+#              (source files, toolchain, build root): otherwise they are reused
 #
 # Output in target/debian/: the two .deb (plus -dbgsym .deb), .changes, .buildinfo,
 # build.log and lintian.txt; the .deb paths on stdout.
@@ -22,11 +25,12 @@ ME=deb
 # shellcheck source=lib/debian.sh
 . "$ROOT/scripts/lib/debian.sh"
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2; }
-clean=0
+usage() { sed -n '2,22s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+clean=0 force=0
 for arg in "$@"; do
     case "$arg" in
         --clean) clean=1 ;;
+        --force) force=1 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $arg"; usage ;;
     esac
@@ -54,18 +58,33 @@ log "build root: $BASE_ROOT (Debian $(cat "$BASE_ROOT/etc/debian_version"), $(se
 
 OUT="$ROOT/target/debian"
 mkdir -p "$OUT"
+
+# Everything the build reads from this machine: the files sent into the root, the
+# toolchain and the root itself. Unchanged inputs and packages present: nothing to do.
+source_files() {
+    if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        (cd "$ROOT" && git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done)
+    else
+        (cd "$ROOT" && find . -path ./target -prune -o -type f -printf '%P\0')
+    fi
+}
+inputs=$( { (cd "$ROOT" && source_files | sort -z | xargs -0 sha256sum); "$toolchain/bin/rustc" -vV; cat "$DEB_CACHE/build.stamp"; } | sha256sum | cut -d' ' -f1)
+if [ "$force" = 0 ] && [ "$clean" = 0 ] && [ -f "$OUT/inputs" ] && [ "$(cat "$OUT/inputs")" = "$inputs" ]; then
+    cands=("$OUT"/varnish-vmod-peer_"$deb_version"_*.deb "$OUT"/varnish-vmod-saintmode_"$deb_version"_*.deb)
+    if [ -f "${cands[0]}" ] && [ -f "${cands[1]}" ] && [ -f "$OUT/lintian.txt" ]; then
+        log "up to date: ${cands[*]#"$ROOT"/} built from the same sources, toolchain and root (--force rebuilds)"
+        printf '%s\n' "${cands[@]}"
+        exit 0
+    fi
+fi
+rm -f "$OUT/inputs"
 trap 'root_session_end' EXIT
 root_session_start "$BASE_ROOT"
 
 # The source tree: what git tracks plus untracked, not ignored files (local edits
 # included, target/ excluded).
 mkdir -p "$MERGED/build/src"
-if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    (cd "$ROOT" && git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
-        | tar --null -T - -cf -) | tar -xf - -C "$MERGED/build/src"
-else
-    (cd "$ROOT" && tar --exclude=./target -cf - .) | tar -xf - -C "$MERGED/build/src"
-fi
+(cd "$ROOT" && source_files | tar --null -T - -cf -) | tar -xf - -C "$MERGED/build/src"
 
 bind_into "$toolchain" /opt/rust-toolchain ro
 bind_into "$registry" /root/.cargo/registry
@@ -120,4 +139,5 @@ else
     sed 's/^/    | /' "$OUT/lintian.txt" >&2
     die "lintian reports errors or warnings (above; fix them or justify them in debian/*.lintian-overrides)"
 fi
+echo "$inputs" > "$OUT/inputs"
 printf '%s\n' "${debs[@]}"
