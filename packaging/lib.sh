@@ -256,12 +256,31 @@ make_root() {
     fi
 }
 
+# root_stale KIND DIR STAMP RECIPE: prints why the cached root must be remade; nothing
+# when it can be used.
+root_stale() {
+    local kind=$1 dir=$2 stamp=$3 recipe=$4 age why
+    if [ ! -f "$stamp" ] || [ ! -d "$dir" ]; then
+        echo "no cached root"
+    elif [ "$(sed -n 1p "$stamp")" != "$recipe" ]; then
+        echo "its recipe changed"
+    else
+        age=$(( ($(date +%s) - $(stat -c %Y "$stamp")) / 3600 ))
+        if [ "$age" -ge "$DEB_ROOT_MAX_AGE_HOURS" ]; then
+            echo "it is ${age}h old (DEB_ROOT_MAX_AGE_HOURS=$DEB_ROOT_MAX_AGE_HOURS)"
+        elif ! why=$(root_sane "$kind" "$dir"); then
+            echo "it is broken: $why"
+        fi
+    fi
+}
+
 # ensure_root KIND: sets BASE_ROOT to a fresh, sane cached root of KIND, making it when
 # missing, stale or broken. Holds a shared lock on it for the rest of the caller's life
-# (so: call it directly, never in a command substitution).
+# (so: call it directly, never in a command substitution); remaking it takes the lock
+# exclusively, so a root is never replaced under a running build or check.
 BASE_ROOT=""
 ensure_root() {
-    local kind=$1 dir="$DEB_CACHE/$1" stamp="$DEB_CACHE/$1.stamp" mirror recipe age why="" fd
+    local kind=$1 dir="$DEB_CACHE/$1" stamp="$DEB_CACHE/$1.stamp" mirror recipe why fd
     command -v mmdebstrap >/dev/null || { log "installing mmdebstrap on this machine"; ensure_debs mmdebstrap || die "cannot install mmdebstrap (apt-get install mmdebstrap)"; }
     # DEB_MIRROR overrides the mirror of the machine's apt sources (tests use an
     # unreachable one).
@@ -270,20 +289,12 @@ ensure_root() {
     recipe=$(root_recipe "$mirror" "$kind")
     mkdir -p "$DEB_CACHE"
     exec {fd}>"$DEB_CACHE/$kind.lock"
-    flock -w 1800 -x "$fd" || die "timed out waiting for $DEB_CACHE/$kind.lock (another build?)"
-    if [ ! -f "$stamp" ] || [ ! -d "$dir" ]; then
-        why="no cached root"
-    elif [ "$(sed -n 1p "$stamp")" != "$recipe" ]; then
-        why="its recipe changed"
-    else
-        age=$(( ($(date +%s) - $(stat -c %Y "$stamp")) / 3600 ))
-        if [ "$age" -ge "$DEB_ROOT_MAX_AGE_HOURS" ]; then
-            why="it is ${age}h old (DEB_ROOT_MAX_AGE_HOURS=$DEB_ROOT_MAX_AGE_HOURS)"
-        elif ! why=$(root_sane "$kind" "$dir"); then
-            why="it is broken: $why"
-        else
-            why=""
-        fi
+    flock -w 1800 -s "$fd" || die "timed out waiting for $DEB_CACHE/$kind.lock (another run is remaking that root?)"
+    why=$(root_stale "$kind" "$dir" "$stamp" "$recipe")
+    if [ -n "$why" ]; then
+        flock -w 1800 -x "$fd" || die "timed out waiting for $DEB_CACHE/$kind.lock: another run is using the $kind root"
+        # Another run may have remade it while this one waited.
+        why=$(root_stale "$kind" "$dir" "$stamp" "$recipe")
     fi
     if [ -n "$why" ]; then
         log "(re)making the $kind root $dir: $why"

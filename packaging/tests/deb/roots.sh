@@ -59,6 +59,14 @@ C="$T/xdg/vmod-rs/debian13"
 
 ensure "no cached root: made" 1
 ensure "fresh root: reused, not remade" 1
+# A running build or check holds a shared lock on the root it uses: a second run that
+# finds the root fresh must not wait for it (check-deb runs this script under its lock).
+exec {holder}>"$C/check.lock"
+flock -s "$holder"
+start=$(date +%s)
+ensure "fresh root while another run holds it: reused at once" 1
+[ $(( $(date +%s) - start )) -lt 30 ] || fail "ensure_root waited for the other run's shared lock"
+exec {holder}>&-
 touch -d '25 hours ago' "$C/check.stamp"
 ensure "root older than DEB_ROOT_MAX_AGE_HOURS (24): remade" 2
 rm -f "$C"/check/var/cache/apt/archives/varnish_*.deb
