@@ -43,7 +43,7 @@ calls() { [ -f "$T/calls" ] && wc -l < "$T/calls" || echo 0; }
 # the stand-in must have run EXPECTED_CALLS times in all and the root must be sane.
 ensure() {
     local desc=$1 want=$2 out
-    if ! out=$(PATH="$T/bin:$PATH" XDG_CACHE_HOME="$T/xdg" bash -c '
+    if ! out=$(PATH="$T/bin:$PATH" XDG_CACHE_HOME="$T/xdg" timeout "${ENSURE_TIMEOUT:-600}" bash -c '
             set -euo pipefail; ME=roots
             . "$1/packaging/lib.sh"; . "$1/scripts/lib/debian.sh"
             ensure_root check; root_sane check "$BASE_ROOT"' _ "$ROOT" 2>&1); then
@@ -63,9 +63,7 @@ ensure "fresh root: reused, not remade" 1
 # finds the root fresh must not wait for it (check-deb runs this script under its lock).
 exec {holder}>"$C/check.lock"
 flock -s "$holder"
-start=$(date +%s)
-ensure "fresh root while another run holds it: reused at once" 1
-[ $(( $(date +%s) - start )) -lt 30 ] || fail "ensure_root waited for the other run's shared lock"
+ENSURE_TIMEOUT=30 ensure "fresh root while another run holds it: reused within 30 s" 1
 exec {holder}>&-
 touch -d '25 hours ago' "$C/check.stamp"
 ensure "root older than DEB_ROOT_MAX_AGE_HOURS (24): remade" 2
