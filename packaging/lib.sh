@@ -99,24 +99,6 @@ print("%s|%s|%s|%s" % (vmod[5], vmod[6], vmod[7], vmod[4]))
 EOF
 }
 
-# The ABI of the Varnish headers in use, as Debian's dh_varnishabi reads it:
-# `<VRT_MAJOR>.<VRT_MINOR>|<VMOD_ABI_Version string>`. pkg-config has no variable for it.
-headers_abi() {
-    local cflags
-    cflags=$(pkg-config --cflags-only-I varnishapi)
-    # shellcheck disable=SC2086
-    printf '#include "vdef.h"\n#include "vrt.h"\n#include "vmod_abi.h"\nVERSION=<VRT_MAJOR_VERSION.VRT_MINOR_VERSION>\nVMOD_ABI=<VMOD_ABI_Version>\n' \
-        | cpp -P $cflags - 2>/dev/null \
-        | python3 -c '
-import re, sys
-text = sys.stdin.read()
-v = re.search(r"VERSION=<([0-9U. ]+)>", text)
-a = re.search(r"VMOD_ABI=<\"([^\"]*)\">", text)
-if not (v and a):
-    sys.exit("cannot read VRT_MAJOR_VERSION/VMOD_ABI_Version from the varnishapi headers")
-print("%s|%s" % (re.sub(r"[U ]", "", v.group(1)), a.group(1)))'
-}
-
 workspace_version() {
     python3 -c '
 import sys, tomllib
