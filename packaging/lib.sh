@@ -313,7 +313,10 @@ root_session_start() {
     mount -t overlay overlay -o "lowerdir=$base,upperdir=$SESSION/upper,workdir=$SESSION/work" "$MERGED" \
         || die "cannot mount an overlay over $base (overlayfs missing? are you root?)"
     mount -t proc proc "$MERGED/proc" || die "cannot mount /proc in $MERGED"
+    # Read-only: device I/O still works, but an `rm -rf` that reaches it while mounted
+    # fails with EROFS instead of deleting the host's device nodes.
     mount --bind /dev "$MERGED/dev" || die "cannot bind /dev into $MERGED"
+    mount -o remount,bind,ro "$MERGED/dev" || die "cannot make /dev read-only in $MERGED"
     # The host's resolver (apt and cargo download from inside). mmdebstrap writes no
     # /etc/hosts: without `localhost`, varnishd cannot resolve its default -T address.
     cp -L /etc/resolv.conf "$MERGED/etc/resolv.conf" 2>/dev/null || true
