@@ -47,6 +47,9 @@ deb_version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
     || die "debian/changelog says $deb_version but Cargo.toml says $cargo_version: add a changelog entry (dch -v ${cargo_version//-/\~})"
 
 toolchain=$(cd "$ROOT" && rustc --print sysroot) || die "rustc --print sysroot failed"
+case "$toolchain" in
+    /|/usr|/usr/local) die "the Rust toolchain is installed system-wide (sysroot $toolchain): its bin/ cannot be put into the Debian 13 root without shadowing Debian's; install one with rustup" ;;
+esac
 [ -x "$toolchain/bin/cargo" ] || die "no cargo in the toolchain $toolchain (rustup component add cargo?)"
 registry="${CARGO_HOME:-$HOME/.cargo}/registry"
 mkdir -p "$registry"
