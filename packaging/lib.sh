@@ -165,9 +165,38 @@ root_packages() {
     esac
 }
 
+# security_uri: the Debian security archive this machine's apt configuration uses (the
+# URI of its first *-security suite), so that no registry host is written into the
+# repository. Prints nothing when there is none.
+security_uri() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk 'BEGIN{RS=""; FS="\n"}
+             { u=""; s=""
+               for (i=1;i<=NF;i++) {
+                 if ($i ~ /^URIs:/) { u=$i; sub(/^URIs:[ \t]*/,"",u) }
+                 if ($i ~ /^Suites:/) { s=$i } }
+               if (s ~ /-security/ && u != "") { split(u,a," "); print a[1]; exit } }' "$f"
+    done | sed -n 1p
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        awk '$1 == "deb" { for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i+1) ~ /-security$/) { print $i; exit } break } }' "$f"
+    done | sed -n 1p
+}
+
+# root_sources MIRROR [SECURITY]: the apt source lines of a root (one per line): the
+# suite and its -updates from MIRROR, and -security from SECURITY when given (Debian
+# ships varnish fixes there first; a root without them could build against an ABI that
+# updated systems no longer have).
+root_sources() {
+    printf 'deb %s %s main\n' "$1" "$DEB_SUITE" "$1" "$DEB_SUITE-updates"
+    [ -z "${2:-}" ] || printf 'deb %s %s main\n' "$2" "$DEB_SUITE-security"
+}
+
 # What a root is made from: a change here rebuilds it.
-root_recipe() {
-    printf 'suite=%s mirror=%s variant=apt packages=%s recipe=2\n' "$DEB_SUITE" "$1" "$(root_packages "$2")"
+root_recipe() { # root_recipe SOURCES KIND
+    printf 'suite=%s sources=%s variant=apt packages=%s recipe=3\n' "$DEB_SUITE" "$(paste -sd';' <<<"$1")" "$(root_packages "$2")"
 }
 
 # root_sane KIND DIR: a cheap check that DIR is a complete root of that kind.
@@ -216,23 +245,24 @@ unmount_under() {
 }
 
 # make_root KIND DEST MIRROR: runs mmdebstrap; on failure names the download that failed.
-make_root() {
-    local kind=$1 dest=$2 mirror=$3 log="$DEB_CACHE/$1.mmdebstrap.log" args=()
+make_root() { # make_root KIND DEST SOURCES (apt source lines, one per line)
+    local kind=$1 dest=$2 sources=$3 log="$DEB_CACHE/$1.mmdebstrap.log" args=() mirrors=()
     args=(--variant=apt --include="$(root_packages "$kind")")
     if [ "$kind" = check ]; then
         # Keep the lists and the downloaded varnish/varnish-modules packages.
         args+=(--skip=cleanup/apt/lists --skip=cleanup/apt/cache
                --customize-hook='chroot "$1" apt-get install --download-only -y -q varnish varnish-modules')
     fi
-    log "making the Debian 13 $kind root with mmdebstrap ($DEB_SUITE from $mirror; log: $log)"
-    if ! timeout 1200 mmdebstrap "${args[@]}" "$DEB_SUITE" "$dest" "$mirror" >"$log" 2>&1; then
+    mapfile -t mirrors <<<"$sources"
+    log "making the Debian 13 $kind root with mmdebstrap ($(paste -sd';' <<<"$sources"); log: $log)"
+    if ! timeout 1200 mmdebstrap "${args[@]}" "$DEB_SUITE" "$dest" "${mirrors[@]}" >"$log" 2>&1; then
         local failed
         # apt's own words: "E: Failed to fetch <url>  <reason>" names the download.
         failed=$(grep -E "^E: (Failed|Unable) to fetch" "$log" | sed -n '1,3p' || true)
         [ -n "$failed" ] || failed=$(grep -E -A1 "^Err:" "$log" | sed -n '1,4p' || true)
         remove_tree "$dest"
         if [ -n "$failed" ]; then
-            die "mmdebstrap could not download from the Debian archive ($mirror): $(tr '\n' ' ' <<<"$failed")"
+            die "mmdebstrap could not download from the Debian archive: $(tr '\n' ' ' <<<"$failed")"
         fi
         die "mmdebstrap failed for the $kind root (last lines of $log): $(tail -n 5 "$log" | tr '\n' ' ')"
     fi
@@ -262,13 +292,18 @@ root_stale() {
 # exclusively, so a root is never replaced under a running build or check.
 BASE_ROOT=""
 ensure_root() {
-    local kind=$1 dir="$DEB_CACHE/$1" stamp="$DEB_CACHE/$1.stamp" mirror recipe why fd
+    local kind=$1 dir="$DEB_CACHE/$1" stamp="$DEB_CACHE/$1.stamp" mirror sources recipe why fd
     command -v mmdebstrap >/dev/null || { log "installing mmdebstrap on this machine"; ensure_debs mmdebstrap || die "cannot install mmdebstrap (apt-get install mmdebstrap)"; }
-    # DEB_MIRROR overrides the mirror of the machine's apt sources (tests use an
-    # unreachable one).
-    mirror=${DEB_MIRROR:-$(mirror_uri)}
-    [ -n "$mirror" ] || die "no Debian mirror found in this machine's apt sources (/etc/apt/sources.list*); set DEB_MIRROR"
-    recipe=$(root_recipe "$mirror" "$kind")
+    # DEB_MIRROR replaces the mirrors of the machine's apt sources (tests use an
+    # unreachable one); the security archive comes only from those sources.
+    if [ -n "${DEB_MIRROR:-}" ]; then
+        sources=$(root_sources "$DEB_MIRROR")
+    else
+        mirror=$(mirror_uri)
+        [ -n "$mirror" ] || die "no Debian mirror found in this machine's apt sources (/etc/apt/sources.list*); set DEB_MIRROR"
+        sources=$(root_sources "$mirror" "$(security_uri)")
+    fi
+    recipe=$(root_recipe "$sources" "$kind")
     mkdir -p "$DEB_CACHE"
     exec {fd}>"$DEB_CACHE/$kind.lock"
     flock -w 1800 -s "$fd" || die "timed out waiting for $DEB_CACHE/$kind.lock (another run is remaking that root?)"
@@ -282,7 +317,7 @@ ensure_root() {
         log "(re)making the $kind root $dir: $why"
         rm -f "$stamp"
         remove_tree "$dir.new"
-        make_root "$kind" "$dir.new" "$mirror"
+        make_root "$kind" "$dir.new" "$sources"
         why=$(root_sane "$kind" "$dir.new") || { remove_tree "$dir.new"; die "the new $kind root fails its sanity check: $why"; }
         remove_tree "$dir"
         mv "$dir.new" "$dir"

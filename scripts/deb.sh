@@ -57,7 +57,7 @@ ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 [ -f "$ca" ] || die "no CA bundle at $ca (set SSL_CERT_FILE): cargo in the root could not verify the registry"
 
 ensure_root build
-log "build root: $BASE_ROOT (Debian $(cat "$BASE_ROOT/etc/debian_version"), $(sed -n 1p "$DEB_CACHE/build.stamp" | sed 's/ mirror=[^ ]*//; s/ packages=.*//'), $(sed -n 2p "$DEB_CACHE/build.stamp"))"
+log "build root: $BASE_ROOT (Debian $(cat "$BASE_ROOT/etc/debian_version"), $(sed -n 's/.* sources=\(.*\) variant=.*/\1/p' "$DEB_CACHE/build.stamp" | grep -Eo 'trixie[a-z-]*' | paste -sd' '), $(sed -n 2p "$DEB_CACHE/build.stamp"))"
 
 OUT="$ROOT/target/debian"
 mkdir -p "$OUT"
