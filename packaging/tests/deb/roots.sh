@@ -28,9 +28,10 @@ mkdir -p "$T/bin" "$T/xdg"
 cat > "$T/bin/mmdebstrap" <<STUB
 #!/bin/sh
 echo call >> "$T/calls"
-for last; do :; done
-dest=""
-for a; do case "\$a" in -*|trixie|"\$last") ;; *) dest=\$a ;; esac; done
+# mmdebstrap [OPTIONS] SUITE TARGET MIRROR...: the target follows the suite.
+dest="" prev=""
+for a; do [ "\$prev" = trixie ] && [ -z "\$dest" ] && dest=\$a; prev=\$a; done
+[ -n "\$dest" ] || { echo "stand-in mmdebstrap: no target after the suite in: \$*" >&2; exit 2; }
 cp -al "$SEED" "\$dest"
 STUB
 chmod +x "$T/bin/mmdebstrap"
