@@ -5,7 +5,8 @@
 # varnishtest then load the modules with plain imports, run the purge fan-out between two
 # varnishd and the saintmode retry example, and `man 3` shows both pages. The same
 # next to varnish-modules (its xkey and var with our saintmode in one VCL), and
-# `apt-get remove`/`purge` leave the root as it was, varnish-modules' saintmode restored.
+# `apt-get remove`/`purge` leave the root as it was (a file-by-file snapshot), with
+# varnish-modules' saintmode restored.
 # Last, packaging/tests/deb/roots.sh: the cached roots are remade when stale or broken, and an
 # unreachable archive is named.
 #
@@ -212,14 +213,15 @@ purged_clean() { # apt-get purge what remove left in the config-files state (pos
 }
 check "apt-get purge after remove: neither package left, not even as config-files" purged_clean
 
-# ------------------- 2. varnish-modules first, then ours, then remove/purge: the root as before
-fresh_root
-# The libraries our packages depend on are installed with varnish-modules, so that the
-# snapshot diff below sees exactly what installing and removing our packages changes.
-mapfile -t libdeps < <(for deb in "${debs[@]}"; do dpkg-deb -f "$deb" Depends | tr ',' '\n'; done \
-    | sed 's/^ *//; s/ .*//' | grep -v '^varnishabi-' | sort -u)
-check "fresh root: apt-get install varnish-modules ${libdeps[*]} (pulls Debian's varnish)" \
-    apt_quiet install varnish-modules "${libdeps[@]}"
+# ----- 2. same root, now with varnish-modules and without ours: install ours, remove, purge
+# The libraries ours depend on stayed installed after the purge above (apt removes no
+# dependencies by itself), so the snapshot diff sees exactly what our packages change.
+only_varnish_modules() {
+    in_root dpkg-query -W -f '${Status}\n' varnish-modules | grep -qx 'install ok installed' \
+        || { echo "varnish-modules is not installed"; return 1; }
+    not_installed "${OURS[@]}"
+}
+check "varnish-modules installed, ours purged: the starting point of the install-remove cycle" only_varnish_modules
 snapshot "$SCRATCH/before"
 check "apt-get install of ours next to varnish-modules removes nothing" install_ours
 check "xkey, var and our saintmode in one VCL (varnish-modules installed first)" \
