@@ -17,6 +17,11 @@ bootstrap:
 env:
 	@scripts/env.sh 2>/dev/null
 
+.PHONY: test-bootstrap
+# Offline tests of bootstrap's source selection against a Debian-like mirror on loopback.
+test-bootstrap: bootstrap
+	python3 scripts/tests/bootstrap_mirror.py
+
 build: bootstrap
 	$(WITH_ENV) cargo build --workspace --locked
 
@@ -37,7 +42,7 @@ docs: bootstrap
 vtc unit: build
 	$(WITH_ENV) cargo test --workspace --locked
 
-test: bootstrap lint build
+test: bootstrap test-bootstrap lint build
 	$(WITH_ENV) cargo test --workspace --locked
 	$(MAKE) --no-print-directory demo-smoke demo-cluster-smoke check-examples faults-fast check-install check-deb
 
