@@ -29,6 +29,9 @@
 #   VARNISH_SUITE           Debian suite holding the source package (default trixie)
 #   VARNISH_PINNED_PATCHES  pinned patch tarballs (default scripts/varnish-debian-patches.sha256)
 #   DEBIAN_MIRROR, DEBIAN_KEYRING  mirror and archive key (default: the machine's apt config)
+#   BOOTSTRAP_REQUIRE_DEBIAN=1  stop instead of building upstream Varnish without Debian's
+#                           patches (set by .ci/run, so that CI turns red when Debian's
+#                           archive no longer serves any patch tarball bootstrap knows)
 set -euo pipefail
 
 log()  { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -49,7 +52,7 @@ done
 
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/vmod-rs"
 DEFAULT_PREFIX="$CACHE_ROOT/varnish-7.7-deb13"
-PREFIX="${VARNISH_PREFIX:-$DEFAULT_PREFIX}"
+PREFIX=$(realpath -m "${VARNISH_PREFIX:-$DEFAULT_PREFIX}")
 SUITE="${VARNISH_SUITE:-trixie}"
 PINNED="${VARNISH_PINNED_PATCHES:-$HERE/varnish-debian-patches.sha256}"
 # Bumped when the build recipe changes, so that older cached builds are redone.
@@ -69,26 +72,33 @@ if [ "$fetch_only" = 0 ]; then
     ensure_debs "${PKGS[@]}" \
         || die "installing Debian packages failed: run 'apt-get install ${PKGS[*]}' by hand to see why (root needed)"
 
-    # ------------------------------------------------ 1. system Varnish
-    if pkg-config --exists varnishapi 2>/dev/null && version_supported "$(pkg-config --modversion varnishapi)"; then
-        log "using the system's Varnish $(pkg-config --modversion varnishapi)"
-        echo system
-        exit 0
-    fi
-
-    # ------------------------------------- 2. an installed Varnish in VARNISH_PREFIX
-    if [ -n "${VARNISH_PREFIX:-}" ] && [ -f "$PREFIX/lib/pkgconfig/varnishapi.pc" ] && [ ! -f "$PREFIX/.building" ]; then
-        v=$(PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" pkg-config --modversion varnishapi 2>/dev/null || true)
-        [ -x "$PREFIX/sbin/varnishd" ] || die "VARNISH_PREFIX=$PREFIX has varnishapi.pc but no sbin/varnishd"
+    # ------------------------------------- 1. an installed Varnish in VARNISH_PREFIX
+    # Checked first: an explicit choice wins over whatever the system has.
+    if [ -n "${VARNISH_PREFIX:-}" ] && [ ! -f "$PREFIX/.building" ] \
+       && pc=$(find "$PREFIX/lib" "$PREFIX/lib64" -maxdepth 3 -name varnishapi.pc 2>/dev/null | head -n1) && [ -n "$pc" ]; then
+        v=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --modversion varnishapi 2>/dev/null || true)
+        [ -x "$PREFIX/sbin/varnishd" ] || die "VARNISH_PREFIX=$PREFIX has $pc but no sbin/varnishd"
         version_supported "$v" || die "VARNISH_PREFIX=$PREFIX holds Varnish '$v'; these modules need 7.5 to 8.x"
+        if [ "$(dirname "$pc")" != "$PREFIX/lib/pkgconfig" ]; then
+            die "VARNISH_PREFIX=$PREFIX keeps varnishapi.pc in $(dirname "$pc"); the build expects $PREFIX/lib/pkgconfig (add a symlink)"
+        fi
         log "using Varnish $v in VARNISH_PREFIX=$PREFIX"
         echo "$PREFIX"
         exit 0
     fi
 
+    # ------------------------------------------------ 2. system Varnish
+    if [ -z "${VARNISH_PREFIX:-}" ] && pkg-config --exists varnishapi 2>/dev/null \
+       && version_supported "$(pkg-config --modversion varnishapi)"; then
+        log "using the system's Varnish $(pkg-config --modversion varnishapi)"
+        echo system
+        exit 0
+    fi
+
     # ------------------------------- 3. Debian's own packages (Debian 13 and later)
+    # Not when VARNISH_PREFIX names where to build: that is a request for a private build.
     candidate=$(apt-cache policy libvarnishapi-dev 2>/dev/null | awk '/Candidate:/ {print $2; exit}')
-    if [ -n "$candidate" ] && [ "$candidate" != "(none)" ] && version_supported "$candidate"; then
+    if [ -z "${VARNISH_PREFIX:-}" ] && [ -n "$candidate" ] && [ "$candidate" != "(none)" ] && version_supported "$candidate"; then
         log "apt offers libvarnishapi-dev $candidate: installing Debian's varnish and libvarnishapi-dev"
         ensure_debs varnish libvarnishapi-dev \
             || die "apt-get install varnish libvarnishapi-dev ($candidate) failed: run it by hand to see why"
@@ -99,8 +109,17 @@ if [ "$fetch_only" = 0 ]; then
     fi
 
     # ------------------------------------------------ 4. a complete cached build
+    # One bootstrap at a time per cache (worktrees share it): the others wait, then reuse.
+    mkdir -p "$CACHE_ROOT"
+    exec 9>"$CACHE_ROOT/.lock"
+    flock -w 1800 9 || die "another bootstrap has held $CACHE_ROOT/.lock for 30 minutes"
     if [ -x "$PREFIX/sbin/varnishd" ] && [ "$(cat "$PREFIX/.complete" 2>/dev/null)" = "$RECIPE" ]; then
-        log "reusing Varnish in $PREFIX ($(cat "$PREFIX/.source" 2>/dev/null || echo 'source unknown'))"
+        source_used=$(cat "$PREFIX/.source" 2>/dev/null || echo 'source unknown')
+        log "reusing Varnish in $PREFIX ($source_used)"
+        case "$source_used" in
+            *"named by the"*) ;;
+            *) warn "that build is a fallback ($source_used); remove $PREFIX to try the index's revision again" ;;
+        esac
         echo "$PREFIX"
         exit 0
     fi
@@ -110,13 +129,18 @@ fi
 WORK="$CACHE_ROOT/src"
 APTDIR="$CACHE_ROOT/apt"
 mkdir -p "$WORK"
+case "$fetch_only" in 1) exec 9>"$CACHE_ROOT/.lock"; flock -w 1800 9 || die "$CACHE_ROOT/.lock is held";; esac
 MIRROR=$(mirror_uri)
 [ -n "$MIRROR" ] || die "no Debian mirror found in /etc/apt/sources.list*: add one (or set DEBIAN_MIRROR), or install Varnish >= 7.5 with its pkg-config file and re-run"
 log "fetching the $SUITE source index from $MIRROR ($([ -n "${DEBIAN_MIRROR:-}" ] && echo DEBIAN_MIRROR || echo "the machine's apt configuration"))"
 apt_private "$APTDIR" "deb-src [signed-by=@KEYRING@] @MIRROR@ $SUITE main" \
     || die "$APT_ERR; bootstrap needs the $SUITE Sources index to verify the Varnish sources (or install Varnish >= 7.5 yourself and set VARNISH_PREFIX)"
-entry=$(sources_entry "$APTDIR" "$SUITE" varnish) \
-    || die "the $SUITE Sources index from $MIRROR has no varnish source package"
+entry=$(sources_entry "$APTDIR" "$SUITE" varnish) && rc=0 || rc=$?
+case "$rc" in
+    0) ;;
+    2) die "the $SUITE Sources index from $MIRROR has no varnish source package" ;;
+    *) die "no readable $SUITE Sources index in $APTDIR/lists after apt-get update from $MIRROR" ;;
+esac
 read -r INDEX_REVISION DIRECTORY <<<"$(head -n1 <<<"$entry")"
 read -r SHA ORIG <<<"$(grep -E ' varnish_[^ ]*\.orig\.tar\.[a-z0-9]+$' <<<"$entry" | head -n1)"
 read -r DEBSHA DEBTAR <<<"$(grep -E ' varnish_[^ ]*\.debian\.tar\.[a-z0-9]+$' <<<"$entry" | head -n1)"
@@ -124,7 +148,7 @@ read -r DEBSHA DEBTAR <<<"$(grep -E ' varnish_[^ ]*\.debian\.tar\.[a-z0-9]+$' <<
 VERSION=$(sed -E 's/^varnish_([0-9][^_]*)\.orig\.tar\..*$/\1/' <<<"$ORIG")
 version_supported "$VERSION" || die "$SUITE offers Varnish $VERSION, outside 7.5..8.x"
 log "index: varnish $INDEX_REVISION in $DIRECTORY"
-pool_url() { printf '%s/%s/%s' "${MIRROR%/}" "$DIRECTORY" "$(sed 's/+/%2b/g' <<<"$1")"; }
+pool_url() { debian_pool_url "$MIRROR" "$DIRECTORY" "$1"; }
 
 # The orig tarball is common to every candidate: without it there is nothing to build.
 fetch_verified "$(pool_url "$ORIG")" "$WORK/$ORIG" "$SHA" || case $? in
@@ -164,7 +188,8 @@ prepare_tree() {
     [ -f "$SRC/debian/patches/series" ] || return 0
     while read -r patch _; do
         case "$patch" in ''|'#'*) continue ;; esac
-        patch -d "$SRC" -p1 -s --no-backup-if-mismatch < "$SRC/debian/patches/$patch" >/dev/null 2>&1 \
+        # No fuzz, as dpkg-source applies a 3.0 (quilt) series: a security patch applies exactly or not at all.
+        patch -d "$SRC" -p1 -F0 -N --batch -s --no-backup-if-mismatch < "$SRC/debian/patches/$patch" >/dev/null 2>&1 \
             || { PREP_ERR="Debian patch $patch from $debtar does not apply to $ORIG"; return 1; }
     done < "$SRC/debian/patches/series"
 }
@@ -176,11 +201,13 @@ for c in "${candidates[@]}"; do
     log "candidate $n/${#candidates[@]}: $label"
     if [ -n "$file" ]; then
         fetch_verified "$(pool_url "$file")" "$WORK/$file" "$sha" && rc=0 || rc=$?
-        if [ "$rc" != 0 ]; then
-            [ "$rc" = 4 ] && die "$FETCH_ERR"
-            log "  not usable: $FETCH_ERR"
-            continue
-        fi
+        case "$rc" in
+            0) ;;
+            # Only "the mirror does not have it" moves on: a mirror that errs or times out
+            # must not silently downgrade the build to an older revision or to upstream.
+            2) log "  not usable: $FETCH_ERR"; continue ;;
+            *) die "$FETCH_ERR (re-run when the mirror answers again)" ;;
+        esac
         log "  verified $file (sha256 $sha)"
     fi
     if ! prepare_tree "$file"; then
@@ -191,12 +218,16 @@ for c in "${candidates[@]}"; do
     break
 done
 [ -n "$selected" ] || die "no candidate source could be prepared (see the lines above)"
+if [ -z "$file" ] && [ "${BOOTSTRAP_REQUIRE_DEBIAN:-0}" = 1 ]; then
+    die "no Debian patch tarball of Varnish $VERSION can be downloaded (BOOTSTRAP_REQUIRE_DEBIAN=1): pin the revision Debian serves now in $(basename "$PINNED") (sha256 of its .debian.tar.xz, checked against its changelog and vcs_version)"
+fi
 if [ -z "$file" ]; then
     warn "building upstream Varnish $VERSION WITHOUT Debian's security patches and VCS id:"
     warn "modules built against it will NOT load into Debian's own varnishd (different strict ABI)."
     warn "Use it for development only; see README, Setup."
 else
-    log "  applied Debian's patches: $(grep -cvE '^(#|$)' "$SRC/debian/patches/series" 2>/dev/null || echo 0) ($file)"
+    log "  applied Debian's patches: $(grep -cvE '^(#|$)' "$SRC/debian/patches/series" 2>/dev/null) ($file)"
+    [ "$n" = 1 ] || warn "using $label instead of the index's $INDEX_REVISION: Debian's fixes after it are missing"
 fi
 
 if [ "$fetch_only" = 1 ]; then

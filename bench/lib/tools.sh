@@ -78,13 +78,13 @@ ensure_c_curl() {
     directory=$(head -n1 <<<"$entry" | cut -d' ' -f2)
     read -r sha orig <<<"$(grep -E '\.orig\.tar\.[a-z0-9]+$' <<<"$entry" | head -n1)"
     if [ -z "${orig:-}" ]; then C_CURL_ERR="the sid Sources index has no libvmod-curl orig tarball"; return 1; fi
-    if ! fetch_verified "$(mirror_uri)/$directory/$orig" "$src/$orig" "$sha"; then
+    if ! fetch_verified "$(debian_pool_url "$(mirror_uri)" "$directory" "$orig")" "$src/$orig" "$sha"; then
         C_CURL_ERR=$FETCH_ERR; return 1
     fi
     log "libvmod-curl: $orig (sha256 $sha, checked against the Sources index)"
     tree="$src/build-curl"
     rm -rf "$tree"; mkdir -p "$tree"
-    tar -C "$tree" -xf "$src/$orig"
+    tar -C "$tree" -xf "$src/$orig" || { C_CURL_ERR="cannot unpack $orig"; return 1; }
     tree=$(find "$tree" -mindepth 1 -maxdepth 1 -type d | head -n1)
     local vprefix
     vprefix=$(pkg-config --variable=prefix varnishapi 2>/dev/null || true)

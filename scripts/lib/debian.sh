@@ -9,15 +9,15 @@
 # ensure_debs PKG...: installs the packages that are missing (apt-get update once first).
 # Returns non-zero when apt fails; the caller says what to do.
 ensure_debs() {
-    local p missing=() sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    local p missing=() sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
     printf 'installing Debian packages: %s\n' "${missing[*]}" >&2
-    $sudo apt-get update -qq >&2 || return 1
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    "${sudo[@]}" apt-get update -qq >&2 || return 1
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
 # mirror_uri: DEBIAN_MIRROR when set, else the Debian mirror this machine's apt
@@ -80,8 +80,10 @@ apt_private() {
               -o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
               -o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
               -o "APT::Sandbox::User=root")
+    # (Sandbox user root: apt's _apt user cannot write into a cache under root's home.)
     # apt-get update exits 0 on some fetch failures and reports them as "W:"/"E:" lines.
-    if ! out=$(apt-get "${APT_OPTS[@]}" update -q 2>&1) || grep -qE '^(E|W): (Failed|The repository|GPG|Some index)' <<<"$out"; then
+    if ! out=$(apt-get "${APT_OPTS[@]}" update -q 2>&1) \
+       || grep -qE '^(E: |W: (Failed|The repository|GPG|Some index|.*signature|.*Release))' <<<"$out"; then
         APT_ERR="apt-get update from $mirror failed: $(grep -E '^(E|W):' <<<"$out" | head -n 3 | tr '\n' ' ')"
         [ -n "$(grep -E '^(E|W):' <<<"$out")" ] || APT_ERR="apt-get update from $mirror failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
         return 1
@@ -90,15 +92,17 @@ apt_private() {
 
 # sources_entry DIR SUITE PACKAGE: from the Sources index fetched by apt_private in DIR,
 # prints the source package's newest paragraph as "Version Directory" on the first line,
-# then one "sha256 name" line per file. Returns 1 when the index or the package is missing.
+# then one "sha256 name" line per file. Returns 1 when no index can be read, 2 when the
+# index has no such package.
 sources_entry() {
-    local dir=$1 suite=$2 pkg=$3 index cat
+    local dir=$1 suite=$2 pkg=$3 index cat text
     index=$(ls "$dir"/lists/*_dists_"${suite}"_main_source_Sources* 2>/dev/null | grep -v '\.diff' | head -n1)
     [ -n "$index" ] || return 1
     case "$index" in
-        *.lz4) cat="lz4cat" ;; *.gz) cat="zcat" ;; *.xz) cat="xzcat" ;; *) cat="cat" ;;
+        *.lz4) cat="lz4cat" ;; *.gz) cat="zcat" ;; *.xz) cat="xzcat" ;; *.zst) cat="zstdcat" ;; *) cat="cat" ;;
     esac
-    $cat "$index" | awk -v pkg="$pkg" '
+    text=$($cat "$index") || return 1
+    awk -v pkg="$pkg" '
         BEGIN{RS=""; FS="\n"}
         $1 == "Package: " pkg {
             ver=""; dir=""; inx=0; files="";
@@ -114,7 +118,13 @@ sources_entry() {
                 best=ver; out=ver " " dir "\n" files
             }
         }
-        END { if (best == "") exit 1; printf "%s", out }'
+        END { if (best == "") exit 2; printf "%s", out }' <<<"$text"
+}
+
+# debian_pool_url MIRROR DIRECTORY NAME: the URL of a file of the pool ("+" escaped, as in
+# Debian's own URLs).
+debian_pool_url() {
+    printf '%s/%s/%s' "${1%/}" "$2" "$(sed 's/+/%2b/g' <<<"$3")"
 }
 
 # fetch_verified URL FILE SHA256: FILE is kept when it already has that sha256, else
@@ -128,7 +138,7 @@ fetch_verified() {
     if [ -f "$file" ] && echo "$sha  $file" | sha256sum -c --status; then return 0; fi
     rm -f "$file" "$file.part"
     mkdir -p "$(dirname "$file")"
-    code=$(curl -sS --retry 2 --connect-timeout 15 --max-time 600 -o "$file.part" -w '%{http_code}' "$url" 2>"$file.err") || true
+    code=$(curl -sSL --retry 2 --connect-timeout 15 --max-time 600 -o "$file.part" -w '%{http_code}' "$url" 2>"$file.err") || true
     case "$code" in
         200) ;;
         404|410) FETCH_ERR="$name: HTTP $code at $url (the mirror does not have it)"; rm -f "$file.part" "$file.err"; return 2 ;;

@@ -104,10 +104,12 @@ class Mirror:
         paragraph = (f"Package: varnish\nBinary: varnish, libvarnishapi3, libvarnishapi-dev\n"
                      f"Version: {revision}\nDirectory: {POOL}\nChecksums-Sha256:\n{sums}"
                      "Section: web\n\n")
-        # An older paragraph first: bootstrap must pick the newest version, not the first.
-        older = ("Package: varnish\nVersion: 7.7.0-2\nDirectory: " + POOL + "\nChecksums-Sha256:\n"
-                 f" {'0' * 64} 1 varnish_7.7.0-2.debian.tar.xz\n\n")
-        plain = (older + paragraph).encode()
+        # Older revisions before and after: bootstrap must pick the newest version, neither
+        # the first paragraph nor the last.
+        def stale(version):
+            return (f"Package: varnish\nVersion: {version}\nDirectory: {POOL}\nChecksums-Sha256:\n"
+                    f" {'0' * 64} 1 varnish_{version}.debian.tar.xz\n\n")
+        plain = (stale("7.7.0-2") + paragraph + stale("7.6.1-1")).encode()
         sources = lzma.compress(plain)
         dists = os.path.join(self.base, "debian", "dists", "trixie")
         os.makedirs(os.path.join(dists, "main", "source"), exist_ok=True)
@@ -124,6 +126,18 @@ class Mirror:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the mirror; records raw request paths; answers 503 for names in `failing`."""
+
+    requests = []
+    failing = set()
+
+    def do_GET(self):
+        QuietHandler.requests.append(self.path)
+        if os.path.basename(self.path).replace("%2b", "+") in QuietHandler.failing:
+            self.send_error(503, "Service Unavailable")
+            return
+        super().do_GET()
+
     def log_message(self, *args):
         pass
 
@@ -150,9 +164,13 @@ class BootstrapSelection(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        for home in (cls.gnupghome, cls.other_gnupghome):
+            subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True)
         shutil.rmtree(cls.keys, ignore_errors=True)
 
     def setUp(self):
+        QuietHandler.requests.clear()
+        QuietHandler.failing.clear()
         self.tmp = tempfile.mkdtemp(prefix="bootstrap-mirror.")
         self.mirror = Mirror(self.tmp, self.gnupghome, self.keyring)
         self.orig = orig_tarball()
@@ -165,15 +183,18 @@ class BootstrapSelection(unittest.TestCase):
         self.mirror.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def pin(self, data):
+    def pin(self, data, name=U1):
         with open(self.pinned, "w") as out:
-            out.write(f"# test pins\n{sha256(data)}  {U1}\n")
+            out.write(f"# test pins\n{sha256(data)}  {name}\n")
 
-    def bootstrap(self, mirror_url=None):
+    def bootstrap(self, mirror_url=None, extra_env=None):
         env = dict(os.environ, XDG_CACHE_HOME=os.path.join(self.tmp, "cache"),
                    DEBIAN_MIRROR=mirror_url or self.mirror.url, DEBIAN_KEYRING=self.keyring,
                    VARNISH_PINNED_PATCHES=self.pinned, VARNISH_SUITE="trixie")
-        env.pop("VARNISH_PREFIX", None)
+        env["no_proxy"] = env["NO_PROXY"] = "127.0.0.1"
+        for name in ("VARNISH_PREFIX", "BOOTSTRAP_REQUIRE_DEBIAN", "http_proxy", "HTTP_PROXY"):
+            env.pop(name, None)
+        env.update(extra_env or {})
         proc = subprocess.run(["bash", BOOTSTRAP, "--fetch-only"], env=env, capture_output=True,
                               text=True, timeout=180)
         return proc.returncode, proc.stdout.strip(), proc.stderr
@@ -196,6 +217,8 @@ class BootstrapSelection(unittest.TestCase):
     def test_newest_revision_complete_is_used(self):
         self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2}, {ORIG: self.orig, U2: self.u2, U1: self.u1})
         self.assertSelected(self.bootstrap(), "Debian 7.7.0-3+deb13u2 (named by the trixie index)")
+        # Pool URLs escape "+" as Debian's do.
+        self.assertIn(f"/debian/{POOL}/varnish_7.7.0-3%2bdeb13u2.debian.tar.xz", QuietHandler.requests)
 
     def test_newest_patch_tarball_missing_falls_back_to_pinned_revision(self):
         self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2}, {ORIG: self.orig, U1: self.u1})
@@ -217,7 +240,26 @@ class BootstrapSelection(unittest.TestCase):
         self.assertIn(f"{U1}: HTTP 404", result[2])
         self.assertIn("will NOT load into Debian's own varnishd", result[2])
 
+    def test_pin_for_another_upstream_version_is_skipped(self):
+        other = "varnish_7.6.0-1+deb13u1.debian.tar.xz"
+        self.pin(self.u1, name=other)
+        self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2}, {ORIG: self.orig, other: self.u1})
+        result = self.bootstrap()
+        self.assertSelected(result, "upstream Varnish 7.7.0 (orig tarball alone, no Debian patches)")
+        self.assertIn(f"pinned {other} is for another upstream version than 7.7.0: skipped", result[2])
+        self.assertNotIn(f"/debian/{POOL}/{other.replace('+', '%2b')}", QuietHandler.requests)
+
     # ------------------------------------------------------------------ stops
+    def test_no_patch_tarball_with_debian_required_stops(self):
+        self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2}, {ORIG: self.orig})
+        self.assertStops(self.bootstrap(extra_env={"BOOTSTRAP_REQUIRE_DEBIAN": "1"}),
+                         "no Debian patch tarball of Varnish 7.7.0 can be downloaded")
+
+    def test_mirror_error_other_than_404_stops_instead_of_downgrading(self):
+        self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2}, {ORIG: self.orig, U2: self.u2, U1: self.u1})
+        QuietHandler.failing.add(U2)
+        self.assertStops(self.bootstrap(), U2, "HTTP 503")
+
     def test_orig_checksum_mismatch_stops_naming_the_file(self):
         tampered = tar_xz({"varnish-7.7.0/lib/vcs.c": "tampered\n"})
         self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2}, {ORIG: tampered, U2: self.u2})
