@@ -11,16 +11,16 @@
 //! layer refers to varnishd's symbols, which exist only inside varnishd.
 
 #[path = "../src/blacklist.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod blacklist;
 #[path = "../src/clock.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod clock;
 #[path = "../src/object.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod object;
 #[path = "../src/stats.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod stats;
 
 use std::alloc::{GlobalAlloc, Layout, System};
