@@ -50,7 +50,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -133,7 +136,11 @@ fn main() {
     let unlisted: Vec<Digest> = (0..4096).map(|n| digest(1_000_000_000 + n)).collect();
 
     let empty = filled(0);
-    report("saintmode_check_ns_0", &time_checks(&empty, &unlisted), "ns");
+    report(
+        "saintmode_check_ns_0",
+        &time_checks(&empty, &unlisted),
+        "ns",
+    );
 
     let full = filled(100_000);
     report(

@@ -254,7 +254,9 @@ impl Blacklist {
     fn find(&self, key: Key) -> Option<u32> {
         let slots = &self.slots;
         self.index
-            .find(Self::hash(&self.hasher, key), |&i| slots[i as usize].key == key)
+            .find(Self::hash(&self.hasher, key), |&i| {
+                slots[i as usize].key == key
+            })
             .copied()
     }
 
@@ -427,13 +429,12 @@ impl Blacklist {
                 break;
             }
             let right = left + 1;
-            let child = if right < len
-                && self.deadline_at(which, right) < self.deadline_at(which, left)
-            {
-                right
-            } else {
-                left
-            };
+            let child =
+                if right < len && self.deadline_at(which, right) < self.deadline_at(which, left) {
+                    right
+                } else {
+                    left
+                };
             if self.deadline_at(which, child) >= deadline {
                 break;
             }
@@ -554,7 +555,10 @@ mod tests {
         assert!(!bl.over(100 * S));
         bl.add(&digest(2), 101 * S, 10 * S);
         assert!(bl.over(102 * S));
-        assert_eq!(bl.verdict(Some(&digest(3)), 102 * S), Verdict::OverThreshold);
+        assert_eq!(
+            bl.verdict(Some(&digest(3)), 102 * S),
+            Verdict::OverThreshold
+        );
         assert_eq!(bl.verdict(None, 102 * S), Verdict::OverThreshold);
         // digest(1) expires at 110 s: back under the threshold with nothing reclaimed.
         assert!(!bl.over(110 * S));
@@ -663,7 +667,7 @@ mod tests {
                 now += x % (S / 4);
                 let n = (x >> 20) as u32 % 40;
                 let ttl = 1 + (x >> 32) % (3 * S);
-                if x % 5 == 0 {
+                if x % 5 == 1 {
                     bl.reclaim(now, (x % 4) as usize);
                 } else {
                     bl.add(&digest(n), now, ttl);

@@ -154,7 +154,10 @@ mod tests {
 
     #[test]
     fn without_trail_the_object_wrapping_the_backend_directly_is_blamed() {
-        assert_eq!(find_target::<u32, u32>(None, 0, Some(5), [(1, 4), (2, 5), (3, 5)]), Some(2));
+        assert_eq!(
+            find_target::<u32, u32>(None, 0, Some(5), [(1, 4), (2, 5), (3, 5)]),
+            Some(2)
+        );
         assert_eq!(find_target::<u32, u32>(None, 0, Some(6), [(1, 4)]), None);
         assert_eq!(find_target::<u32, u32>(None, 0, None, [(1, 4)]), None);
     }
@@ -195,13 +198,19 @@ mod tests {
     #[test]
     fn call_checks_say_what_is_wrong() {
         assert_eq!(check_call(true, 0.5), Ok(500_000_000));
-        assert_eq!(check_call(false, 0.5), Err(BlacklistError::OutsideBackendSubs));
+        assert_eq!(
+            check_call(false, 0.5),
+            Err(BlacklistError::OutsideBackendSubs)
+        );
         assert_eq!(check_call(true, 0.0), Err(BlacklistError::BadExpires(0.0)));
         assert_eq!(
             BlacklistError::BadExpires(-1.0).to_string(),
             "expires must be > 0s (got -1)"
         );
-        assert!(matches!(check_call(true, f64::NAN), Err(BlacklistError::BadExpires(_))));
+        assert!(matches!(
+            check_call(true, f64::NAN),
+            Err(BlacklistError::BadExpires(_))
+        ));
         assert_eq!(
             BlacklistError::NoTarget("s1".into()).to_string(),
             "no saintmode object resolved backend s1 for this fetch"

@@ -26,9 +26,9 @@ use crate::stats::Stats;
 use crate::varnish::{
     busyobj_of, check_ctx, director_name, director_of, fail, guard_callback, guard_task, log,
     priv_arc_release, priv_task, priv_vcl_arc, priv_vcl_ref, req_of, vsb_append, ws_alloc,
-    ws_copy_str, SyncMethods, VscSegment, VCL_EVENT_COLD, VCL_EVENT_WARM,
-    VCL_MET_BACKEND_ERROR, VCL_MET_BACKEND_RESPONSE, VCL_MET_DELIVER, VCL_MET_HIT,
-    VCL_MET_MISS, VCL_MET_PASS, VCL_MET_PIPE, VCL_MET_PURGE,
+    ws_copy_str, SyncMethods, VscSegment, VCL_EVENT_COLD, VCL_EVENT_WARM, VCL_MET_BACKEND_ERROR,
+    VCL_MET_BACKEND_RESPONSE, VCL_MET_DELIVER, VCL_MET_HIT, VCL_MET_MISS, VCL_MET_PASS,
+    VCL_MET_PIPE, VCL_MET_PURGE,
 };
 
 /// Client subroutines that run after `vcl_hash`, where `req->digest` is the request's.
@@ -201,7 +201,10 @@ fn trail_of(ctx: &vrt_ctx, create: bool) -> *mut FetchTrail {
     if busyobj_of(ctx).is_none() || !ctx.req.is_null() {
         return ptr::null_mut();
     }
-    let Some(p) = priv_task(ctx, (&raw const TRAIL_KEY).cast::<c_void>(), create) else {
+    let p = priv_task(ctx, (&raw const TRAIL_KEY).cast::<c_void>(), create);
+    // SAFETY: NULL or this task's slot for our key, used by this thread only, alive for the
+    // task; no other reference to it exists during this call.
+    let Some(p) = (unsafe { p.as_mut() }) else {
         return ptr::null_mut();
     };
     if p.priv_.is_null() {
@@ -239,7 +242,12 @@ unsafe extern "C" fn dir_healthy(
         // As varnish-modules: only a fetch has an object to ask about. On the client side
         // (std.healthy(), a director's health) the threshold and the backend count.
         let digest = busyobj_of(ctx).map(|bo| bo.digest);
-        VCL_BOOL(c_uint::from(o.healthy(ctx, digest.as_ref(), digest.is_some(), changed)))
+        VCL_BOOL(c_uint::from(o.healthy(
+            ctx,
+            digest.as_ref(),
+            digest.is_some(),
+            changed,
+        )))
     })
 }
 
@@ -266,7 +274,10 @@ unsafe extern "C" fn dir_resolve(ctx: *const vrt_ctx, be: VCL_BACKEND) -> VCL_BA
         };
         // SAFETY: as above; the nested resolution is over.
         if let Some(t) = unsafe { trail.as_mut() } {
-            t.leave(ptr::from_ref(o), (!resolved.0.is_null()).then_some(resolved.0));
+            t.leave(
+                ptr::from_ref(o),
+                (!resolved.0.is_null()).then_some(resolved.0),
+            );
         }
         resolved
     })
@@ -410,7 +421,9 @@ unsafe fn init(
         director: AtomicPtr::new(ptr::null_mut()),
         stats: Mutex::new(stats),
     });
-    let director_priv = Arc::into_raw(Arc::clone(&object)).cast_mut().cast::<c_void>();
+    let director_priv = Arc::into_raw(Arc::clone(&object))
+        .cast_mut()
+        .cast::<c_void>();
     // SAFETY: static methods table; priv is an owned Arc count, given to the director;
     // the name goes through "%s".
     let dir = unsafe {
@@ -430,7 +443,9 @@ unsafe fn init(
         // SAFETY: drops the reference taken above.
         unsafe { varnish::ffi::VRT_Assign_Backend(&mut wrapped, VCL_BACKEND(ptr::null())) };
         object.core.detach_stats();
-        return Err(format!("{name_str}: cannot create the director (VCL cooling?)"));
+        return Err(format!(
+            "{name_str}: cannot create the director (VCL cooling?)"
+        ));
     }
     object.director.store(dir.0.cast_mut(), Ordering::Release);
     registry.objects.write().push(Arc::clone(&object));
@@ -553,7 +568,12 @@ pub unsafe extern "C" fn vmod_saintmode_is_healthy(
             return VCL_BOOL(0);
         };
         let digest = task_digest(ctx);
-        VCL_BOOL(c_uint::from(o.healthy(ctx, digest.as_ref(), true, ptr::null_mut())))
+        VCL_BOOL(c_uint::from(o.healthy(
+            ctx,
+            digest.as_ref(),
+            true,
+            ptr::null_mut(),
+        )))
     })
 }
 
@@ -620,9 +640,12 @@ fn blacklist(
     let trail = unsafe { trail_of(ctx, false).as_ref() };
     let target = {
         let objects = registry.objects.read();
-        let wrapping = objects
-            .iter()
-            .map(|o| (Arc::as_ptr(o), o.wrapped.load(Ordering::Acquire).cast_const()));
+        let wrapping = objects.iter().map(|o| {
+            (
+                Arc::as_ptr(o),
+                o.wrapped.load(Ordering::Acquire).cast_const(),
+            )
+        });
         find_target(trail, bo.retries, resp, wrapping)
     };
     // SAFETY: a trail or registry entry: the object lives as long as its director, which
@@ -634,7 +657,11 @@ fn blacklist(
     };
     let core = &object.core;
     let listing = core.add(&bo.digest, Monotonic.now(), ttl, ctx.now.0);
-    log(ctx, VslTag::VclLog, listing_line(&core.backend_name, expires).as_str());
+    log(
+        ctx,
+        VslTag::VclLog,
+        listing_line(&core.backend_name, expires).as_str(),
+    );
     let detail = listing_detail(&core.name, listing.listed, listing.held, core.threshold());
     log(ctx, VslTag::VclLog, detail.as_str());
     let health = Health {
@@ -666,7 +693,11 @@ pub unsafe extern "C" fn vmod_status(ctx: *const vrt_ctx, priv_vcl: *mut vmod_pr
         let snapshots: Vec<Snapshot> = objects.iter().map(|o| o.snapshot(ctx)).collect();
         let copy = ws_copy_str(ctx, &status_json(&snapshots));
         if copy.is_null() {
-            log(ctx, VslTag::VclError, "saintmode.status(): workspace overflow");
+            log(
+                ctx,
+                VslTag::VclError,
+                "saintmode.status(): workspace overflow",
+            );
         }
         VCL_STRING(copy)
     })
@@ -700,8 +731,7 @@ pub unsafe extern "C" fn vmod_event(
             _ => return 0,
         };
         // SAFETY: this VMOD's PRIV_VCL.
-        if let Some(registry) = unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) }
-        {
+        if let Some(registry) = unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) } {
             for o in registry.objects.read().iter() {
                 if let Some(seg) = &*o.stats.lock() {
                     seg.hide(hidden);

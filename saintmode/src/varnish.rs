@@ -186,19 +186,17 @@ pub unsafe fn priv_arc_release<T>(p: *mut c_void) {
     }
 }
 
-/// The task's PRIV slot for `key` (created when `create`), or None outside a task or when
-/// the workspace is exhausted.
-pub fn priv_task<'a>(ctx: &'a vrt_ctx, key: *const c_void, create: bool) -> Option<&'a mut vmod_priv> {
+/// The task's PRIV slot for `key` (created when `create`): NULL outside a task or when
+/// the workspace is exhausted, else a slot valid until the task ends.
+pub fn priv_task(ctx: &vrt_ctx, key: *const c_void, create: bool) -> *mut vmod_priv {
     // SAFETY: a checked task context; VRT_priv_task(_get) return NULL or the task's slot.
-    let p = unsafe {
+    unsafe {
         if create {
             varnish::ffi::VRT_priv_task(ctx, key)
         } else {
             varnish::ffi::VRT_priv_task_get(ctx, key)
         }
-    };
-    // SAFETY: NULL or the task's vmod_priv for `key`, alive for the task.
-    unsafe { p.as_mut() }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,7 +322,10 @@ pub fn guard_task<T>(ctx: *const vrt_ctx, function: &str, default: T, f: impl Fn
         Err(payload) => {
             // SAFETY: Varnish passes a valid ctx (or NULL, then nothing to fail).
             if let Some(ctx) = unsafe { check_ctx(ctx) } {
-                fail(ctx, &format!("{function}: panic: {}", panic_text(&*payload)));
+                fail(
+                    ctx,
+                    &format!("{function}: panic: {}", panic_text(&*payload)),
+                );
             }
             default
         }
@@ -340,7 +341,7 @@ pub fn guard_callback<T>(what: &str, default: T, f: impl FnOnce() -> T) -> T {
         Err(payload) => {
             varnish::vcl::log(
                 VslTag::Error,
-                &format!("{what}: panic: {}", panic_text(&*payload)),
+                format!("{what}: panic: {}", panic_text(&*payload)),
             );
             default
         }

@@ -12,7 +12,10 @@ mod vtc {
 
     pub fn run(path: &Path) {
         vmod_build::vtc::run("saintmode", path);
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with("compat_") || name.starts_with("upstream_") {
             run_against_c(path);
         }
@@ -59,7 +62,11 @@ mod vtc {
         if !out.status.success() {
             let log = String::from_utf8_lossy(&out.stdout);
             let lines: Vec<&str> = log.lines().collect();
-            let failing: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("----")).collect();
+            let failing: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with("----"))
+                .collect();
             panic!(
                 "{} passes with this module but FAILS with varnish-modules' C module ({}): \
                  an unintended difference?\n{}\n[... last lines ...]\n{}",
