@@ -25,6 +25,8 @@ pub mod stats;
 #[cfg(not(test))]
 mod ffi;
 #[cfg(not(test))]
+mod instance;
+#[cfg(not(test))]
 mod varnish;
 
 #[cfg(not(test))]
