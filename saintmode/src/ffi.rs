@@ -13,13 +13,11 @@ use varnish::ffi::{
     VCL_DURATION, VCL_INT, VCL_STRING, VCL_TIME, VDI_METHODS_MAGIC, VMOD_PRIV_METHODS_MAGIC,
 };
 
-use crate::blacklist::Verdict;
 use crate::clock::{Clock, Monotonic};
 use crate::instance::{
     blacklist, init, object_from, object_of, task_digest, trail_of, Handle, Object, Registry,
     HANDLE_MAGIC,
 };
-use crate::object::Health;
 use crate::report::{list_text, status_json, Snapshot};
 use crate::varnish::{
     busyobj_of, check_ctx, director_of, fail, guard_callback, guard_task, log, priv_arc_release,
@@ -252,12 +250,7 @@ pub unsafe extern "C" fn vmod_saintmode_blacklist_count(
             return VCL_INT(0);
         };
         let (count, crossing) = o.core.live_count(Monotonic.now(), ctx.now.0);
-        let health = Health {
-            verdict: Verdict::Healthy,
-            crossing,
-            changed_at: 0.0,
-        };
-        o.report(ctx, &health, false);
+        o.log_crossing(ctx, crossing);
         VCL_INT(i64::try_from(count).unwrap_or(i64::MAX))
     })
 }

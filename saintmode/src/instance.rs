@@ -14,11 +14,11 @@ use varnish::ffi::{
     VMOD_PRIV_METHODS_MAGIC,
 };
 
-use crate::blacklist::{Digest, Verdict};
+use crate::blacklist::{Crossing, Digest, Verdict};
 use crate::blame::{check_call, find_target, BlacklistError, Trail};
 use crate::clock::{Clock, Monotonic, Tick};
 use crate::ffi::{DIRECTOR_METHODS, REGISTRY_METHODS};
-use crate::object::{Health, Saintmode};
+use crate::object::Saintmode;
 use crate::report::{crossing_line, listing_detail, listing_line, veto_line, Snapshot};
 use crate::stats::Stats;
 use crate::varnish::{
@@ -58,8 +58,8 @@ impl Object {
     }
 
     /// Health of this director for `digest`: saintmode's verdict, then the wrapped
-    /// backend's. Logs like varnish-modules when `vsl_task` (a fetch, or `is_healthy()`);
-    /// always writes `changed` when given.
+    /// backend's. With `log_veto` (a fetch, or `is_healthy()`) a refusal is logged as
+    /// varnish-modules logs it; `changed`, when given, is always written.
     pub(crate) fn healthy(
         &self,
         ctx: &vrt_ctx,
@@ -68,7 +68,12 @@ impl Object {
         changed: *mut VCL_TIME,
     ) -> bool {
         let health = self.core.check(digest, Monotonic.now(), ctx.now.0);
-        self.report(ctx, &health, log_veto);
+        if log_veto {
+            if let Some(line) = veto_line(health.verdict, &self.core.backend_name) {
+                log(ctx, VslTag::VclLog, line.as_str());
+            }
+        }
+        self.log_crossing(ctx, health.crossing);
         if health.verdict != Verdict::Healthy {
             // SAFETY: NULL or the caller's out-parameter.
             if let Some(changed) = unsafe { changed.as_mut() } {
@@ -79,13 +84,9 @@ impl Object {
         wrapped_healthy(ctx, self.wrapped(), changed)
     }
 
-    pub(crate) fn report(&self, ctx: &vrt_ctx, health: &Health, log_veto: bool) {
-        if log_veto {
-            if let Some(line) = veto_line(health.verdict, &self.core.backend_name) {
-                log(ctx, VslTag::VclLog, line.as_str());
-            }
-        }
-        if let Some(crossing) = health.crossing {
+    /// This module's own line for a threshold crossing, once per crossing.
+    pub(crate) fn log_crossing(&self, ctx: &vrt_ctx, crossing: Option<Crossing>) {
+        if let Some(crossing) = crossing {
             let c = &self.core;
             let line = crossing_line(&c.name, &c.backend_name, crossing, c.threshold());
             log(ctx, VslTag::VclLog, line.as_str());
@@ -94,11 +95,7 @@ impl Object {
 
     pub(crate) fn snapshot(&self, ctx: &vrt_ctx) -> Snapshot {
         let (count, crossing) = self.core.live_count(Monotonic.now(), ctx.now.0);
-        if let Some(crossing) = crossing {
-            let c = &self.core;
-            let line = crossing_line(&c.name, &c.backend_name, crossing, c.threshold());
-            log(ctx, VslTag::VclLog, line.as_str());
-        }
+        self.log_crossing(ctx, crossing);
         let threshold = self.core.threshold();
         let backend_healthy = wrapped_healthy(ctx, self.wrapped(), ptr::null_mut());
         Snapshot {
@@ -338,11 +335,6 @@ pub(crate) fn blacklist(
     );
     let detail = listing_detail(&core.name, listing.listed, listing.held, core.threshold());
     log(ctx, VslTag::VclLog, detail.as_str());
-    let health = Health {
-        verdict: Verdict::Healthy,
-        crossing: listing.crossing,
-        changed_at: 0.0,
-    };
-    object.report(ctx, &health, false);
+    object.log_crossing(ctx, listing.crossing);
     Ok(())
 }

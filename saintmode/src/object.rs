@@ -263,6 +263,37 @@ mod tests {
         assert_eq!(get(&stats.blacklisted), 12345);
     }
 
+    /// Runs `f` on another thread; None if it did not finish within a minute (it waits for a
+    /// lock it must not take). The limit only matters when the test fails.
+    fn finishes<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60)).ok()
+    }
+
+    #[test]
+    fn empty_list_check_takes_no_lock() {
+        let sm = std::sync::Arc::new(Saintmode::new("sm".into(), "s1".into(), 3));
+        let writer = sm.list.write(); // a writer holds the lock throughout
+        let sm2 = std::sync::Arc::clone(&sm);
+        let verdict = finishes(move || sm2.check(Some(&digest(1)), S, 1.0).verdict);
+        drop(writer);
+        assert_eq!(verdict, Some(Verdict::Healthy));
+    }
+
+    #[test]
+    fn checks_share_the_lock_with_other_readers() {
+        let sm = std::sync::Arc::new(Saintmode::new("sm".into(), "s1".into(), 3));
+        sm.add(&digest(1), 0, 10 * S, 0.0);
+        let reader = sm.list.read(); // another reader holds the lock throughout
+        let sm2 = std::sync::Arc::clone(&sm);
+        let verdict = finishes(move || sm2.check(Some(&digest(1)), S, 1.0).verdict);
+        drop(reader);
+        assert_eq!(verdict, Some(Verdict::Listed));
+    }
+
     #[test]
     fn gauge_is_written_only_when_the_held_count_changes() {
         let (sm, stats) = object(10);
