@@ -39,7 +39,9 @@ static VSC_CLASS: &CStr = c"SAINTMODE";
 
 /// A saintmode object with what Varnish needs around the core: its director and the
 /// wrapped backend. Shared (`Arc`) by the VCL handle, the director (its `priv`, released
-/// by the `destroy` callback) and the VCL registry.
+/// by the `destroy` callback) and the VCL registry. `repr(C)` keeps `magic` first, where
+/// `object_of` reads it, as C's `CHECK_OBJ` does.
+#[repr(C)]
 pub(crate) struct Object {
     pub(crate) magic: u32,
     pub(crate) core: Saintmode,
@@ -74,14 +76,15 @@ impl Object {
             }
         }
         self.log_crossing(ctx, health.crossing);
-        if health.verdict != Verdict::Healthy {
+        let wrapped = self.wrapped();
+        if health.verdict != Verdict::Healthy || wrapped.0.is_null() {
             // SAFETY: NULL or the caller's out-parameter.
             if let Some(changed) = unsafe { changed.as_mut() } {
                 changed.0 = varnish::ffi::vtim_real(health.changed_at);
             }
             return false;
         }
-        wrapped_healthy(ctx, self.wrapped(), changed)
+        wrapped_healthy(ctx, wrapped, changed)
     }
 
     /// This module's own line for a threshold crossing, once per crossing.
@@ -125,6 +128,7 @@ pub(crate) struct Registry {
 }
 
 /// What `vmod_saintmode__init` hands to Varnish as `struct vmod_saintmode_saintmode *`.
+#[repr(C)]
 pub struct Handle {
     pub(crate) magic: u32,
     pub(crate) object: Arc<Object>,
