@@ -74,8 +74,14 @@ if [ "$fetch_only" = 0 ]; then
 
     # ------------------------------------- 1. an installed Varnish in VARNISH_PREFIX
     # Checked first: an explicit choice wins over whatever the system has.
-    if [ -n "${VARNISH_PREFIX:-}" ] && [ ! -f "$PREFIX/.building" ] \
-       && pc=$(find "$PREFIX/lib" "$PREFIX/lib64" -maxdepth 3 -name varnishapi.pc 2>/dev/null | head -n1) && [ -n "$pc" ]; then
+    pc=""
+    if [ -n "${VARNISH_PREFIX:-}" ] && [ ! -f "$PREFIX/.building" ]; then
+        for f in "$PREFIX"/lib/pkgconfig/varnishapi.pc "$PREFIX"/lib64/pkgconfig/varnishapi.pc \
+                 "$PREFIX"/lib/*/pkgconfig/varnishapi.pc; do
+            [ -f "$f" ] && { pc=$f; break; }
+        done
+    fi
+    if [ -n "$pc" ]; then
         v=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --modversion varnishapi 2>/dev/null || true)
         [ -x "$PREFIX/sbin/varnishd" ] || die "VARNISH_PREFIX=$PREFIX has $pc but no sbin/varnishd"
         version_supported "$v" || die "VARNISH_PREFIX=$PREFIX holds Varnish '$v'; these modules need 7.5 to 8.x"

@@ -187,7 +187,7 @@ class BootstrapSelection(unittest.TestCase):
         with open(self.pinned, "w") as out:
             out.write(f"# test pins\n{sha256(data)}  {name}\n")
 
-    def bootstrap(self, mirror_url=None, extra_env=None):
+    def bootstrap(self, mirror_url=None, extra_env=None, args=("--fetch-only",)):
         env = dict(os.environ, XDG_CACHE_HOME=os.path.join(self.tmp, "cache"),
                    DEBIAN_MIRROR=mirror_url or self.mirror.url, DEBIAN_KEYRING=self.keyring,
                    VARNISH_PINNED_PATCHES=self.pinned, VARNISH_SUITE="trixie")
@@ -195,7 +195,7 @@ class BootstrapSelection(unittest.TestCase):
         for name in ("VARNISH_PREFIX", "BOOTSTRAP_REQUIRE_DEBIAN", "http_proxy", "HTTP_PROXY"):
             env.pop(name, None)
         env.update(extra_env or {})
-        proc = subprocess.run(["bash", BOOTSTRAP, "--fetch-only"], env=env, capture_output=True,
+        proc = subprocess.run(["bash", BOOTSTRAP, *args], env=env, capture_output=True,
                               text=True, timeout=180)
         return proc.returncode, proc.stdout.strip(), proc.stderr
 
@@ -285,6 +285,45 @@ class BootstrapSelection(unittest.TestCase):
     def test_index_signed_by_another_key_stops(self):
         self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2}, sign_with=self.other_gnupghome)
         self.assertStops(self.bootstrap(), f"apt-get update from {self.mirror.url} failed")
+
+
+    # ------------------------------------------------------------ VARNISH_PREFIX
+    def fake_prefix(self, version):
+        prefix = os.path.join(self.tmp, "varnish")
+        os.makedirs(os.path.join(prefix, "sbin"))
+        os.makedirs(os.path.join(prefix, "lib", "pkgconfig"))
+        with open(os.path.join(prefix, "sbin", "varnishd"), "w") as out:
+            out.write("#!/bin/sh\necho 'varnishd (varnish-%s)'\n" % version)
+        os.chmod(os.path.join(prefix, "sbin", "varnishd"), 0o755)
+        with open(os.path.join(prefix, "lib", "pkgconfig", "varnishapi.pc"), "w") as out:
+            out.write(f"prefix={prefix}\nName: VarnishAPI\nDescription: Varnish API\n"
+                      f"Version: {version}\nLibs: -L${{prefix}}/lib -lvarnishapi\n")
+        return prefix
+
+    def test_installed_varnish_prefix_is_used_as_is_without_the_mirror(self):
+        prefix = self.fake_prefix("7.7.0")
+        before = sorted(os.walk(prefix))
+        with socket.socket() as hole:  # no mirror at all: nothing may be downloaded
+            hole.bind(("127.0.0.1", 0))
+            rc, out, err = self.bootstrap(f"http://127.0.0.1:{hole.getsockname()[1]}/debian",
+                                          {"VARNISH_PREFIX": prefix}, args=())
+        self.assertEqual((rc, out), (0, prefix), err)
+        self.assertEqual(sorted(os.walk(prefix)), before)
+
+    def test_varnish_prefix_with_an_unsupported_version_stops(self):
+        prefix = self.fake_prefix("7.1.1")
+        self.assertStops(self.bootstrap(extra_env={"VARNISH_PREFIX": prefix}, args=()),
+                         f"VARNISH_PREFIX={prefix} holds Varnish '7.1.1'")
+
+    def test_foreign_directory_is_never_built_over(self):
+        self.mirror.publish("7.7.0-3+deb13u2", {ORIG: self.orig, U2: self.u2})
+        prefix = os.path.join(self.tmp, "mine")
+        os.makedirs(prefix)
+        with open(os.path.join(prefix, "keep.txt"), "w") as out:
+            out.write("not Varnish\n")
+        self.assertStops(self.bootstrap(extra_env={"VARNISH_PREFIX": prefix}, args=()),
+                         "was not made by bootstrap: refusing to build over it")
+        self.assertEqual(os.listdir(prefix), ["keep.txt"])
 
 
 if __name__ == "__main__":
