@@ -57,6 +57,8 @@ pub struct Destination {
     pub port: u16,
     /// Path prefix without a trailing `/` (may be empty).
     pub base_path: String,
+    /// Given as an `http://` or `https://` URL (an API), rather than host + port (a cache).
+    pub is_url: bool,
 }
 
 impl fmt::Display for Destination {
@@ -117,6 +119,16 @@ fn check_host(host: &str) -> Result<String, String> {
 }
 
 impl Destination {
+    /// [`Destination::parse`] of a VCL argument given as bytes: hosts are ASCII, and a base
+    /// path with other bytes must be given percent-encoded (a lossy conversion would change
+    /// it).
+    pub fn parse_bytes(destination: &[u8], port: i64) -> Result<Self, String> {
+        let destination = std::str::from_utf8(destination).map_err(|_| {
+            "host or URL is not valid UTF-8 (percent-encode the path of a base URL)".to_string()
+        })?;
+        Self::parse(destination, port)
+    }
+
     /// Parses `host` + `port`, or a base URL when `destination` contains `://` (then `port`
     /// must be 0). Errors name the offending argument.
     pub fn parse(destination: &str, port: i64) -> Result<Self, String> {
@@ -148,6 +160,7 @@ impl Destination {
             host,
             port,
             base_path: String::new(),
+            is_url: false,
         })
     }
 
@@ -206,6 +219,7 @@ impl Destination {
             host,
             port,
             base_path,
+            is_url: true,
         })
     }
 

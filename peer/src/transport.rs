@@ -3,16 +3,17 @@
 //! transfer in progress is abandoned shortly after the drain deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use curl::easy::{Easy2, Handler, HttpVersion, WriteError};
 use curl::multi::Multi;
 
+use crate::config::Settings;
 use crate::dest::Destination;
 use crate::ffi::CurlHeaderList;
-use crate::policy::Outcome;
-use crate::sender::{Control, Settings, Transport, TransportFactory};
-use crate::snapshot::Prepared;
+use crate::policy::{parse_retry_after, Outcome};
+use crate::sender::{Control, Transport, TransportFactory};
+use crate::snapshot::{Body, Prepared};
 
 /// How often a transfer in progress checks the drain deadline.
 const ABORT_CHECK: Duration = Duration::from_millis(100);
@@ -27,16 +28,32 @@ impl TransportFactory for CurlFactory {
             multi: Multi::new(),
             easy: None,
             headers: None,
+            body: None,
         })
     }
 }
 
-/// Discards the response body.
-struct Sink;
+/// Discards the response body; keeps the response's `Retry-After`.
+#[derive(Default)]
+struct Sink {
+    retry_after: Option<Vec<u8>>,
+}
 
 impl Handler for Sink {
     fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
         Ok(data.len())
+    }
+
+    fn header(&mut self, line: &[u8]) -> bool {
+        if line.starts_with(b"HTTP/") {
+            // A new response (after a 1xx): its headers replace the previous ones.
+            self.retry_after = None;
+        } else if let Some((name, value)) = crate::snapshot::split_header_line(line) {
+            if name.eq_ignore_ascii_case(b"retry-after") {
+                self.retry_after = Some(value.trim_ascii().to_vec());
+            }
+        }
+        true
     }
 }
 
@@ -48,25 +65,38 @@ pub struct CurlTransport {
     multi: Multi,
     easy: Option<Easy2<Sink>>,
     headers: Option<CurlHeaderList>,
+    /// The body libcurl reads from (CURLOPT_POSTFIELDS does not copy it): kept until the
+    /// next transfer has set its own.
+    body: Option<Body>,
 }
 
 fn configure(
     easy: &mut Easy2<Sink>,
     headers: &mut Option<CurlHeaderList>,
+    body: &mut Option<Body>,
     req: &Prepared,
     settings: &Settings,
 ) -> Result<(), curl::Error> {
     easy.reset();
+    // The handle no longer points to the previous body.
+    *body = None;
+    easy.get_mut().retry_after = None;
     easy.signal(false)?;
+    // Never a proxy from varnishd's environment (`https_proxy` would route API tokens through
+    // whatever it names): "" disables them; only the `proxy` argument sets one.
+    easy.proxy(settings.proxy.as_deref().unwrap_or(""))?;
     crate::ffi::curl_set_url(easy, &req.url)?;
     // Send the path as queued: libcurl would otherwise resolve "." and ".." segments, and a
     // copied `PURGE /a/../b` would purge `/b` at the destination.
     easy.path_as_is(true)?;
     if req.method.eq_ignore_ascii_case(b"HEAD") {
         easy.nobody(true)?;
-    } else if let Some(body) = &req.body {
+    } else if let Some(req_body) = &req.body {
         easy.post(true)?;
-        easy.post_fields_copy(body)?;
+        // SAFETY: the Arc is kept in `body` (below) until the next transfer has reset the
+        // handle or set another body, so libcurl reads live, unchanged memory.
+        unsafe { crate::ffi::curl_set_post_body(easy, req_body) }?;
+        *body = Some(Arc::clone(req_body));
     } else {
         easy.get(true)?;
     }
@@ -80,8 +110,8 @@ fn configure(
     } else {
         HttpVersion::V11
     })?;
-    easy.connect_timeout(settings.connect_timeout())?;
-    easy.timeout(settings.timeout())?;
+    easy.connect_timeout(settings.connect_timeout)?;
+    easy.timeout(settings.timeout)?;
     easy.ssl_verify_peer(settings.tls_verify)?;
     easy.ssl_verify_host(settings.tls_verify)?;
     if let Some(ca) = &settings.ca_file {
@@ -107,6 +137,23 @@ fn classify(e: &curl::Error) -> Outcome {
     }
 }
 
+/// The outcome of an answer: a 429 or 503 with a usable `Retry-After` says when to retry.
+fn status_outcome(code: u32, retry_after: Option<&[u8]>) -> Outcome {
+    let status = u16::try_from(code).unwrap_or(0);
+    match retry_after {
+        Some(value) if status == 429 || status == 503 => {
+            match parse_retry_after(value, SystemTime::now()) {
+                Some(retry_after) => Outcome::Throttled {
+                    status,
+                    retry_after,
+                },
+                None => Outcome::Status(status),
+            }
+        }
+        _ => Outcome::Status(status),
+    }
+}
+
 impl Transport for CurlTransport {
     fn send(
         &mut self,
@@ -115,8 +162,11 @@ impl Transport for CurlTransport {
         settings: &Settings,
         control: &Arc<Control>,
     ) -> Outcome {
-        let mut easy = self.easy.take().unwrap_or_else(|| Easy2::new(Sink));
-        if let Err(e) = configure(&mut easy, &mut self.headers, req, settings) {
+        let mut easy = self
+            .easy
+            .take()
+            .unwrap_or_else(|| Easy2::new(Sink::default()));
+        if let Err(e) = configure(&mut easy, &mut self.headers, &mut self.body, req, settings) {
             self.easy = Some(easy);
             return Outcome::Permanent(format!("cannot set up the transfer: {e}"));
         }
@@ -149,9 +199,9 @@ impl Transport for CurlTransport {
         // (a new one is made next time).
         let easy = self.multi.remove2(handle).ok();
         let outcome = match (result, stopped) {
-            (Some(Ok(())), _) => match easy.as_ref().map(Easy2::response_code) {
-                Some(Ok(code)) => Outcome::Status(u16::try_from(code).unwrap_or(0)),
-                Some(Err(e)) => Outcome::Transient(e.to_string()),
+            (Some(Ok(())), _) => match easy.as_ref().map(|e| (e.response_code(), e.get_ref())) {
+                Some((Ok(code), sink)) => status_outcome(code, sink.retry_after.as_deref()),
+                Some((Err(e), _)) => Outcome::Transient(e.to_string()),
                 None => Outcome::Transient("transfer handle lost".into()),
             },
             (Some(Err(e)), _) => classify(&e),
@@ -224,6 +274,7 @@ mod tests {
             method: b"PURGE".to_vec(),
             url: b"/a?b=1".to_vec(),
             http10: false,
+            h2: false,
             headers: vec![
                 (b"Host".to_vec(), b"www.example.com".to_vec()),
                 (b"X-Dup".to_vec(), b"1".to_vec()),
@@ -235,7 +286,7 @@ mod tests {
         };
         let mut with_body = snap.clone();
         with_body.method = b"POST".to_vec();
-        with_body.body = Some(Arc::from(&b"body!"[..]));
+        with_body.body = Some(Arc::new(b"body!".to_vec()));
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         for s in [&snap, &with_body] {

@@ -1,0 +1,164 @@
+//! Reading the current request out of Varnish's structures into a [`Snapshot`]: `req` on
+//! the client side, `bereq` on the backend side, and the body when it was cached.
+
+use std::ffi::{c_int, c_uint, c_void};
+use std::sync::Arc;
+
+use varnish::ffi::{self, vrt_ctx};
+
+use crate::snapshot::{split_header_line, Snapshot, SnapshotError};
+
+/// The `http` of the current request: `req` on the client side, `bereq` on the backend side.
+fn current_http(ctx: &vrt_ctx) -> Option<&ffi::http> {
+    let http = if ctx.http_req.0.is_null() {
+        ctx.http_bereq.0
+    } else {
+        ctx.http_req.0
+    };
+    // SAFETY: NULL or the task's http, valid during the call.
+    let http = unsafe { http.as_ref() }?;
+    (http.magic == ffi::HTTP_MAGIC).then_some(http)
+}
+
+fn http_field(http: &ffi::http, idx: usize) -> Option<&[u8]> {
+    if idx >= usize::from(http.nhd) || http.hd.is_null() {
+        return None;
+    }
+    // SAFETY: hd has nhd entries and idx < nhd.
+    let txt = unsafe { &*http.hd.add(idx) };
+    if txt.b.is_null() || txt.e.is_null() {
+        return None;
+    }
+    // SAFETY: b..e is one field in the workspace, e >= b.
+    let len = unsafe { txt.e.offset_from(txt.b) };
+    let len = usize::try_from(len).ok()?;
+    // SAFETY: b points to len readable bytes, alive for the task.
+    Some(unsafe { std::slice::from_raw_parts(txt.b.cast::<u8>(), len) })
+}
+
+unsafe extern "C" fn collect_body(
+    priv_: *mut c_void,
+    _flush: c_uint,
+    ptr: *const c_void,
+    len: isize,
+) -> c_int {
+    let Ok(len) = usize::try_from(len) else {
+        return 0;
+    };
+    if priv_.is_null() || ptr.is_null() || len == 0 {
+        return 0;
+    }
+    // SAFETY: priv_ is the Vec passed by `cached_body`, alive and not otherwise borrowed
+    // during the iteration; ptr has len readable bytes.
+    let (out, chunk) = unsafe {
+        (
+            &mut *priv_.cast::<Vec<u8>>(),
+            std::slice::from_raw_parts(ptr.cast::<u8>(), len),
+        )
+    };
+    // Extending a Vec cannot unwind here except on allocation failure, which aborts.
+    out.extend_from_slice(chunk);
+    0
+}
+
+/// The request's body: `Ok(None)` when it has none, the cached body, or an error when there
+/// is a body that was not cached.
+fn request_body(ctx: &vrt_ctx) -> Result<Option<Vec<u8>>, SnapshotError> {
+    let mut body = Vec::new();
+    let priv_ = (&raw mut body).cast::<c_void>();
+    if !ctx.http_req.0.is_null() {
+        // SAFETY: NULL or the current req.
+        let Some(req) = (unsafe { ctx.req.as_mut() }) else {
+            return Ok(None);
+        };
+        let status = req.req_body_status;
+        // SAFETY: BS_* are statics of varnishd; only their addresses are compared.
+        let (none, cached) = unsafe { (ffi::BS_NONE.as_ptr(), ffi::BS_CACHED.as_ptr()) };
+        if status.is_null() || status == none {
+            return Ok(None);
+        }
+        if status != cached {
+            return Err(SnapshotError::BodyNotCached);
+        }
+        if let Ok(bytes) = usize::try_from(req.acct.req_bodybytes) {
+            body.reserve_exact(bytes);
+        }
+        // SAFETY: the body is cached (so iterating does not consume it); collect_body
+        // appends to `body`, which outlives the call.
+        let r = unsafe {
+            ffi::VRB_Iterate(
+                req.wrk,
+                req.vsl.as_mut_ptr(),
+                req,
+                Some(collect_body),
+                priv_,
+            )
+        };
+        return if r < 0 {
+            Err(SnapshotError::BodyUnreadable)
+        } else {
+            Ok(Some(body))
+        };
+    }
+    // SAFETY: NULL or the current busyobj.
+    let Some(bo) = (unsafe { ctx.bo.as_mut() }) else {
+        return Ok(None);
+    };
+    if bo.bereq_body.is_null() {
+        // No cached body. With a pass of a request with an uncached body, `bo.req` is the
+        // request whose body is being sent: documented as not copied on the backend side.
+        return Ok(None);
+    }
+    // SAFETY: bereq_body is the cached request body object; reading it does not change it.
+    let r = unsafe { ffi::ObjIterate(bo.wrk, bo.bereq_body, priv_, Some(collect_body), 0) };
+    if r < 0 {
+        Err(SnapshotError::BodyUnreadable)
+    } else {
+        Ok(Some(body))
+    }
+}
+
+/// Copies the current request. `body` replaces the request's own; a non-empty `method` or
+/// `url` replaces the request's.
+pub fn snapshot(
+    ctx: &vrt_ctx,
+    body: Option<Vec<u8>>,
+    method: &[u8],
+    url: &[u8],
+) -> Result<Snapshot, SnapshotError> {
+    let http = current_http(ctx).ok_or(SnapshotError::NoRequest)?;
+    let field = |idx: u32| {
+        usize::try_from(idx)
+            .ok()
+            .and_then(|i| http_field(http, i))
+            .unwrap_or_default()
+    };
+    let chosen = |given: &[u8], idx: u32| {
+        if given.is_empty() {
+            field(idx).to_vec()
+        } else {
+            given.to_vec()
+        }
+    };
+    let proto = field(ffi::HTTP_HDR_PROTO);
+    let body = match body {
+        Some(b) => Some(b),
+        None => request_body(ctx)?,
+    };
+    let first = usize::try_from(ffi::HTTP_HDR_FIRST).unwrap_or(usize::MAX);
+    let nhd = usize::from(http.nhd);
+    let mut headers = Vec::with_capacity(nhd.saturating_sub(first));
+    for idx in first..nhd {
+        if let Some((name, value)) = http_field(http, idx).and_then(split_header_line) {
+            headers.push((name.to_vec(), value.to_vec()));
+        }
+    }
+    Ok(Snapshot {
+        method: chosen(method, ffi::HTTP_HDR_METHOD),
+        url: chosen(url, ffi::HTTP_HDR_URL),
+        http10: proto == b"HTTP/1.0",
+        h2: proto == b"HTTP/2.0",
+        headers,
+        body: body.map(Arc::new),
+    })
+}
