@@ -114,9 +114,10 @@ pub enum ConfigError {
         arg: &'static str,
         secs: f64,
     },
-    /// 0 for a libcurl timeout (0 means "wait forever" to libcurl).
+    /// 0 where it cannot be: a libcurl timeout (0 means "wait forever" to libcurl), max_age.
     Zero {
         arg: &'static str,
+        secs: f64,
     },
     TooLong {
         arg: &'static str,
@@ -144,9 +145,16 @@ impl fmt::Display for ConfigError {
                 write!(f, "{arg} must be between {min} and {max} ({value})")
             }
             ConfigError::Negative { arg, secs } => write!(f, "{arg} must not be negative ({secs})"),
-            ConfigError::Zero { arg } => write!(
+            ConfigError::Zero {
+                arg: "max_age",
+                secs,
+            } => write!(
                 f,
-                "{arg} must be above 0 (0 would mean no timeout, or give up everything)"
+                "max_age must be at least 1 ms (0 would expire every request) ({secs})"
+            ),
+            ConfigError::Zero { arg, secs } => write!(
+                f,
+                "{arg} must be at least 1 ms (0 would mean no timeout) ({secs})"
             ),
             ConfigError::TooLong {
                 arg,
@@ -154,7 +162,11 @@ impl fmt::Display for ConfigError {
                 max,
                 why,
             } => {
-                write!(f, "{arg} must be at most {}s{why} ({secs})", max.as_secs())
+                write!(
+                    f,
+                    "{arg} must be at most {} ms{why} ({secs})",
+                    max.as_millis()
+                )
             }
             ConfigError::CaFile { path, error } => {
                 write!(f, "ca_file \"{path}\" cannot be read: {error}")
@@ -217,7 +229,7 @@ pub fn duration(
     })?;
     // Below a millisecond, libcurl (which counts in ms) would read 0.
     if !zero_ok && d < Duration::from_millis(1) {
-        return Err(ConfigError::Zero { arg });
+        return Err(ConfigError::Zero { arg, secs });
     }
     Ok(d)
 }
@@ -349,7 +361,7 @@ mod tests {
             ("ca_file", d.ca_file.clone()),
             ("drain_timeout", d.drain_timeout.to_string()),
             ("copy_headers", u8::from(d.copy_headers).to_string()),
-            ("queue_bytes", format!("{}MB", d.queue_bytes >> 20)),
+            ("queue_bytes", d.queue_bytes.to_string()),
             ("credentials", d.credentials.clone()),
             ("proxy", d.proxy.clone()),
         ];
@@ -384,7 +396,10 @@ mod tests {
     #[test]
     fn max_age_zero_is_refused_because_it_would_expire_everything() {
         let e = refused(|a| a.max_age = 0.0);
-        assert!(e.starts_with("max_age must be above 0"), "{e}");
+        assert!(
+            e.starts_with("max_age must be at least 1 ms (0 would expire"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -407,7 +422,10 @@ mod tests {
 
     #[test]
     fn zero_timeouts_are_refused_because_libcurl_would_wait_forever() {
-        assert!(refused(|a| a.timeout = 0.0).starts_with("timeout must be above 0"));
+        assert_eq!(
+            refused(|a| a.timeout = 0.0),
+            "timeout must be at least 1 ms (0 would mean no timeout) (0)"
+        );
         assert!(refused(|a| a.connect_timeout = 0.0004).starts_with("connect_timeout must be"));
         assert!(settings_from(
             "x",

@@ -186,9 +186,18 @@ impl Lane {
         self.bytes.fetch_sub(size, Ordering::AcqRel);
     }
 
-    fn is_full(&self, settings: &Settings) -> bool {
-        self.len.load(Ordering::Acquire) >= settings.queue_size
-            || self.bytes.load(Ordering::Acquire) >= settings.queue_bytes
+    /// Why the queue is full, if it is (no request, however small, would fit).
+    fn full(&self, settings: &Settings) -> Option<String> {
+        if self.len.load(Ordering::Acquire) >= settings.queue_size {
+            Some(format!("queue full, capacity {}", settings.queue_size))
+        } else if self.bytes.load(Ordering::Acquire) >= settings.queue_bytes {
+            Some(format!(
+                "queue full, queue_bytes {} in use",
+                settings.queue_bytes
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -349,7 +358,7 @@ impl Peer {
             || frozen
                 .lanes
                 .iter()
-                .any(|l| !l.is_full(&self.shared.settings))
+                .any(|l| l.full(&self.shared.settings).is_none())
     }
 
     /// Counts a request dropped for every destination, without a snapshot.
@@ -357,8 +366,11 @@ impl Peer {
         let counters = self.counters();
         let mut report = EnqueueReport::default();
         for lane in &self.frozen().lanes {
+            let why = lane
+                .full(&self.shared.settings)
+                .unwrap_or_else(|| "queue full".into());
             PeerCounters::inc(&counters.dropped);
-            report.dropped.push(format!("{} (queue full)", lane.dest));
+            report.dropped.push(format!("{} ({why})", lane.dest));
         }
         report
     }
@@ -570,25 +582,30 @@ impl Peer {
 
     /// Counts what is still queued as failed: in bulk, one log line per destination.
     fn fail_leftovers(&self) {
-        let Some(frozen) = self.frozen.get() else {
-            return;
-        };
-        let counters = self.counters();
-        for lane in &frozen.lanes {
-            let mut left = 0u64;
-            for job in lane.rx.try_iter() {
-                lane.release(job.size);
-                left += 1;
-            }
-            if left > 0 {
-                PeerCounters::sub(&counters.queue_length, left);
-                PeerCounters::add(&counters.failed, left);
-                self.shared.log.log(&format!(
-                    "peer {}: gave up {left} requests to {}: shutdown before they were sent",
-                    self.shared.settings.name, lane.dest
-                ));
+        if let Some(frozen) = self.frozen.get() {
+            for lane in &frozen.lanes {
+                fail_lane_leftovers(&self.shared, lane);
             }
         }
+    }
+}
+
+/// Takes every job left in `lane` and counts it as failed, with one log line: no rendering,
+/// no line per request, so that a backlog of millions ends in well under a second.
+fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
+    let mut left = 0u64;
+    for job in lane.rx.try_iter() {
+        lane.release(job.size);
+        left += 1;
+    }
+    if left > 0 {
+        let counters = shared.counters();
+        PeerCounters::sub(&counters.queue_length, left);
+        PeerCounters::add(&counters.failed, left);
+        shared.log.log(&format!(
+            "peer {}: gave up {left} requests to {}: shutdown before they were sent",
+            shared.settings.name, lane.dest
+        ));
     }
 }
 
@@ -624,19 +641,20 @@ impl Worker {
                 recv(stop) -> _ => break,
             }
             // `select!` picks at random among ready operations: past the deadline, stop
-            // taking jobs (the rest is counted in bulk).
+            // taking jobs one by one.
             if self.control.aborted() {
-                return;
+                break;
             }
         }
         // Draining: what is queued, until the deadline. What is left then is counted in
-        // bulk by the thread that stops the peer (one line per destination, not per request).
+        // bulk (one line per destination, not per request).
         while !self.control.aborted() {
             match self.lane.rx.try_recv() {
                 Ok(job) => self.process(transport.as_mut(), job),
-                Err(_) => break,
+                Err(_) => return,
             }
         }
+        fail_lane_leftovers(&self.shared, &self.lane);
     }
 
     fn process(&self, transport: &mut dyn Transport, job: Job) {

@@ -413,7 +413,11 @@ fn the_queue_is_bounded_in_bytes_too_and_a_byte_drop_counts_as_a_drop() {
     let reports: Vec<_> = (0..3).map(|i| p.enqueue(big(i)).unwrap()).collect();
     assert_eq!(reports[0].queued + reports[1].queued, 2);
     assert_eq!(reports[2].queued, 0);
-    assert!(reports[2].dropped[0].contains("queue_bytes 2500"), "{:?}", reports[2]);
+    assert!(
+        reports[2].dropped[0].contains("queue_bytes 2500"),
+        "{:?}",
+        reports[2]
+    );
     assert_eq!(p.counters().dropped.load(Ordering::Relaxed), 1);
     assert!(!p.has_room() || p.enqueue(snap("/small")).unwrap().queued == 1);
     // Sending frees the bytes.
@@ -458,7 +462,11 @@ fn a_thread_that_cannot_start_fails_the_start() {
     p.add_destination(Destination::parse("a", 1).unwrap())
         .unwrap();
     let e = p.start().unwrap_err();
-    assert!(e.to_string().contains("cannot start a sender thread for http://a:1: no more threads"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cannot start a sender thread for http://a:1: no more threads"),
+        "{e}"
+    );
 }
 
 /// Counters that say when they are freed.
@@ -512,7 +520,10 @@ fn a_stuck_thread_is_left_behind_but_its_counters_are_freed_when_it_ends() {
     // A limit already past: the join gives up at once.
     p.finish_stop(stopping, Some(Instant::now()));
     drop(p);
-    assert!(!freed.load(Ordering::SeqCst), "still used by the stuck thread");
+    assert!(
+        !freed.load(Ordering::SeqCst),
+        "still used by the stuck thread"
+    );
     barrier.wait(); // release it
     wait_until(|| freed.load(Ordering::SeqCst));
 }

@@ -47,6 +47,32 @@ impl std::fmt::Display for DefaultPeerError {
     }
 }
 
+/// A refused `ms` argument of `peer.set_*timeout()`: the duration's error, in ms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MsError {
+    pub ms: i64,
+    pub error: ConfigError,
+}
+
+impl std::fmt::Display for MsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.ms;
+        match &self.error {
+            ConfigError::Negative { .. } => write!(f, "ms must not be negative ({ms})"),
+            ConfigError::Zero { .. } => {
+                write!(
+                    f,
+                    "ms must be at least 1 ms (0 would mean no timeout) ({ms})"
+                )
+            }
+            ConfigError::TooLong { max, why, .. } => {
+                write!(f, "ms must be at most {} ms{why} ({ms})", max.as_millis())
+            }
+            other => write!(f, "ms {ms}: {other}"),
+        }
+    }
+}
+
 /// The default peer: its arguments (changed in `vcl_init`), then the peer made from them.
 struct DefaultPeer {
     args: PeerArgs,
@@ -113,7 +139,7 @@ impl VclPeers {
 
     /// `peer.set_*timeout(ms)`: checked at once, with the bounds of `peer.peer()`'s
     /// arguments.
-    pub fn set_default_timeout(&self, which: DefaultTimeout, ms: i64) -> Result<(), ConfigError> {
+    pub fn set_default_timeout(&self, which: DefaultTimeout, ms: i64) -> Result<(), MsError> {
         let mut setup = self.default_setup.lock();
         let mut args = setup.args.clone();
         // i64 -> f64 is exact up to 2^53 ms; anything near that is refused as too long.
@@ -124,7 +150,7 @@ impl VclPeers {
             DefaultTimeout::Total => args.timeout = secs,
             DefaultTimeout::Drain => args.drain_timeout = secs,
         }
-        settings_from(DEFAULT_PEER, &args)?;
+        settings_from(DEFAULT_PEER, &args).map_err(|error| MsError { ms, error })?;
         setup.args = args;
         Ok(())
     }

@@ -91,32 +91,18 @@ fn the_default_peer_is_an_ordinary_peer_made_with_the_documented_defaults() {
 #[test]
 fn default_timeouts_in_ms_are_checked_with_the_bounds_of_the_durations() {
     let (vcl, _) = vcl();
-    let e = vcl
-        .set_default_timeout(DefaultTimeout::Connect, 0)
-        .unwrap_err();
-    assert!(
-        e.to_string().starts_with("connect_timeout must be above 0"),
-        "{e}"
+    let err = |which, ms| vcl.set_default_timeout(which, ms).unwrap_err().to_string();
+    assert_eq!(
+        err(DefaultTimeout::Connect, 0),
+        "ms must be at least 1 ms (0 would mean no timeout) (0)"
     );
-    let e = vcl
-        .set_default_timeout(DefaultTimeout::Total, -1)
-        .unwrap_err();
-    assert!(
-        e.to_string().starts_with("timeout must not be negative"),
-        "{e}"
+    assert_eq!(
+        err(DefaultTimeout::Total, -1),
+        "ms must not be negative (-1)"
     );
-    let e = vcl
-        .set_default_timeout(DefaultTimeout::Drain, 30_001)
-        .unwrap_err();
-    assert!(e.to_string().contains("cli_timeout"), "{e}");
+    assert!(err(DefaultTimeout::Drain, 30_001).contains("cli_timeout"));
+    assert!(err(DefaultTimeout::Total, i64::MAX).starts_with("ms must be at most 3600000 ms"));
     assert!(vcl.set_default_timeout(DefaultTimeout::Drain, 0).is_ok());
-    let e = vcl
-        .set_default_timeout(DefaultTimeout::Total, i64::MAX)
-        .unwrap_err();
-    assert!(
-        e.to_string().starts_with("timeout must be at most 3600s"),
-        "{e}"
-    );
 }
 
 #[test]

@@ -236,7 +236,7 @@ fn set_default_timeout(
     guard_task(ctx, fname, (), || {
         if let Some(peers) = peers(ctx, priv_) {
             if let Err(e) = peers.set_default_timeout(which, ms.0) {
-                fail(ctx, &format!("{fname}: ms {}: {e}", ms.0));
+                fail(ctx, &format!("{fname}: {e}"));
             }
         }
     });

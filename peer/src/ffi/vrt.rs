@@ -18,6 +18,24 @@ use varnish::VscMetric;
 extern "C" {
     // vrt_obj.h is not in the bindings.
     fn VRT_r_server_identity(ctx: *const vrt_ctx) -> VCL_STRING;
+    // libc (glibc >= 2.34 has it in libc itself).
+    fn dlsym(handle: *mut c_void, symbol: *const std::ffi::c_char) -> *mut c_void;
+}
+
+type VsbBcat = unsafe extern "C" fn(*mut ffi::vsb, *const c_void, isize) -> c_int;
+
+/// varnishd's own `VSB_bcat`, looked up at run time: linking to the symbol would resolve it
+/// in libvarnishapi and make the module need that library, which varnishd does not load.
+fn vsb_bcat() -> Option<VsbBcat> {
+    // SAFETY: RTLD_DEFAULT (NULL) searches the global symbols of the process; the name is a
+    // NUL-terminated literal.
+    let p = unsafe { dlsym(null_mut(), c"VSB_bcat".as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: VSB_bcat has this signature (vsb.h: int VSB_bcat(struct vsb *, const void *,
+    // ssize_t)).
+    Some(unsafe { std::mem::transmute::<*mut c_void, VsbBcat>(p) })
 }
 
 /// The context, when it is one (not NULL, right magic).
@@ -311,9 +329,13 @@ pub fn guard_event(ctx: &vrt_ctx, event: Event, f: impl FnOnce() -> Result<(), S
     match event {
         Event::Load | Event::Warm if !ctx.msg.is_null() => {
             let len = isize::try_from(msg.len()).unwrap_or(0);
-            // SAFETY: ctx.msg is the event's message buffer (Varnish gives one for LOAD and
-            // WARM), the bytes are live for the call.
-            unsafe { ffi::VSB_bcat(ctx.msg, msg.as_ptr().cast(), len) };
+            if let Some(bcat) = vsb_bcat() {
+                // SAFETY: ctx.msg is the event's message buffer (Varnish gives one for LOAD
+                // and WARM), the bytes are live for the call.
+                unsafe { bcat(ctx.msg, msg.as_ptr().cast(), len) };
+            } else {
+                log_raw(VslTag::Error, &msg);
+            }
             1
         }
         _ => {
