@@ -372,9 +372,22 @@ mod tests {
             assert_eq!(documented.as_deref(), Some(value.as_str()), "{name}");
         }
         // The default peer's timeout functions document the same values in ms.
-        let vcc = include_str!("../vmod.vcc");
-        assert!(vcc.contains("milliseconds (default 1000)"));
-        assert!(vcc.contains("in milliseconds\n(default 5000)") || vcc.contains("(default 5000)"));
+        let text = include_str!("../vmod.vcc")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (function, secs) in [
+            ("set_connect_timeout", d.connect_timeout),
+            ("set_timeout", d.timeout),
+            ("set_drain_timeout", d.drain_timeout),
+        ] {
+            let section = text
+                .split("$Function VOID ")
+                .find(|s| s.starts_with(function))
+                .expect(function);
+            let documented = format!("(default {}", secs * 1000.0);
+            assert!(section.contains(&documented), "{function}: {documented}");
+        }
     }
 
     #[test]

@@ -39,6 +39,31 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot from the fields of a Varnish `http`: method, URL, protocol, and the header
+    /// lines (`Name: value`; lines without a colon are skipped).
+    pub fn from_fields<'a>(
+        method: &[u8],
+        url: &[u8],
+        proto: &[u8],
+        lines: impl ExactSizeIterator<Item = &'a [u8]>,
+        body: Option<Vec<u8>>,
+    ) -> Self {
+        let mut headers = Vec::with_capacity(lines.len());
+        for line in lines {
+            if let Some((name, value)) = split_header_line(line) {
+                headers.push((name.to_vec(), value.to_vec()));
+            }
+        }
+        Snapshot {
+            method: method.to_vec(),
+            url: url.to_vec(),
+            http10: proto == b"HTTP/1.0",
+            h2: proto == b"HTTP/2.0",
+            headers,
+            body: body.map(Arc::new),
+        }
+    }
+
     /// Bytes held by the copy, for the byte bound of the queues (the body is counted in full
     /// for each destination even though it is stored once: the bound is on what a backlog
     /// may hold on to).
@@ -580,7 +605,7 @@ mod tests {
         impl<T: std::fmt::Debug> Probe<T> {
             const IS_DEBUG: bool = true;
         }
-        assert!(!<Probe<Template>>::IS_DEBUG);
+        const { assert!(!<Probe<Template>>::IS_DEBUG) };
     }
 
     #[test]

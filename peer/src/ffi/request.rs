@@ -2,11 +2,10 @@
 //! the client side, `bereq` on the backend side, and the body when it was cached.
 
 use std::ffi::{c_int, c_uint, c_void};
-use std::sync::Arc;
 
 use varnish::ffi::{self, vrt_ctx};
 
-use crate::snapshot::{split_header_line, Snapshot, SnapshotError};
+use crate::snapshot::{Snapshot, SnapshotError};
 
 /// The `http` of the current request: `req` on the client side, `bereq` on the backend side.
 fn current_http(ctx: &vrt_ctx) -> Option<&ffi::http> {
@@ -120,11 +119,11 @@ fn request_body(ctx: &vrt_ctx) -> Result<Option<Vec<u8>>, SnapshotError> {
 
 /// Copies the current request. `body` replaces the request's own; a non-empty `method` or
 /// `url` replaces the request's.
-pub fn snapshot(
-    ctx: &vrt_ctx,
+pub fn snapshot<'a>(
+    ctx: &'a vrt_ctx,
     body: Option<Vec<u8>>,
-    method: &[u8],
-    url: &[u8],
+    method: &'a [u8],
+    url: &'a [u8],
 ) -> Result<Snapshot, SnapshotError> {
     let http = current_http(ctx).ok_or(SnapshotError::NoRequest)?;
     let field = |idx: u32| {
@@ -133,32 +132,19 @@ pub fn snapshot(
             .and_then(|i| http_field(http, i))
             .unwrap_or_default()
     };
-    let chosen = |given: &[u8], idx: u32| {
-        if given.is_empty() {
-            field(idx).to_vec()
-        } else {
-            given.to_vec()
-        }
-    };
-    let proto = field(ffi::HTTP_HDR_PROTO);
+    let or_own = |given: &'a [u8], idx: u32| if given.is_empty() { field(idx) } else { given };
     let body = match body {
         Some(b) => Some(b),
         None => request_body(ctx)?,
     };
     let first = usize::try_from(ffi::HTTP_HDR_FIRST).unwrap_or(usize::MAX);
-    let nhd = usize::from(http.nhd);
-    let mut headers = Vec::with_capacity(nhd.saturating_sub(first));
-    for idx in first..nhd {
-        if let Some((name, value)) = http_field(http, idx).and_then(split_header_line) {
-            headers.push((name.to_vec(), value.to_vec()));
-        }
-    }
-    Ok(Snapshot {
-        method: chosen(method, ffi::HTTP_HDR_METHOD),
-        url: chosen(url, ffi::HTTP_HDR_URL),
-        http10: proto == b"HTTP/1.0",
-        h2: proto == b"HTTP/2.0",
-        headers,
-        body: body.map(Arc::new),
-    })
+    let lines = (first..usize::from(http.nhd).max(first))
+        .map(|idx| http_field(http, idx).unwrap_or_default());
+    Ok(Snapshot::from_fields(
+        or_own(method, ffi::HTTP_HDR_METHOD),
+        or_own(url, ffi::HTTP_HDR_URL),
+        field(ffi::HTTP_HDR_PROTO),
+        lines,
+        body,
+    ))
 }
