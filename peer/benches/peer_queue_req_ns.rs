@@ -1,6 +1,7 @@
 //! `peer_queue_req_ns`: the worker-side cost of `queue_req()` for a 10-header PURGE: taking the
 //! snapshot from the request's fields and queueing it for one destination (no I/O, no sender
-//! thread). Run with `cargo bench -p vmod-peer`; `cargo test` does not run it.
+//! thread). Run with `cargo bench -p vmod-peer --no-default-features`; `cargo test` does not
+//! run it.
 
 use std::hint::black_box;
 use std::sync::Arc;

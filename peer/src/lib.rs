@@ -19,12 +19,12 @@ pub mod stats;
 pub mod transport;
 pub mod vcl;
 
-#[cfg(not(test))]
+#[cfg(all(not(test), feature = "vmod"))]
 extern "C" {
     static Vmod_peer_Data: u8;
 }
 /// Keeps the C descriptor in the link (not in unit tests: it points at the entry points).
-#[cfg(not(test))]
+#[cfg(all(not(test), feature = "vmod"))]
 #[used]
 // SAFETY: only the address is taken.
 static KEEP_DESCRIPTOR: &u8 = unsafe { &Vmod_peer_Data };
