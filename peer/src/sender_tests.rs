@@ -89,7 +89,7 @@ fn snap(url: &str) -> Snapshot {
     Snapshot {
         method: b"PURGE".to_vec(),
         url: url.as_bytes().to_vec(),
-        headers: vec![(b"Host".to_vec(), b"h".to_vec())],
+        headers: [("Host", "h")].into_iter().collect(),
         ..Snapshot::default()
     }
 }
@@ -206,7 +206,7 @@ fn refused_and_no_destination() {
     let p = peer(fast(), &script, &log);
     assert_eq!(p.enqueue(snap("/")), Err(EnqueueError::NoDestination));
     let mut bad = snap("/");
-    bad.headers.push((b"X".to_vec(), b"a\nb".to_vec()));
+    bad.headers.push(b"X", b"a\nb");
     assert!(matches!(p.enqueue(bad), Err(EnqueueError::Refused(_))));
     assert_eq!(p.counters().refused.load(Ordering::Relaxed), 1);
     assert!(p

@@ -275,13 +275,15 @@ mod tests {
             url: b"/a?b=1".to_vec(),
             http10: false,
             h2: false,
-            headers: vec![
-                (b"Host".to_vec(), b"www.example.com".to_vec()),
-                (b"X-Dup".to_vec(), b"1".to_vec()),
-                (b"X-Bin".to_vec(), vec![b'c', b'a', b'f', 0xe9]),
-                (b"X-Dup".to_vec(), b"2".to_vec()),
-                (b"X-Empty".to_vec(), Vec::new()),
-            ],
+            headers: [
+                (&b"Host"[..], &b"www.example.com"[..]),
+                (b"X-Dup", b"1"),
+                (b"X-Bin", &[b'c', b'a', b'f', 0xe9]),
+                (b"X-Dup", b"2"),
+                (b"X-Empty", b""),
+            ]
+            .into_iter()
+            .collect(),
             body: None,
         };
         let mut with_body = snap.clone();
