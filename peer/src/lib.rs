@@ -18,6 +18,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod transport;
 pub mod vcl;
+pub mod worker;
 
 #[cfg(all(not(test), feature = "vmod"))]
 extern "C" {
