@@ -22,7 +22,7 @@ use crate::escape;
 use crate::sender::{EventLog, Peer, TransportFactory};
 use crate::stats::{CounterStore, LocalCounters, PeerCounters};
 use crate::transport::CurlFactory;
-use crate::vcl::{queue_on, DefaultTimeout, Services, VclPeers};
+use crate::vcl::{queue_on, DefaultTimeout, Services, VclPeers, WarmError};
 
 // ---------------------------------------------------------------------------------------
 // What the peers get from varnishd
@@ -117,10 +117,10 @@ pub unsafe extern "C" fn vmod_event_function(
     let event = Event::from_raw(event);
     guard_event(ctx, event, || {
         let Some(peers) = peers(ctx, priv_) else {
-            return Ok(());
+            return Ok::<(), WarmError>(());
         };
         match event {
-            Event::Warm => peers.warm().map_err(|e| e.to_string())?,
+            Event::Warm => peers.warm()?,
             Event::Cold => peers.cold(),
             Event::Discard => {
                 peers.discard();
@@ -459,10 +459,11 @@ pub unsafe extern "C" fn vmod_peer_add_destination(
     let f = |ctx: &vrt_ctx, peer: &Peer| {
         // SAFETY: VCL string argument.
         let destination = unsafe { vcl_bytes(destination) };
-        let result = Destination::parse_bytes(destination, port.0)
-            .map_err(|e| e.to_string())
-            .and_then(|d| peer.add_destination(d).map_err(|e| e.to_string()));
-        if let Err(e) = result {
+        let added = match Destination::parse_bytes(destination, port.0) {
+            Ok(dest) => peer.add_destination(dest).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = added {
             fail(ctx, &format!("{F}: {}: destination: {e}", peer.name()));
         }
     };

@@ -312,10 +312,14 @@ impl Event {
 /// Runs an event function's body. An error or a panic in LOAD or WARM makes the event fail
 /// with the message in the CLI answer (Varnish allows those to fail); in COLD and DISCARD,
 /// which Varnish does not allow to fail (it asserts), it is only logged.
-pub fn guard_event(ctx: &vrt_ctx, event: Event, f: impl FnOnce() -> Result<(), String>) -> c_int {
+pub fn guard_event<E: std::fmt::Display>(
+    ctx: &vrt_ctx,
+    event: Event,
+    f: impl FnOnce() -> Result<(), E>,
+) -> c_int {
     let result = catch_unwind(AssertUnwindSafe(|| {
         test_panic(event.name());
-        f()
+        f().map_err(|e| e.to_string())
     }))
     .unwrap_or_else(|_| {
         Err(format!(
