@@ -60,6 +60,15 @@ unsafe extern "C" fn collect_body(
     0
 }
 
+/// True when `req` has a body that was not cached (its status is neither "none" nor
+/// "cached").
+fn has_uncached_body(req: &ffi::req) -> bool {
+    let status = req.req_body_status;
+    // SAFETY: BS_* are statics of varnishd; only their addresses are compared.
+    let (none, cached) = unsafe { (ffi::BS_NONE.as_ptr(), ffi::BS_CACHED.as_ptr()) };
+    !status.is_null() && status != none && status != cached
+}
+
 /// The request's body: `Ok(None)` when it has none, the cached body, or an error when there
 /// is a body that was not cached.
 fn request_body(ctx: &vrt_ctx) -> Result<Option<Vec<u8>>, SnapshotError> {
@@ -70,14 +79,12 @@ fn request_body(ctx: &vrt_ctx) -> Result<Option<Vec<u8>>, SnapshotError> {
         let Some(req) = (unsafe { ctx.req.as_mut() }) else {
             return Ok(None);
         };
-        let status = req.req_body_status;
-        // SAFETY: BS_* are statics of varnishd; only their addresses are compared.
-        let (none, cached) = unsafe { (ffi::BS_NONE.as_ptr(), ffi::BS_CACHED.as_ptr()) };
-        if status.is_null() || status == none {
-            return Ok(None);
-        }
-        if status != cached {
+        if has_uncached_body(req) {
             return Err(SnapshotError::BodyNotCached);
+        }
+        // SAFETY: BS_CACHED is a static of varnishd; only its address is compared.
+        if req.req_body_status != unsafe { ffi::BS_CACHED.as_ptr() } {
+            return Ok(None);
         }
         if let Ok(bytes) = usize::try_from(req.acct.req_bodybytes) {
             body.reserve_exact(bytes);
@@ -104,8 +111,14 @@ fn request_body(ctx: &vrt_ctx) -> Result<Option<Vec<u8>>, SnapshotError> {
         return Ok(None);
     };
     if bo.bereq_body.is_null() {
-        // No cached body. With a pass of a request with an uncached body, `bo.req` is the
-        // request whose body is being sent: documented as not copied on the backend side.
+        // No cached body. In a pass of a request whose body was not cached, `bo.req` is the
+        // request whose body is sent to the backend as it is read: a copy would lack it.
+        // SAFETY: NULL or the request this fetch serves, alive while the fetch uses it.
+        if let Some(req) = unsafe { bo.req.as_ref() } {
+            if has_uncached_body(req) {
+                return Err(SnapshotError::BodyNotCached);
+            }
+        }
         return Ok(None);
     }
     // SAFETY: bereq_body is the cached request body object; reading it does not change it.

@@ -169,6 +169,7 @@ pub fn server_identity(ctx: &vrt_ctx) -> String {
 pub struct VscSegment<T: VscMetric> {
     metric: *const T,
     seg: *mut vsc_seg,
+    class: &'static CStr,
     _t: PhantomData<T>,
 }
 
@@ -206,6 +207,7 @@ impl<T: VscMetric> VscSegment<T> {
         Some(VscSegment {
             metric: metric.cast::<T>(),
             seg,
+            class,
             _t: PhantomData,
         })
     }
@@ -221,7 +223,7 @@ impl<T: VscMetric> Drop for VscSegment<T> {
     fn drop(&mut self) {
         // SAFETY: the segment was made by VRT_VSC_AllocVariadic and is destroyed once; the
         // call takes the VSC lock, so any thread may make it.
-        unsafe { ffi::VRT_VSC_Destroy(c"PEER".as_ptr(), self.seg) };
+        unsafe { ffi::VRT_VSC_Destroy(self.class.as_ptr(), self.seg) };
     }
 }
 
