@@ -46,6 +46,12 @@ pub trait TransportFactory: Send + Sync {
 /// Where the lines about lost requests go (VSL in varnishd).
 pub trait EventLog: Send + Sync {
     fn log(&self, line: &str);
+
+    /// A sender thread did not stop in time and keeps running detached. In varnishd its code
+    /// must stay mapped after the VCL (and maybe the module) is discarded.
+    fn thread_left_running(&self, line: &str) {
+        self.log(line);
+    }
 }
 
 /// Starts a named thread (`std::thread::Builder` in production; tests make it fail).
@@ -462,7 +468,7 @@ impl Peer {
                     // A thread is stuck in a transfer. It holds its own reference to the
                     // shared state; dropping the handles detaches it, and the counters (the
                     // VSC segment) are freed when it lets go, not leaked.
-                    self.shared.log.log(&format!(
+                    self.shared.log.thread_left_running(&format!(
                         "peer {}: a sender thread did not stop in time and was left to finish",
                         self.shared.settings.name
                     ));

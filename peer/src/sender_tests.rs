@@ -497,10 +497,23 @@ impl TransportFactory for Stuck {
     }
 }
 
+/// Records which lines came through `thread_left_running`.
+#[derive(Default)]
+struct LeftLines(Mutex<Vec<String>>);
+impl EventLog for LeftLines {
+    fn log(&self, line: &str) {
+        self.0.lock().push(line.to_string());
+    }
+    fn thread_left_running(&self, line: &str) {
+        self.0.lock().push(format!("left running: {line}"));
+    }
+}
+
 #[test]
 fn a_stuck_thread_is_left_behind_but_its_counters_are_freed_when_it_ends() {
     let barrier = Arc::new(std::sync::Barrier::new(2));
     let freed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log = Arc::new(LeftLines::default());
     let p = Peer::new(
         Settings {
             drain_timeout: Duration::ZERO,
@@ -508,7 +521,7 @@ fn a_stuck_thread_is_left_behind_but_its_counters_are_freed_when_it_ends() {
         },
         Template::default(),
         Arc::new(Watched(LocalCounters::default(), Arc::clone(&freed))),
-        Arc::new(Lines::default()),
+        Arc::clone(&log) as Arc<dyn EventLog>,
         Arc::new(Stuck(Arc::clone(&barrier))),
     );
     p.add_destination(Destination::parse("a", 1).unwrap())

@@ -13,8 +13,8 @@ use varnish::ffi::{
 
 use super::request::snapshot;
 use super::vrt::{
-    ctx_ref, fail, free_priv, guard_event, guard_task, log_ctx, log_raw, priv_vcl, server_identity,
-    strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_string, Event, VscSegment,
+    ctx_ref, fail, free_priv, guard_event, guard_task, log_ctx, log_raw, pin_module, priv_vcl,
+    server_identity, strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_string, Event, VscSegment,
 };
 use crate::config::PeerArgs;
 use crate::dest::Destination;
@@ -33,6 +33,19 @@ struct VslLog;
 impl EventLog for VslLog {
     fn log(&self, line: &str) {
         log_raw(VslTag::Error, line);
+    }
+
+    fn thread_left_running(&self, line: &str) {
+        // Varnish unloads the module with its last VCL: code a detached thread still runs
+        // would vanish under it. Pinned instead (a rare, logged leak rather than a crash).
+        if pin_module() {
+            log_raw(VslTag::Error, &format!("{line}; the module stays loaded"));
+        } else {
+            log_raw(
+                VslTag::Error,
+                &format!("{line}; the module could not be pinned"),
+            );
+        }
     }
 }
 

@@ -18,8 +18,45 @@ use varnish::VscMetric;
 extern "C" {
     // vrt_obj.h is not in the bindings.
     fn VRT_r_server_identity(ctx: *const vrt_ctx) -> VCL_STRING;
-    // libc (glibc >= 2.34 has it in libc itself).
+    // libc (glibc >= 2.34 has these in libc itself).
     fn dlsym(handle: *mut c_void, symbol: *const std::ffi::c_char) -> *mut c_void;
+    fn dladdr(addr: *const c_void, info: *mut DlInfo) -> c_int;
+    fn dlopen(file: *const std::ffi::c_char, mode: c_int) -> *mut c_void;
+}
+
+/// glibc's `Dl_info`.
+#[repr(C)]
+struct DlInfo {
+    dli_fname: *const std::ffi::c_char,
+    dli_fbase: *mut c_void,
+    dli_sname: *const std::ffi::c_char,
+    dli_saddr: *mut c_void,
+}
+
+const RTLD_NOW: c_int = 2;
+const RTLD_NOLOAD: c_int = 4;
+const RTLD_NODELETE: c_int = 0x1000;
+
+/// Keeps this shared object mapped for the life of the process (`RTLD_NODELETE`), so that
+/// a thread still running its code survives the `dlclose()` Varnish makes when the module's
+/// last VCL is discarded. The extra handle is never closed: on purpose.
+pub fn pin_module() -> bool {
+    let mut info = DlInfo {
+        dli_fname: std::ptr::null(),
+        dli_fbase: null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: null_mut(),
+    };
+    let here = pin_module as fn() -> bool;
+    // SAFETY: dladdr reads the address (a function of this object) and fills `info`.
+    let found = unsafe { dladdr(here as *const c_void, &raw mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: dli_fname is the NUL-terminated path of this loaded object; RTLD_NOLOAD only
+    // takes a new reference to it (it is already loaded) and RTLD_NODELETE keeps it mapped.
+    let handle = unsafe { dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) };
+    !handle.is_null()
 }
 
 type VsbBcat = unsafe extern "C" fn(*mut ffi::vsb, *const c_void, isize) -> c_int;
