@@ -540,3 +540,36 @@ fn a_stuck_thread_is_left_behind_but_its_counters_are_freed_when_it_ends() {
     barrier.wait(); // release it
     wait_until(|| freed.load(Ordering::SeqCst));
 }
+
+#[test]
+fn start_does_not_hold_the_lock_while_joining_the_previous_threads() {
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let p = Arc::new(Peer::new(
+        Settings {
+            // Far: the join waits for the thread, not for a deadline.
+            drain_timeout: Duration::from_secs(60),
+            ..fast()
+        },
+        Template::default(),
+        Arc::new(LocalCounters::default()),
+        Arc::new(Lines::default()),
+        Arc::new(Stuck(Arc::clone(&barrier))),
+    ));
+    p.add_destination(Destination::parse("a", 1).unwrap())
+        .unwrap();
+    p.start().unwrap();
+    p.enqueue(snap("/1")).unwrap();
+    barrier.wait(); // the thread is in its transfer
+    p.begin_drain();
+    let restarter = {
+        let p = Arc::clone(&p);
+        std::thread::spawn(move || p.start())
+    };
+    // The restart took the old generation and waits for its thread: the lock is free
+    // meanwhile (it used to be held for the whole join).
+    wait_until(|| p.running.try_lock().is_some_and(|g| g.is_none()));
+    barrier.wait(); // release the stuck transfer
+    restarter.join().unwrap().unwrap();
+    wait_until(|| p.counters().sent.load(Ordering::Relaxed) == 1);
+    p.stop();
+}
