@@ -10,10 +10,41 @@ pub enum Outcome {
     Status(u16),
     /// The destination answered 429 or 503 with a `Retry-After` of this much from now.
     Throttled { status: u16, retry_after: Duration },
-    /// No answer, worth retrying: connection refused, DNS failure, timeout, reset.
-    Transient(String),
-    /// No answer and retrying would not help: TLS verification failed, bad URL, shutdown.
-    Permanent(String),
+    /// No answer.
+    Failed(Failure),
+}
+
+/// Why an attempt got no answer. The text is libcurl's description, for the log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Connection refused or reset, timeout, a network error: worth retrying.
+    Network(String),
+    /// The name did not resolve (it may, later): worth retrying.
+    Dns(String),
+    /// The certificate or host name did not verify: retrying would fail again.
+    Tls(String),
+    /// libcurl refused the request itself (bad URL, unsupported option): would fail again.
+    BadRequest(String),
+    /// The transfer was abandoned at the stop deadline.
+    Shutdown,
+}
+
+impl Failure {
+    pub fn retryable(&self) -> bool {
+        matches!(self, Failure::Network(_) | Failure::Dns(_))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Network(m) => f.write_str(m),
+            Failure::Dns(m) => write!(f, "DNS: {m}"),
+            Failure::Tls(m) => write!(f, "TLS: {m}"),
+            Failure::BadRequest(m) => write!(f, "bad request: {m}"),
+            Failure::Shutdown => f.write_str("transfer aborted: shutdown"),
+        }
+    }
 }
 
 impl std::fmt::Display for Outcome {
@@ -27,7 +58,7 @@ impl std::fmt::Display for Outcome {
                 status,
                 retry_after,
             } => write!(f, "HTTP status {status} with Retry-After {retry_after:?}"),
-            Outcome::Transient(m) | Outcome::Permanent(m) => f.write_str(m),
+            Outcome::Failed(failure) => failure.fmt(f),
         }
     }
 }
@@ -90,8 +121,8 @@ impl RetryPolicy {
         let retryable = match outcome {
             Outcome::Status(s) if (200..300).contains(s) => return Decision::Sent,
             Outcome::Status(s) => *s >= 500 || *s == 408 || *s == 429,
-            Outcome::Throttled { .. } | Outcome::Transient(_) => true,
-            Outcome::Permanent(_) => false,
+            Outcome::Throttled { .. } => true,
+            Outcome::Failed(failure) => failure.retryable(),
         };
         if !retryable {
             return Decision::Failed(format!("{outcome} (not retried)"));
@@ -205,7 +236,7 @@ mod tests {
             Decision::Failed(_)
         ));
         assert!(matches!(
-            p.decide(1, t, t, &Outcome::Permanent("tls".into())),
+            p.decide(1, t, t, &Outcome::Failed(Failure::Tls("bad cert".into()))),
             Decision::Failed(_)
         ));
     }
@@ -220,7 +251,12 @@ mod tests {
             Decision::RetryAfter(ms(100))
         );
         assert_eq!(
-            p.decide(2, t, t, &Outcome::Transient("refused".into())),
+            p.decide(
+                2,
+                t,
+                t,
+                &Outcome::Failed(Failure::Network("refused".into()))
+            ),
             Decision::RetryAfter(ms(200))
         );
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Unit tests of the sender with a scripted transport (no network, no varnishd).
 use super::*;
-use crate::policy::RetryPolicy;
+use crate::policy::{Failure, RetryPolicy};
 use crate::stats::LocalCounters;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -29,7 +29,7 @@ impl Transport for ScriptTransport {
             while !control.aborted() {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            return Outcome::Permanent("aborted".into());
+            return Outcome::Failed(Failure::Shutdown);
         }
         let outcome = self
             .0
@@ -132,7 +132,10 @@ fn retries_keep_order_then_fail() {
     let script = Arc::new(Script::default());
     script.outcomes.lock().insert(
         "http://a:1".into(),
-        VecDeque::from([Outcome::Transient("refused".into()), Outcome::Status(503)]),
+        VecDeque::from([
+            Outcome::Failed(Failure::Network("refused".into())),
+            Outcome::Status(503),
+        ]),
     );
     script.outcomes.lock().insert(
         "http://b:1".into(),

@@ -11,7 +11,7 @@ use curl::multi::Multi;
 use crate::config::Settings;
 use crate::dest::Destination;
 use crate::ffi::CurlHeaderList;
-use crate::policy::{parse_retry_after, Outcome};
+use crate::policy::{parse_retry_after, Failure, Outcome};
 use crate::sender::{Control, Transport, TransportFactory};
 use crate::snapshot::{Body, Prepared};
 
@@ -127,13 +127,13 @@ fn classify(e: &curl::Error) -> Outcome {
         || e.is_ssl_certproblem()
         || e.is_ssl_issuer_error();
     if tls {
-        Outcome::Permanent(format!("TLS: {e}"))
+        Outcome::Failed(Failure::Tls(e.to_string()))
     } else if e.is_url_malformed() || e.is_unsupported_protocol() || e.is_bad_function_argument() {
-        Outcome::Permanent(format!("bad request: {e}"))
+        Outcome::Failed(Failure::BadRequest(e.to_string()))
     } else if e.is_couldnt_resolve_host() {
-        Outcome::Transient(format!("DNS: {e}"))
+        Outcome::Failed(Failure::Dns(e.to_string()))
     } else {
-        Outcome::Transient(e.to_string())
+        Outcome::Failed(Failure::Network(e.to_string()))
     }
 }
 
@@ -168,17 +168,21 @@ impl Transport for CurlTransport {
             .unwrap_or_else(|| Easy2::new(Sink::default()));
         if let Err(e) = configure(&mut easy, &mut self.headers, &mut self.body, req, settings) {
             self.easy = Some(easy);
-            return Outcome::Permanent(format!("cannot set up the transfer: {e}"));
+            return Outcome::Failed(Failure::BadRequest(format!(
+                "cannot set up the transfer: {e}"
+            )));
         }
         let handle = match self.multi.add2(easy) {
             Ok(handle) => handle,
-            Err(e) => return Outcome::Transient(format!("cannot start the transfer: {e}")),
+            Err(e) => {
+                return Outcome::Failed(Failure::Network(format!("cannot start the transfer: {e}")))
+            }
         };
         let mut result = None;
         let mut stopped = None;
         while result.is_none() && stopped.is_none() {
             if let Err(e) = self.multi.perform() {
-                stopped = Some(Outcome::Transient(e.to_string()));
+                stopped = Some(Outcome::Failed(Failure::Network(e.to_string())));
                 break;
             }
             self.multi.messages(|m| {
@@ -190,9 +194,9 @@ impl Transport for CurlTransport {
                 break;
             }
             if control.aborted() {
-                stopped = Some(Outcome::Permanent("transfer aborted: shutdown".into()));
+                stopped = Some(Outcome::Failed(Failure::Shutdown));
             } else if let Err(e) = self.multi.wait(&mut [], ABORT_CHECK) {
-                stopped = Some(Outcome::Transient(e.to_string()));
+                stopped = Some(Outcome::Failed(Failure::Network(e.to_string())));
             }
         }
         // Removing the handle ends an unfinished transfer; a failed removal loses the handle
@@ -201,12 +205,14 @@ impl Transport for CurlTransport {
         let outcome = match (result, stopped) {
             (Some(Ok(())), _) => match easy.as_ref().map(|e| (e.response_code(), e.get_ref())) {
                 Some((Ok(code), sink)) => status_outcome(code, sink.retry_after.as_deref()),
-                Some((Err(e), _)) => Outcome::Transient(e.to_string()),
-                None => Outcome::Transient("transfer handle lost".into()),
+                Some((Err(e), _)) => Outcome::Failed(Failure::Network(e.to_string())),
+                None => Outcome::Failed(Failure::Network("transfer handle lost".into())),
             },
             (Some(Err(e)), _) => classify(&e),
             (None, Some(outcome)) => outcome,
-            (None, None) => Outcome::Transient("transfer ended without a result".into()),
+            (None, None) => {
+                Outcome::Failed(Failure::Network("transfer ended without a result".into()))
+            }
         };
         self.easy = easy;
         outcome
@@ -331,7 +337,10 @@ mod tests {
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         let outcome = transport.send(&dest, &prepared, &settings(), &control);
-        assert!(matches!(outcome, Outcome::Transient(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Failed(Failure::Network(_))),
+            "{outcome:?}"
+        );
 
         let (port, server) = one_connection(503, 1);
         let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();

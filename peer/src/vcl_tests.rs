@@ -1,7 +1,7 @@
 //! Unit tests of a VCL's peers: the default peer's one path, and the temperature events.
 use super::*;
 use crate::config::PeerArgs;
-use crate::policy::Outcome;
+use crate::policy::{Failure, Outcome};
 use crate::sender::{Control, Transport};
 use crate::snapshot::{Prepared, Snapshot};
 use crate::stats::LocalCounters;
@@ -21,7 +21,7 @@ impl Transport for Hang {
         while !control.aborted() {
             std::thread::sleep(Duration::from_millis(2));
         }
-        Outcome::Permanent("aborted".into())
+        Outcome::Failed(Failure::Shutdown)
     }
 }
 impl TransportFactory for Hang {
