@@ -3,7 +3,7 @@
 /proc/<pid>/stat, and per thread name from /proc/<pid>/task/*/stat) and the load generator itself.
 
   measure.py [--pid CHILD] [--timeout S] -- wrk -t2 -c16 -d1s URL
-  measure.py snap PID          one snapshot as JSON (total ticks, ticks per thread name)
+  measure.py snap PID          one snapshot as JSON: total ticks, ticks and schedstat ns per thread name
 
 Prints one JSON line: {"rps", "requests", "non2xx", "socket_errors", "gen_cpu_s", "child_ticks",
 "threads": {comm: ticks}, "child_cpu_us_per_req", "gen_cpu_us_per_req", "clk_tck"}. Thread names are
@@ -31,8 +31,17 @@ def stat_ticks(path):
     return int(rest[11]) + int(rest[12])
 
 
+def sched_ns(path):
+    """CPU time in ns from a /proc schedstat file (exact, where stat counts 10 ms ticks), or None."""
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def snapshot(pid):
-    """{"total": ticks of the whole process, "threads": {tid: (comm, ticks)}}"""
+    """{"total": ticks of the whole process, "threads": {tid: (comm, ticks, schedstat ns)}}"""
     total = stat_ticks(f"/proc/{pid}/stat")
     threads = {}
     try:
@@ -48,7 +57,7 @@ def snapshot(pid):
                 comm = f.read().strip()
         except OSError:
             continue
-        threads[tid] = (comm, t)
+        threads[tid] = (comm, t, sched_ns(f"/proc/{pid}/task/{tid}/schedstat"))
     return {"total": total, "threads": threads}
 
 
@@ -57,13 +66,16 @@ def group_name(comm):
     return comm if comm.startswith("peer-") else re.sub(r"\d+$", "", comm)
 
 
-def delta(a, b):
-    """Ticks per thread-name group between two snapshots (threads born in between count from 0)."""
+def delta(a, b, field=1):
+    """Ticks (field 1) or schedstat ns (field 2) per thread-name group between two snapshots
+    (threads born in between count from 0)."""
     out = {}
-    for tid, (comm, t1) in b["threads"].items():
-        t0 = a["threads"].get(tid, (comm, 0))[1]
-        g = group_name(comm)
-        out[g] = out.get(g, 0) + (t1 - t0)
+    for tid, cur in b["threads"].items():
+        prev = a["threads"].get(tid, (cur[0], 0, 0))
+        if cur[field] is None or prev[field] is None:
+            continue
+        g = group_name(cur[0])
+        out[g] = out.get(g, 0) + (cur[field] - prev[field])
     return {k: v for k, v in sorted(out.items()) if v}
 
 
@@ -88,7 +100,8 @@ def main():
     args = sys.argv[1:]
     if args and args[0] == "snap":
         s = snapshot(int(args[1]))
-        print(json.dumps({"total": s["total"], "threads": delta({"threads": {}}, s)}))
+        empty = {"threads": {}}
+        print(json.dumps({"total": s["total"], "threads": delta(empty, s), "threads_ns": delta(empty, s, 2)}))
         return
     pid, timeout = None, 120.0
     while args and args[0] != "--":
