@@ -459,8 +459,20 @@ EOF
 
 T97=">= 0.97"
 
+# Does a section fit in what is left of the budget? If not, its figures are null with the reason.
+# Args: section seconds_needed figure...
+fits() {
+    local sec=$1 need=$2 f
+    shift 2
+    want "$sec" || return 1
+    [ "$(time_left)" -ge "$need" ] && return 0
+    log "== $sec: skipped, $(time_left) s left of the $BUDGET s budget, about $need s needed"
+    for f in "$@"; do fig_null "$f" "" "skipped: time budget ($BUDGET s) spent before this section (about $need s needed)"; done
+    return 1
+}
+
 # ================================================================== peer overhead + blocking anchor
-if want peer; then
+if fits peer 60 noise_control_aa peer_overhead_fast peer_overhead_slow peer_overhead_down blocking_anchor_slow; then
     log "== peer overhead and blocking anchor"
     vcl_origin "$RUN/p_fast.vcl"
     vcl_origin "$RUN/p_slow.vcl" 200ms
@@ -529,7 +541,7 @@ ensure_openloop() {
         && [ -x "$OPENLOOP" ] || { OPENLOOP_ERR="bench/openloop did not build"; return 1; }
 }
 
-if want sender; then
+if fits sender 25 peer_sender_cpu_ratio; then
     log "== peer sender CPU per forwarded request, against wrk's CPU per request to the same destination"
     if [ -z "$PEER_OK" ]; then
         fig_null peer_sender_cpu_ratio "<= 2.0" "$PEER_ERR"
@@ -542,7 +554,7 @@ if want sender; then
         # The front is driven at a fixed rate the sender keeps up with (BENCH_SENDER_RATE, no queue
         # overflow, the sender not starved by saturated workers), by bench/openloop when it builds.
         SENDER_RATE=${BENCH_SENDER_RATE:-2000}
-        samples=() s_us=() w_us=() sent_n=() s_tick_us=()
+        samples=() s_us=() w_us=() sent_n=() s_tick_us=() conns_n=()
         clk=$(getconf CLK_TCK)
         ensure_openloop || log "  $OPENLOOP_ERR: driving the front with wrk instead (the queue may overflow)"
         # What the idle sender threads burn (polling, timers): billed to no request, reported apart.
@@ -552,7 +564,7 @@ if want sender; then
         log "  idle sender threads: $idle_us_per_s us CPU per second"
         for rep in $(seq 1 "$REPS"); do
             wait_idle
-            read -r t0 ns0 < <(sender_cpu f_sender); n0=$(peer_sent f_sender)
+            read -r t0 ns0 < <(sender_cpu f_sender); n0=$(peer_sent f_sender); c0=$(vd_stat sd_dest MAIN.sess_conn)
             if [ -x "$OPENLOOP" ]; then
                 timeout 30 "$OPENLOOP" --addr "127.0.0.1:${VD_PORT[f_sender]}" --path /s --rate "$SENDER_RATE" \
                     --duration "$(( DUR > 2 ? DUR : 2 ))" --conns 4 > "$RUN/sender.$rep.json" || true
@@ -560,7 +572,8 @@ if want sender; then
                 wrk_run sender "$rep" front "$(vd_url f_sender /s)"
             fi
             for _ in $(seq 1 100); do [ "$(peer_busy f_sender)" = 0 ] && break; sleep 0.1; done  # <= 10 s drain
-            read -r t1 ns1 < <(sender_cpu f_sender); n1=$(peer_sent f_sender)
+            read -r t1 ns1 < <(sender_cpu f_sender); n1=$(peer_sent f_sender); c1=$(vd_stat sd_dest MAIN.sess_conn)
+            conns_n+=("$(( ${c1:-0} - ${c0:-0} ))")   # connections the sender opened: reuse or not
             wait_idle
             wrk_run sender "$rep" direct "$(vd_url sd_dest /direct)" 1 1
             wus=$(tail -n1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gen_cpu_us_per_req") or "")')
@@ -572,7 +585,7 @@ if want sender; then
                 log "  sender #$rep: $((n1 - n0)) forwarded, sender threads $sus us CPU/req (ticks: ${s_tick_us[-1]}); wrk -t1 -c1 $wus us CPU/req"
             fi
         done
-        extra="{\"sender_us_per_req\": [$(IFS=,; echo "${s_us[*]:-}")], \"sender_us_per_req_from_ticks\": [$(IFS=,; echo "${s_tick_us[*]:-}")], \"wrk_us_per_req\": [$(IFS=,; echo "${w_us[*]:-}")], \"forwarded\": [$(IFS=,; echo "${sent_n[*]:-}")], \"idle_sender_us_per_s\": $idle_us_per_s, \"front_rate\": $( [ -x "$OPENLOOP" ] && echo "$SENDER_RATE" || echo null), \"method\": \"CPU time of the front child's peer-* threads (/proc/<child>/task/*/schedstat run time; utime+stime in sender_us_per_req_from_ticks) from the start of a load run on the front until its queue is empty, / PEER.*.sent growth; divided by wrk -t1 -c1's own utime+stime (wait4 rusage) per request straight to the same destination varnishd\"}"
+        extra="{\"sender_us_per_req\": [$(IFS=,; echo "${s_us[*]:-}")], \"sender_us_per_req_from_ticks\": [$(IFS=,; echo "${s_tick_us[*]:-}")], \"wrk_us_per_req\": [$(IFS=,; echo "${w_us[*]:-}")], \"forwarded\": [$(IFS=,; echo "${sent_n[*]:-}")], \"destination_connections\": [$(IFS=,; echo "${conns_n[*]:-}")], \"idle_sender_us_per_s\": $idle_us_per_s, \"front_rate\": $( [ -x "$OPENLOOP" ] && echo "$SENDER_RATE" || echo null), \"method\": \"CPU time of the front child's peer-* threads (/proc/<child>/task/*/schedstat run time; utime+stime in sender_us_per_req_from_ticks) from the start of a load run on the front until its queue is empty, / PEER.*.sent growth; divided by wrk -t1 -c1's own utime+stime (wait4 rusage) per request straight to the same destination varnishd\"}"
         fig_samples peer_sender_cpu_ratio ratio "<= 2.0" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
             "no forwarded requests counted (PEER.*.sent) or no wrk CPU figure"
         vd_stop f_sender; vd_stop sd_dest
@@ -580,7 +593,7 @@ if want sender; then
 fi
 
 # ================================================================== client p99 with and without queue_req
-if want p99; then
+if fits p99 35 peer_p99_ratio; then
     log "== client p99 at ${P99_LOAD} of capacity, fixed rate (bench/openloop)"
     if [ -z "$PEER_OK" ]; then
         fig_null peer_p99_ratio "<= 1.1" "$PEER_ERR"
@@ -596,8 +609,9 @@ if want p99; then
         # Capacity: closed-loop wrk against the front that calls queue_req (the slower of the two).
         wrk -t"$THREADS" -c"$CONNS" -d1s "$(vd_url l_call /w)" >/dev/null 2>&1 || true
         wait_idle
-        wrk_run p99cap 1 call "$(vd_url l_call /c)"
-        cap=${WRK_RPS%.*}
+        caps=()
+        for rep in 1 2 3; do wait_idle; wrk_run p99cap "$rep" call "$(vd_url l_call /c)"; caps+=("$WRK_RPS"); done
+        cap=$(python3 -c 'import statistics,sys; print(int(statistics.median(float(x) for x in sys.argv[1:])))' "${caps[@]}")
         rate=$(python3 -c "print(int(${cap:-0} * $P99_LOAD))")
         P99_REPS=${BENCH_P99_REPS:-4} P99_AA_BAND=${BENCH_P99_AA_BAND:-0.9 1.1}
         : > "$RUN/p99.jsonl"
@@ -663,7 +677,7 @@ if want micro; then
 fi
 
 # ================================================================== peer drain ratio
-if want drain; then
+if fits drain 40 peer_drain_ratio; then
     log "== peer drain ratio"
     if [ -z "$PEER_OK" ]; then
         fig_null peer_drain_ratio ">= 0.8" "$PEER_ERR"
@@ -743,9 +757,8 @@ sm_populate() { # impl target chunkmax
     done
 }
 
-over_budget() { [ $(( $(date +%s) - T_START )) -ge "$BUDGET" ]; }
 
-if want saintmode; then
+if fits saintmode 60 saintmode_lookup_{0,1000,10000,100000} c_saintmode_lookup_{0,1000,10000,100000}; then
     log "== saintmode lookups"
     vcl_origin "$RUN/s_origin.vcl"
     vd_start s_origin "$RUN/s_origin.vcl" || die "origin varnishd failed: $VD_ERR"
@@ -760,7 +773,10 @@ if want saintmode; then
     fi
     measured=" "
     for N in $NS; do
-        if over_budget; then log "time budget ($BUDGET s) spent: skipping N=$N"; continue; fi
+        # Keep what the memory figures need (BENCH_MEMORY_RESERVE) when they are wanted.
+        if [ "$(time_left)" -lt "$(want memory && echo "${BENCH_MEMORY_RESERVE:-70}" || echo 20)" ]; then
+            log "time budget ($BUDGET s) spent: skipping N=$N"; continue
+        fi
         for impl in "${impls[@]}"; do sm_populate "$impl" "$N" 50000 || true; done
         items=()
         for impl in "${impls[@]}"; do
@@ -793,7 +809,8 @@ fi
 # Dedicated instances whose jemalloc returns freed pages at once (MALLOC_CONF decay 0), so that
 # VmRSS follows live memory instead of the allocator's purge schedule.
 MEM_MALLOC_CONF="dirty_decay_ms:0,muzzy_decay_ms:0"
-if want memory; then
+if fits memory 40 saintmode_bytes_per_entry c_saintmode_bytes_per_entry peer_bytes_per_queued_request; then MEMORY_FITS=1; else MEMORY_FITS=""; fi
+if [ -n "$MEMORY_FITS" ]; then
     log "== saintmode memory per entry"
     SM_MEM_N="${BENCH_SM_MEM_N:-100000}"
     vcl_origin "$RUN/sm_mem_origin.vcl"
@@ -822,7 +839,7 @@ if want memory; then
 fi
 
 # ================================================================== peer bytes per queued request
-if want memory; then
+if [ -n "$MEMORY_FITS" ]; then
     log "== peer memory per queued request"
     if [ -z "$PEER_OBJ_OK" ]; then
         fig_null peer_bytes_per_queued_request "<= 1331" "${PEER_OBJ_ERR:-$PEER_ERR}"
