@@ -25,6 +25,7 @@
 #   BENCH_NS ["0 1000 10000 100000"]  saintmode blacklist sizes
 #   BENCH_P99_DURATION [2]  seconds per open-loop run   BENCH_P99_LOAD [0.5]  fraction of capacity
 #   BENCH_CRITERION_ARGS ["--warm-up-time 1 --measurement-time 2 --noplot"]  passed to criterion
+#   BENCH_DRAIN_REPS [4]  drain measurements   BENCH_SENDER_RATE [2000]  req/s on the sender front
 #   BENCH_PEER_CONNS [1]  sender concurrency of the named peer = wrk connections of the drain denominator
 #   BENCH_PEER_OBJ_ARGS   arguments of peer.peer(...) for the drain and memory figures (large queue)
 #   BENCH_PEER_SET_EXTRA  extra arguments appended to peer.set("127.0.0.1", PORT ...)
@@ -692,7 +693,7 @@ if fits drain 40 peer_drain_ratio; then
         vd_start d_front "$RUN/d_front.vcl" || die "drain front varnishd failed after its VCL loaded in the probe: $VD_ERR"
         samples=() rates=() directs=() backlogs=()
         boot=$(vd_adm d_peer vcl.list | awk '$1=="active"{print $NF}' | head -n1)
-        for rep in $(seq 1 "$REPS"); do
+        for rep in $(seq 1 "${BENCH_DRAIN_REPS:-4}"); do
             wait_idle
             vd_adm d_peer vcl.use hold >/dev/null
             # Fill the sender's queue while the peer holds every request, then let the peer answer

@@ -218,7 +218,7 @@ def table(results):
             spread = f"{fmt(f['min'], unit)}..{fmt(f['max'], unit)}" if "min" in f else "-"
             n = str(len(f.get("samples", [])))
         cpu = f.get("cpu_us_per_req") or {}
-        cpu_s = f"{fmt(cpu.get('a'), '')} / {fmt(cpu.get('b'), '')}" if cpu.get("a") else "-"
+        cpu_s = f"{cpu['a']:.1f} / {cpu['b']:.1f}" if cpu.get("a") and cpu.get("b") else "-"
         aa = f.get("aa", {}).get("median")
         aa_s = "-" if aa is None else f"{aa:.3f}" + (f" ({f['aa']['attempts']} att.)" if f["aa"]["attempts"] > 1 else "")
         met = {True: "yes", False: "NO", None: "-"}[f.get("met")]
