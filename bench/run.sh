@@ -10,7 +10,7 @@
 #
 #   bench/run.sh                         full run (bounded: under 10 minutes on 2 cores)
 #   BENCH_ONLY="peer sender" bench/run.sh   only some sections:
-#                                        peer sender p99 micro drain saintmode memory
+#                                        peer micro sender p99 drain memory saintmode
 #
 # Expects the release build of the VMODs (make release) and Varnish from `make bootstrap`
 # (target/varnish-env.sh is sourced when varnishd is not on PATH). Installs wrk and fetches/builds
@@ -39,6 +39,8 @@ ROOT=$(dirname "$BENCH_DIR")
 cd "$ROOT"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+T_START=$(date +%s)   # the budget counts from here
+logt() { log "$* (at $(( $(date +%s) - T_START )) s)"; }
 die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
 
 DUR="${BENCH_DURATION:-1}"
@@ -55,7 +57,7 @@ CONNS="${BENCH_CONNS:-16}"
 THREADS="${BENCH_THREADS:-2}"
 NS="${BENCH_NS:-0 1000 10000 100000}"
 QUEUED="${BENCH_QUEUED:-30000}"
-ONLY="${BENCH_ONLY:-peer sender p99 micro drain saintmode memory}"
+ONLY="${BENCH_ONLY:-peer micro sender p99 drain memory saintmode}"
 BUDGET="${BENCH_BUDGET:-560}"   # seconds; what would not fit in it is skipped (null with the reason)
 PEER_SET_EXTRA="${BENCH_PEER_SET_EXTRA:-}"
 PEER_CONNS="${BENCH_PEER_CONNS:-1}"
@@ -64,7 +66,6 @@ OBJ_QUEUE=1000
 PEER_OBJ_ARGS="${BENCH_PEER_OBJ_ARGS:-queue_size=@QUEUE@, concurrency=$PEER_CONNS, max_attempts=1000, backoff=100ms, max_backoff=1s, max_age=1h, timeout=1h}"
 BENCH_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/vmod-rs/bench"
 OUT_DIR="$ROOT/target/bench"
-T_START=$(date +%s)
 
 want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 
@@ -226,7 +227,7 @@ our_ticks() {
 }
 wait_idle() {
     local i a b
-    sleep 0.2
+    sleep 0.1
     for i in $(seq 1 25); do
         a=$(our_ticks); sleep 0.2; b=$(our_ticks)
         [ $(( b - a )) -le 2 ] && return 0   # <= 2 clock ticks (20 ms) of CPU in 200 ms
@@ -247,12 +248,10 @@ ATTEMPT=1
 # wrk once against a URL through bench/lib/measure.py (CPU of the serving child and of wrk itself);
 # appends a run record. Args: group rep label url [conns] [threads]
 wrk_run() {
-    local group=$1 rep=$2 label=$3 url=$4 c=${5:-$CONNS} t=${6:-$THREADS} rec
-    rec=$(python3 "$BENCH_DIR/lib/measure.py" --pid "$(child_of_url "$url")" --timeout $(( DUR + 30 )) \
-          -- wrk -t"$t" -c"$c" -d"${DUR}s" "$url")
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(group=sys.argv[2], rep=int(sys.argv[3]), label=sys.argv[4], attempt=int(sys.argv[5])); print(json.dumps(r))' \
-        "$rec" "$group" "$rep" "$label" "$ATTEMPT" >> "$RUN/runs.jsonl"
-    read -r WRK_RPS WRK_CPU < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("rps") or 0, r.get("child_cpu_us_per_req"))' "$rec")
+    local group=$1 rep=$2 label=$3 url=$4 c=${5:-$CONNS} t=${6:-$THREADS}
+    read -r WRK_RPS WRK_CPU < <(python3 "$BENCH_DIR/lib/measure.py" --pid "$(child_of_url "$url")" --timeout $(( DUR + 30 )) \
+        --append "$RUN/runs.jsonl" --tag "group=$group" --tag "rep=$rep" --tag "label=$label" --tag "attempt=$ATTEMPT" \
+        -- wrk -t"$t" -c"$c" -d"${DUR}s" "$url")
     log "  $group #$rep $label: $WRK_RPS req/s, child $WRK_CPU us CPU/req"
 }
 
@@ -474,7 +473,7 @@ fits() {
 
 # ================================================================== peer overhead + blocking anchor
 if fits peer 60 noise_control_aa peer_overhead_fast peer_overhead_slow peer_overhead_down blocking_anchor_slow; then
-    log "== peer overhead and blocking anchor"
+    logt "== peer overhead and blocking anchor"
     vcl_origin "$RUN/p_fast.vcl"
     vcl_origin "$RUN/p_slow.vcl" 200ms
     vd_start p_fast "$RUN/p_fast.vcl" || die "origin varnishd failed: $VD_ERR"
@@ -527,6 +526,41 @@ if fits peer 60 noise_control_aa peer_overhead_fast peer_overhead_slow peer_over
     for n in f_nocall f_nocall2 f_fast f_slow f_down f_curl p_fast p_slow; do vd_stop "$n"; done
 fi
 
+# ================================================================== cargo bench micro-benchmarks
+MICRO_IDS=(peer_queue_req_ns saintmode_check_ns_0 saintmode_check_ns_100000)
+if want micro; then
+    logt "== micro-benchmarks (cargo bench, criterion)"
+    crit="${CARGO_TARGET_DIR:-$ROOT/target}/criterion"
+    if ! grep -qs '^\[\[bench\]\]' peer/Cargo.toml saintmode/Cargo.toml && ! ls peer/benches/*.rs saintmode/benches/*.rs >/dev/null 2>&1; then
+        python3 "$BENCH_DIR/lib/criterion_read.py" "$crit" --target "peer_queue_req_ns=<= 1000" \
+            --target "saintmode_check_ns_100000=<= 200" \
+            --missing "no cargo bench target in peer/ or saintmode/ yet (issue 16, item 2)" "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
+    else
+        t_bench=$(date +%s)
+        # Reserve: what the later sections need (sender, p99, drain, memory, saintmode). A build cut
+        # short by the timeout is not lost: cargo keeps what it compiled for the next run.
+        left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-330} ))
+        [ $left -gt 240 ] && left=240
+        why=""
+        if [ $left -lt 30 ]; then
+            why="skipped: time budget ($BUDGET s) nearly spent"
+        # Build on both cores, then measure on the measured varnishd's core (the quieter one).
+        elif ! timeout "$left" taskset -c "$ALL_CPUS" cargo bench --workspace --locked --bench '*' --no-run >"$RUN/cargo-bench.log" 2>&1; then
+            why="cargo bench --no-run failed or timed out after ${left}s (see the run's cargo-bench.log)"
+        else
+            left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-330} + 60 ))
+            # shellcheck disable=SC2086
+            if [ $left -lt 20 ] || ! timeout "$left" ${PIN:+taskset -c "$CPU_MEASURED"} cargo bench --workspace --locked --bench '*' -- $CRITERION_ARGS >>"$RUN/cargo-bench.log" 2>&1; then
+                why="cargo bench failed or timed out (see the run's cargo-bench.log)"
+            fi
+        fi
+        tail -n 5 "$RUN/cargo-bench.log" | sed 's/^/  cargo bench: /' >&2 || true
+        python3 "$BENCH_DIR/lib/criterion_read.py" "$crit" --since "$t_bench" --target "peer_queue_req_ns=<= 1000" \
+            --target "saintmode_check_ns_100000=<= 200" ${why:+--missing "$why"} "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
+        log "  cargo bench: $(( $(date +%s) - t_bench )) s"
+    fi
+fi
+
 # ================================================================== peer sender CPU against wrk
 # Sum of the per-request PEER.*.sent counters and the peer-* sender threads' CPU of one instance.
 peer_sent() { varnishstat -n "${VD_DIR[$1]}" -1 -f 'PEER.*.sent' 2>/dev/null | awk '{s+=$2} END {print s+0}'; }
@@ -543,7 +577,7 @@ ensure_openloop() {
 }
 
 if fits sender 25 peer_sender_cpu_ratio; then
-    log "== peer sender CPU per forwarded request, against wrk's CPU per request to the same destination"
+    logt "== peer sender CPU per forwarded request, against wrk's CPU per request to the same destination"
     if [ -z "$PEER_OK" ]; then
         fig_null peer_sender_cpu_ratio "<= 2.0" "$PEER_ERR"
     else
@@ -595,7 +629,7 @@ fi
 
 # ================================================================== client p99 with and without queue_req
 if fits p99 35 peer_p99_ratio; then
-    log "== client p99 at ${P99_LOAD} of capacity, fixed rate (bench/openloop)"
+    logt "== client p99 at ${P99_LOAD} of capacity, fixed rate (bench/openloop)"
     if [ -z "$PEER_OK" ]; then
         fig_null peer_p99_ratio "<= 1.1" "$PEER_ERR"
     elif ! ensure_openloop; then
@@ -636,7 +670,7 @@ if fits p99 35 peer_p99_ratio; then
             read -r p99_valid p99_why < <(python3 "$BENCH_DIR/lib/p99.py" verdict "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND)
             log "  p99 attempt $p99_attempt: $p99_valid $p99_why"
             [ "$p99_valid" = true ] && break
-            [ "$(time_left)" -lt "${BENCH_P99_RESERVE:-280}" ] && break
+            [ "$(time_left)" -lt "${BENCH_P99_RESERVE:-330}" ] && break
         done
         python3 "$BENCH_DIR/lib/p99.py" figure "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND \
             "$cap" "$rate" "$P99_DUR" "$CONNS" >> "$RUN/figures.jsonl"
@@ -644,42 +678,9 @@ if fits p99 35 peer_p99_ratio; then
     fi
 fi
 
-# ================================================================== cargo bench micro-benchmarks
-MICRO_IDS=(peer_queue_req_ns saintmode_check_ns_0 saintmode_check_ns_100000)
-if want micro; then
-    log "== micro-benchmarks (cargo bench, criterion)"
-    crit="${CARGO_TARGET_DIR:-$ROOT/target}/criterion"
-    if ! grep -qs '^\[\[bench\]\]' peer/Cargo.toml saintmode/Cargo.toml && ! ls peer/benches/*.rs saintmode/benches/*.rs >/dev/null 2>&1; then
-        python3 "$BENCH_DIR/lib/criterion_read.py" "$crit" --target "peer_queue_req_ns=<= 1000" \
-            --target "saintmode_check_ns_100000=<= 200" \
-            --missing "no cargo bench target in peer/ or saintmode/ yet (issue 16, item 2)" "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
-    else
-        t_bench=$(date +%s)
-        left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-200} ))
-        [ $left -gt 300 ] && left=300
-        why=""
-        if [ $left -lt 30 ]; then
-            why="skipped: time budget ($BUDGET s) nearly spent"
-        # Build on both cores, then measure on the measured varnishd's core (the quieter one).
-        elif ! timeout "$left" taskset -c "$ALL_CPUS" cargo bench --workspace --locked --bench '*' --no-run >"$RUN/cargo-bench.log" 2>&1; then
-            why="cargo bench --no-run failed or timed out after ${left}s (see the run's cargo-bench.log)"
-        else
-            left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-200} ))
-            # shellcheck disable=SC2086
-            if [ $left -lt 20 ] || ! timeout "$left" ${PIN:+taskset -c "$CPU_MEASURED"} cargo bench --workspace --locked --bench '*' -- $CRITERION_ARGS >>"$RUN/cargo-bench.log" 2>&1; then
-                why="cargo bench failed or timed out (see the run's cargo-bench.log)"
-            fi
-        fi
-        tail -n 5 "$RUN/cargo-bench.log" | sed 's/^/  cargo bench: /' >&2 || true
-        python3 "$BENCH_DIR/lib/criterion_read.py" "$crit" --since "$t_bench" --target "peer_queue_req_ns=<= 1000" \
-            --target "saintmode_check_ns_100000=<= 200" ${why:+--missing "$why"} "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
-        log "  cargo bench: $(( $(date +%s) - t_bench )) s"
-    fi
-fi
-
 # ================================================================== peer drain ratio
 if fits drain 40 peer_drain_ratio; then
-    log "== peer drain ratio"
+    logt "== peer drain ratio"
     if [ -z "$PEER_OK" ]; then
         fig_null peer_drain_ratio ">= 0.8" "$PEER_ERR"
     else
@@ -725,7 +726,7 @@ if fits drain 40 peer_drain_ratio; then
     fi
 fi
 
-# ================================================================== saintmode lookups + bytes per entry
+# ================================================================== saintmode population (lookups and memory)
 # Populate instance s_$1 up to $2 live entries in chunks of at most $3; appends "bytes per entry"
 # of every chunk of >= 9000 entries to SM_BYTES[$1] (child VmRSS growth / blacklist_count() growth).
 declare -A SM_BYTES SM_POP
@@ -759,60 +760,13 @@ sm_populate() { # impl target chunkmax
 }
 
 
-if fits saintmode 60 saintmode_lookup_{0,1000,10000,100000} c_saintmode_lookup_{0,1000,10000,100000}; then
-    log "== saintmode lookups"
-    vcl_origin "$RUN/s_origin.vcl"
-    vd_start s_origin "$RUN/s_origin.vcl" || die "origin varnishd failed: $VD_ERR"
-    impls=()
-    if [ -n "$SAINT_OK" ]; then
-        vcl_saintmode "$RUN/s_ours.vcl" "$SAINT_SO" "${VD_PORT[s_origin]}" "$SAINT_VERB"
-        if vd_start s_ours "$RUN/s_ours.vcl"; then impls+=(ours); else SAINT_ERR="varnishd failed: $VD_ERR"; fi
-    fi
-    if [ -n "$C_SAINT_OK" ]; then
-        vcl_saintmode "$RUN/s_c.vcl" "$C_SAINTMODE_SO" "${VD_PORT[s_origin]}" "$C_SAINT_VERB"
-        if vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
-    fi
-    measured=" "
-    for N in $NS; do
-        # Keep what the memory figures need (BENCH_MEMORY_RESERVE) when they are wanted.
-        if [ "$(time_left)" -lt "$(want memory && echo "${BENCH_MEMORY_RESERVE:-70}" || echo 20)" ]; then
-            log "time budget ($BUDGET s) spent: skipping N=$N"; continue
-        fi
-        for impl in "${impls[@]}"; do sm_populate "$impl" "$N" 50000 || true; done
-        items=()
-        for impl in "${impls[@]}"; do
-            items+=("${impl}_sm $(vd_url "s_$impl" /sm/x)" "${impl}_plain $(vd_url "s_$impl" /plain/x)")
-        done
-        # A/A control of the group: the first implementation's plain path measured twice per rep.
-        [ ${#items[@]} -gt 0 ] && items+=("${impls[0]}_plain_aa $(vd_url "s_${impls[0]}" /plain/x)") &&
-            gated_alternate "sm_$N" "$SM_REPS" "${impls[0]}_plain_aa" "${impls[0]}_plain" "${BENCH_SM_RESERVE:-90}" "${items[@]}"
-        for impl in "${impls[@]}"; do
-            cnt=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
-            name=saintmode_lookup_$N; [ "$impl" = c ] && name=c_saintmode_lookup_$N
-            tgt=$T97; [ "$impl" = c ] && tgt=""   # the C module is the comparison, not held to a target
-            fig_ratio "$name" "sm_$N" "${impl}_sm" "${impl}_plain" "$tgt" "$cnt live entries"
-        done
-        measured+="$N "
-    done
-    for N in $NS; do
-        if [[ "$measured" != *" $N "* ]]; then
-            fig_null "saintmode_lookup_$N" "$T97" "skipped: time budget of $BUDGET s spent"
-            fig_null "c_saintmode_lookup_$N" "" "skipped: time budget of $BUDGET s spent"
-            continue
-        fi
-        [[ " ${impls[*]} " = *" ours "* ]] || fig_null "saintmode_lookup_$N" "$T97" "$SAINT_ERR"
-        [[ " ${impls[*]} " = *" c "* ]] || fig_null "c_saintmode_lookup_$N" "" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
-    done
-    for n in s_ours s_c s_origin; do vd_stop "$n"; done
-fi
-
 # ================================================================== memory figures
 # Dedicated instances whose jemalloc returns freed pages at once (MALLOC_CONF decay 0), so that
 # VmRSS follows live memory instead of the allocator's purge schedule.
 MEM_MALLOC_CONF="dirty_decay_ms:0,muzzy_decay_ms:0"
 if fits memory 40 saintmode_bytes_per_entry c_saintmode_bytes_per_entry peer_bytes_per_queued_request; then MEMORY_FITS=1; else MEMORY_FITS=""; fi
 if [ -n "$MEMORY_FITS" ]; then
-    log "== saintmode memory per entry"
+    logt "== saintmode memory per entry"
     SM_MEM_N="${BENCH_SM_MEM_N:-100000}"
     vcl_origin "$RUN/sm_mem_origin.vcl"
     vd_start sm_mem_origin "$RUN/sm_mem_origin.vcl" || die "origin varnishd failed: $VD_ERR"
@@ -841,7 +795,7 @@ fi
 
 # ================================================================== peer bytes per queued request
 if [ -n "$MEMORY_FITS" ]; then
-    log "== peer memory per queued request"
+    logt "== peer memory per queued request"
     if [ -z "$PEER_OBJ_OK" ]; then
         fig_null peer_bytes_per_queued_request "<= 1331" "${PEER_OBJ_ERR:-$PEER_ERR}"
     else
@@ -874,6 +828,56 @@ if [ -n "$MEMORY_FITS" ]; then
             "pending() did not grow by the requests sent (queue capacity below $step? see BENCH_PEER_OBJ_ARGS)" "$total"
         vd_stop m_front
     fi
+fi
+
+# ================================================================== saintmode lookups (last: the sizes that
+# do not fit in the budget are skipped, the smallest first measured)
+if fits saintmode 60 saintmode_lookup_{0,1000,10000,100000} c_saintmode_lookup_{0,1000,10000,100000}; then
+    logt "== saintmode lookups"
+    vcl_origin "$RUN/s_origin.vcl"
+    vd_start s_origin "$RUN/s_origin.vcl" || die "origin varnishd failed: $VD_ERR"
+    impls=()
+    if [ -n "$SAINT_OK" ]; then
+        vcl_saintmode "$RUN/s_ours.vcl" "$SAINT_SO" "${VD_PORT[s_origin]}" "$SAINT_VERB"
+        if vd_start s_ours "$RUN/s_ours.vcl"; then impls+=(ours); else SAINT_ERR="varnishd failed: $VD_ERR"; fi
+    fi
+    if [ -n "$C_SAINT_OK" ]; then
+        vcl_saintmode "$RUN/s_c.vcl" "$C_SAINTMODE_SO" "${VD_PORT[s_origin]}" "$C_SAINT_VERB"
+        if vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
+    fi
+    measured=" "
+    read -r -a sizes_after <<<"$NS"
+    for N in $NS; do
+        sizes_after=("${sizes_after[@]:1}")   # an A/A repeat of this size must leave time for these
+        if [ "$(time_left)" -lt 25 ]; then
+            log "time budget ($BUDGET s) spent: skipping N=$N"; continue
+        fi
+        for impl in "${impls[@]}"; do sm_populate "$impl" "$N" 50000 || true; done
+        items=()
+        for impl in "${impls[@]}"; do
+            items+=("${impl}_sm $(vd_url "s_$impl" /sm/x)" "${impl}_plain $(vd_url "s_$impl" /plain/x)")
+        done
+        # A/A control of the group: the first implementation's plain path measured twice per rep.
+        [ ${#items[@]} -gt 0 ] && items+=("${impls[0]}_plain_aa $(vd_url "s_${impls[0]}" /plain/x)") &&
+            gated_alternate "sm_$N" "$SM_REPS" "${impls[0]}_plain_aa" "${impls[0]}_plain" "$(( ${BENCH_SM_SIZE_COST:-50} * ${#sizes_after[@]} + 10 ))" "${items[@]}"
+        for impl in "${impls[@]}"; do
+            cnt=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
+            name=saintmode_lookup_$N; [ "$impl" = c ] && name=c_saintmode_lookup_$N
+            tgt=$T97; [ "$impl" = c ] && tgt=""   # the C module is the comparison, not held to a target
+            fig_ratio "$name" "sm_$N" "${impl}_sm" "${impl}_plain" "$tgt" "$cnt live entries"
+        done
+        measured+="$N "
+    done
+    for N in $NS; do
+        if [[ "$measured" != *" $N "* ]]; then
+            fig_null "saintmode_lookup_$N" "$T97" "skipped: time budget of $BUDGET s spent"
+            fig_null "c_saintmode_lookup_$N" "" "skipped: time budget of $BUDGET s spent"
+            continue
+        fi
+        [[ " ${impls[*]} " = *" ours "* ]] || fig_null "saintmode_lookup_$N" "$T97" "$SAINT_ERR"
+        [[ " ${impls[*]} " = *" c "* ]] || fig_null "c_saintmode_lookup_$N" "" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
+    done
+    for n in s_ours s_c s_origin; do vd_stop "$n"; done
 fi
 
 # ------------------------------------------------------------------ report

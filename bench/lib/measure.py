@@ -2,12 +2,13 @@
 """Run one load generator and bill the CPU it caused: the measured varnishd child (utime+stime from
 /proc/<pid>/stat, and per thread name from /proc/<pid>/task/*/stat) and the load generator itself.
 
-  measure.py [--pid CHILD] [--timeout S] -- wrk -t2 -c16 -d1s URL
+  measure.py [--pid CHILD] [--timeout S] [--append FILE --tag K=V ...] -- wrk -t2 -c16 -d1s URL
   measure.py snap PID          one snapshot as JSON: total ticks, ticks and schedstat ns per thread name
 
 Prints one JSON line: {"rps", "requests", "non2xx", "socket_errors", "gen_cpu_s", "child_ticks",
 "threads": {comm: ticks}, "child_cpu_us_per_req", "gen_cpu_us_per_req", "clk_tck"}. Thread names are
-grouped with their trailing digits stripped (cache-worker, peer-0.0-default -> as is). The load
+grouped with their trailing digits stripped. With --append, the record (plus the tags) is appended
+to FILE and only "RPS CHILD_CPU_US_PER_REQ" is printed. Thread names are (cache-worker, peer-0.0-default -> as is). The load
 generator's CPU time comes from os.wait4() (its own rusage), so it is exact and costs nothing.
 """
 import json
@@ -103,10 +104,17 @@ def main():
         empty = {"threads": {}}
         print(json.dumps({"total": s["total"], "threads": delta(empty, s), "threads_ns": delta(empty, s, 2)}))
         return
-    pid, timeout = None, 120.0
+    pid, timeout, append, tags = None, 120.0, None, {}
     while args and args[0] != "--":
         if args[0] == "--pid":
             pid = int(args[1]) if args[1] else None
+            args = args[2:]
+        elif args[0] == "--append":
+            append = args[1]
+            args = args[2:]
+        elif args[0] == "--tag":
+            k, _, v = args[1].partition("=")
+            tags[k] = int(v) if v.isdigit() else v
             args = args[2:]
         elif args[0] == "--timeout":
             timeout = float(args[1])
@@ -157,7 +165,13 @@ def main():
         rec["child_cpu_us_per_req_schedstat"] = round(ns / 1e3 / n, 3) if n and ns else None
     if rec["rps"] is None:
         rec["error"] = text.strip().splitlines()[-1][:200] if text.strip() else f"exit status {status}"
-    print(json.dumps(rec))
+    rec.update(tags)
+    if append:  # one python start per run instead of three: the harness only needs two numbers back
+        with open(append, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(rec["rps"] or 0, rec.get("child_cpu_us_per_req"))
+    else:
+        print(json.dumps(rec))
 
 
 if __name__ == "__main__":
