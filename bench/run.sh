@@ -692,7 +692,7 @@ if fits drain 40 peer_drain_ratio; then
         if [ -n "$PEER_OBJ_OK" ]; then style=obj drain_note="peer.peer(${PEER_OBJ_ARGS//@QUEUE@/${BENCH_DRAIN_QUEUE:-60000}})"; fi
         OBJ_QUEUE=${BENCH_DRAIN_QUEUE:-60000} vcl_peer_front "$RUN/d_front.vcl" "${VD_PORT[d_peer]}" 1 "" "$style"
         vd_start d_front "$RUN/d_front.vcl" || die "drain front varnishd failed after its VCL loaded in the probe: $VD_ERR"
-        samples=() rates=() directs=() backlogs=()
+        samples=() rates=() directs=() backlogs=() drain_us=()
         boot=$(vd_adm d_peer vcl.list | awk '$1=="active"{print $NF}' | head -n1)
         for rep in $(seq 1 "${BENCH_DRAIN_REPS:-4}"); do
             wait_idle
@@ -701,6 +701,7 @@ if fits drain 40 peer_drain_ratio; then
             # at full speed and follow the sender's own PEER.*.sent counter (the peer's
             # MAIN.client_req is only summed when its worker goes idle, never during a drain).
             wrk -t"$THREADS" -c"$CONNS" -d"${BENCH_DRAIN_FILL:-2}s" "$(vd_url d_front /d)" >/dev/null 2>&1 || true
+            read -r _ dns0 < <(sender_cpu d_front); dn0=$(peer_sent d_front)
             vd_adm d_peer vcl.use "$boot" >/dev/null
             : > "$RUN/drain.$rep"
             for _ in $(seq 1 300); do
@@ -712,6 +713,9 @@ if fits drain 40 peer_drain_ratio; then
                 [ "$qlen" = 0 ] && [ "$inflight" = 0 ] && break
                 sleep 0.1
             done
+            read -r _ dns1 < <(sender_cpu d_front); dn1=$(peer_sent d_front)
+            # The sender's CPU per request at full speed (a backlog), next to its cost when paced.
+            [ $((dn1 - dn0)) -gt 0 ] && drain_us+=("$(python3 -c "print(round(($dns1 - $dns0) / 1000 / ($dn1 - $dn0), 3))")")
             read -r rate backlog < <(python3 "$BENCH_DIR/lib/drain_rate.py" "$RUN/drain.$rep")
             wait_idle
             wrk_run drain "$rep" direct "$(vd_url d_peer /direct)" "$PEER_CONNS" "$(( PEER_CONNS < THREADS ? PEER_CONNS : THREADS ))"
@@ -719,7 +723,7 @@ if fits drain 40 peer_drain_ratio; then
             rates+=("$rate") directs+=("$WRK_RPS") backlogs+=("$backlog")
             if [ "$rate" != null ]; then samples+=("$(python3 -c "print($rate / $WRK_RPS)")"); fi
         done
-        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer\"}"
+        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"sender_us_per_req_during_drain\": [$(IFS=,; echo "${drain_us[*]:-}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer\"}"
         fig_samples peer_drain_ratio ratio ">= 0.8" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
             "backlog too small to time (no PEER.*.sent counter, or queue capacity too small)"
         vd_stop d_front; vd_stop d_peer
