@@ -30,7 +30,7 @@
 #   BENCH_PEER_OBJ_ARGS   arguments of peer.peer(...) for the drain and memory figures (large queue)
 #   BENCH_PEER_SET_EXTRA  extra arguments appended to peer.set("127.0.0.1", PORT ...)
 #   BENCH_QUEUED [30000]  requests queued for peer_bytes_per_queued_request
-#   BENCH_BUDGET [560]    seconds; sections (and A/A repeats) that would not fit are skipped (null)
+#   BENCH_BUDGET [540]    seconds; sections (and A/A repeats) that would not fit are skipped (null)
 #   BENCH_KEEP=1  keep the run directory (VCLs, varnishd logs, raw measurements)
 set -euo pipefail
 
@@ -58,7 +58,7 @@ THREADS="${BENCH_THREADS:-2}"
 NS="${BENCH_NS:-0 1000 10000 100000}"
 QUEUED="${BENCH_QUEUED:-30000}"
 ONLY="${BENCH_ONLY:-peer micro sender p99 drain memory saintmode}"
-BUDGET="${BENCH_BUDGET:-560}"   # seconds; what would not fit in it is skipped (null with the reason)
+BUDGET="${BENCH_BUDGET:-540}"   # seconds; what would not fit in it is skipped (null with the reason)
 PEER_SET_EXTRA="${BENCH_PEER_SET_EXTRA:-}"
 PEER_CONNS="${BENCH_PEER_CONNS:-1}"
 OBJ_QUEUE=1000

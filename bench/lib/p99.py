@@ -79,8 +79,10 @@ def main(argv):
                                                  for r in reps for lab in ("nocall", "call", "nocall2")) if reps else None,
                      "method": "bench/openloop at a fixed rate (latency from each request's scheduled time), "
                                "front with peer.queue_req() to a fast destination vs the same VCL without the call"}}
-    if why and samples:
-        fig["valid"], fig["invalid_reason"] = False, why
+    if samples:
+        fig["valid"] = not why
+        if why:
+            fig["invalid_reason"] = why
     print(json.dumps(fig))
 
 

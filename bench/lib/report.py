@@ -131,7 +131,9 @@ def build(run_dir):
         det = {"target": d.get("target") or None, "unit": d.get("unit", "ratio")}
         if d.get("note"):
             det["note"] = d["note"]
-        value, samples, valid, why = None, [], True, None
+        # valid: True/False when an A/A gate applies (throughput groups, the p99 control), None when
+        # the figure is not gated (CPU, memory, criterion figures, the drain rate).
+        value, samples, valid, why = None, [], None, None
         if d["kind"] == "ratio":
             g = d["group"]
             samples, a, b = ratios(runs, g, last.get(g, 1), d["num"], d["den"])
@@ -144,6 +146,7 @@ def build(run_dir):
             det["cpu_us_per_req"] = {"a": ca, "b": cb, "ratio": round(ca / cb, 3) if ca and cb else None}
             gv = gmap.get(g)
             if gv:
+                valid = True
                 det["aa"] = {"label": gv["aa_label"], "median": gv["aa_medians"][-1] if gv["aa_medians"] else None,
                              "attempts": gv["attempts"], "medians": gv["aa_medians"], "band": gv["band"]}
                 if not gv["valid"]:
@@ -163,8 +166,8 @@ def build(run_dir):
                         "max": None if d.get("max") is None else round(d["max"], 2)})
         else:
             det["reason"] = d.get("reason", "not measured")
-        if d.get("valid") is False:
-            valid, why = False, d.get("invalid_reason") or "invalid"
+        if d.get("valid") is not None:
+            valid, why = d["valid"], d.get("invalid_reason") or (None if d["valid"] else "invalid")
         if d.get("extra"):
             det.update(d["extra"])
         if samples:
@@ -174,12 +177,12 @@ def build(run_dir):
             det.update({"samples": [round(s, 4) for s in samples], "median": round(value, 4),
                         "min": round(min(samples), 4), "max": round(max(samples), 4)})
             value = round(value, 4)
-        if name == "noise_control_aa" and value is not None and not target_met("0.97 .. 1.03", value):
+        if name == "noise_control_aa" and value is not None and not target_met(d.get("target") or "0.97 .. 1.03", value):
             valid, why = False, why or "A/A median outside 0.97 .. 1.03"
         det["valid"] = valid if value is not None else None
         if why and value is not None:
             det["invalid_reason"] = why
-        det["met"] = target_met(d.get("target"), value) if valid else None
+        det["met"] = target_met(d.get("target"), value) if valid is not False else None
         results[name] = value
         figs[name] = det
     for k in KEYS:  # every key of the issue is present, null with a reason when its section did not run

@@ -70,7 +70,11 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
     loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             let len: usize = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
@@ -110,7 +114,10 @@ fn connect(o: &Opts) -> std::io::Result<TcpStream> {
 fn run_conn(o: &Opts, idx: usize, t0: Instant) -> ConnResult {
     let mut r = ConnResult::default();
     let total = (o.rate * o.duration) as usize;
-    let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: openloop\r\n\r\n", o.path, o.addr);
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: openloop\r\n\r\n",
+        o.path, o.addr
+    );
     let hard_end = t0 + Duration::from_secs_f64(o.duration + o.timeout);
     let mut sock: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(16384);
@@ -139,8 +146,11 @@ fn run_conn(o: &Opts, idx: usize, t0: Instant) -> ConnResult {
         let Some(s) = sock.as_mut() else { continue };
         let sent = Instant::now();
         let ready = if sched > prev_done { sched } else { prev_done };
-        r.gen_lag.push(micros(sent.saturating_duration_since(ready)));
-        let res = s.write_all(req.as_bytes()).and_then(|()| read_response(s, &mut buf));
+        r.gen_lag
+            .push(micros(sent.saturating_duration_since(ready)));
+        let res = s
+            .write_all(req.as_bytes())
+            .and_then(|()| read_response(s, &mut buf));
         let done = Instant::now();
         prev_done = done;
         match res {
@@ -183,12 +193,27 @@ fn main() -> ExitCode {
     // Start slightly in the future so that every thread is ready before the first slot.
     let t0 = Instant::now() + Duration::from_millis(50);
     let results: Vec<ConnResult> = thread::scope(|sc| {
-        let hs: Vec<_> = (0..o.conns).map(|i| sc.spawn({ let o = &o; move || run_conn(o, i, t0) })).collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        let hs: Vec<_> = (0..o.conns)
+            .map(|i| {
+                sc.spawn({
+                    let o = &o;
+                    move || run_conn(o, i, t0)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     let elapsed = t0.elapsed().as_secs_f64();
-    let mut lat: Vec<u32> = results.iter().flat_map(|r| r.latencies.iter().copied()).collect();
-    let mut lag: Vec<u32> = results.iter().flat_map(|r| r.gen_lag.iter().copied()).collect();
+    let mut lat: Vec<u32> = results
+        .iter()
+        .flat_map(|r| r.latencies.iter().copied())
+        .collect();
+    let mut lag: Vec<u32> = results
+        .iter()
+        .flat_map(|r| r.gen_lag.iter().copied())
+        .collect();
     lat.sort_unstable();
     lag.sort_unstable();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
