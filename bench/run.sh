@@ -459,6 +459,20 @@ EOF
 
 T97=">= 0.97"
 
+# Seconds each section needs at least, without A/A repeats (a full run on the shared 2-core machine,
+# 2026-11-29; micro without a build). An A/A repeat or a compile is only started when what is left
+# covers it plus the cost of the wanted sections after it.
+SECTION_ORDER=(peer micro sender p99 drain memory saintmode)
+declare -A SECTION_COST=([peer]=75 [micro]=30 [sender]=37 [p99]=40 [drain]=46 [memory]=64 [saintmode]=150)
+reserve_after() {
+    local s seen="" total=0
+    for s in "${SECTION_ORDER[@]}"; do
+        if [ -n "$seen" ] && want "$s"; then total=$((total + SECTION_COST[$s])); fi
+        [ "$s" = "$1" ] && seen=1
+    done
+    echo "$total"
+}
+
 # Does a section fit in what is left of the budget? If not, its figures are null with the reason.
 # Args: section seconds_needed figure...
 fits() {
@@ -521,8 +535,7 @@ if fits peer 60 noise_control_aa peer_overhead_fast peer_overhead_slow peer_over
     else
         fig_null blocking_anchor_slow "" "libvmod-curl unavailable: $C_CURL_ERR"
     fi
-    # Reserve: what the later sections need at least (sender, p99, micro, drain, saintmode, memory).
-    gated_alternate peer "$REPS" nocall2 nocall "${BENCH_PEER_RESERVE:-330}" "${items[@]}"
+    gated_alternate peer "$REPS" nocall2 nocall "${BENCH_PEER_RESERVE:-$(reserve_after peer)}" "${items[@]}"
     for n in f_nocall f_nocall2 f_fast f_slow f_down f_curl p_fast p_slow; do vd_stop "$n"; done
 fi
 
@@ -537,9 +550,9 @@ if want micro; then
             --missing "no cargo bench target in peer/ or saintmode/ yet (issue 16, item 2)" "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
     else
         t_bench=$(date +%s)
-        # Reserve: what the later sections need (sender, p99, drain, memory, saintmode). A build cut
-        # short by the timeout is not lost: cargo keeps what it compiled for the next run.
-        left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-330} ))
+        # Reserve: what the later wanted sections need. A build cut short by the timeout is not
+        # lost: cargo keeps what it compiled for the next run.
+        left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-$(reserve_after micro)} ))
         [ $left -gt 240 ] && left=240
         why=""
         if [ $left -lt 30 ]; then
@@ -548,7 +561,7 @@ if want micro; then
         elif ! timeout "$left" taskset -c "$ALL_CPUS" cargo bench --workspace --locked --bench '*' --no-run >"$RUN/cargo-bench.log" 2>&1; then
             why="cargo bench --no-run failed or timed out after ${left}s (see the run's cargo-bench.log)"
         else
-            left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-330} + 60 ))
+            left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-$(reserve_after micro)} + 60 ))
             # shellcheck disable=SC2086
             if [ $left -lt 20 ] || ! timeout "$left" ${PIN:+taskset -c "$CPU_MEASURED"} cargo bench --workspace --locked --bench '*' -- $CRITERION_ARGS >>"$RUN/cargo-bench.log" 2>&1; then
                 why="cargo bench failed or timed out (see the run's cargo-bench.log)"
@@ -675,7 +688,7 @@ if fits p99 35 peer_p99_ratio; then
             read -r p99_valid p99_why < <(python3 "$BENCH_DIR/lib/p99.py" verdict "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND)
             log "  p99 attempt $p99_attempt: $p99_valid $p99_why"
             [ "$p99_valid" = true ] && break
-            [ "$(time_left)" -lt "${BENCH_P99_RESERVE:-330}" ] && break
+            [ "$(time_left)" -lt $(( ${BENCH_P99_RESERVE:-$(reserve_after p99)} + 45 )) ] && break
         done
         python3 "$BENCH_DIR/lib/p99.py" figure "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND \
             "$cap" "$rate" "$P99_DUR" "$CONNS" >> "$RUN/figures.jsonl"
