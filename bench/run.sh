@@ -473,6 +473,13 @@ reserve_after() {
     echo "$total"
 }
 
+# The targets of issue 16, for the figures a skipped section leaves null.
+declare -A TARGET=([noise_control_aa]="0.97 .. 1.03" [peer_queue_req_ns]="<= 1000" [peer_overhead_slow]=">= 0.97"
+    [peer_overhead_down]=">= 0.97" [peer_sender_cpu_ratio]="<= 2.0" [peer_p99_ratio]="<= 1.1"
+    [peer_drain_ratio]=">= 0.8" [peer_bytes_per_queued_request]="<= 1331" [saintmode_check_ns_100000]="<= 200"
+    [saintmode_lookup_0]=">= 0.97" [saintmode_lookup_1000]=">= 0.97" [saintmode_lookup_10000]=">= 0.97"
+    [saintmode_lookup_100000]=">= 0.97" [saintmode_bytes_per_entry]="<= 72")
+
 # Does a section fit in what is left of the budget? If not, its figures are null with the reason.
 # Args: section seconds_needed figure...
 fits() {
@@ -481,7 +488,7 @@ fits() {
     want "$sec" || return 1
     [ "$(time_left)" -ge "$need" ] && return 0
     log "== $sec: skipped, $(time_left) s left of the $BUDGET s budget, about $need s needed"
-    for f in "$@"; do fig_null "$f" "" "skipped: time budget ($BUDGET s) spent before this section (about $need s needed)"; done
+    for f in "$@"; do fig_null "$f" "${TARGET[$f]:-}" "skipped: time budget ($BUDGET s) spent before this section (about $need s needed)"; done
     return 1
 }
 
