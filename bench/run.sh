@@ -24,6 +24,9 @@
 #   BENCH_CPU_MEASURED [0] / BENCH_CPU_LOAD [1]  cores (taskset); pinning is off with fewer than 2 CPUs
 #   BENCH_NS ["0 1000 10000 100000"]  saintmode blacklist sizes
 #   BENCH_P99_DURATION [2]  seconds per open-loop run   BENCH_P99_LOAD [0.5]  fraction of capacity
+#   BENCH_P99_REPS [4]  BENCH_P99_AA_BAND ["0.9 1.1"]  p99 alternations and its A/A band
+#   BENCH_PEER_RESERVE / BENCH_MICRO_RESERVE / BENCH_P99_RESERVE  seconds kept for later sections
+#                       (default: the calibrated costs of the wanted later sections, SECTION_COST)
 #   BENCH_CRITERION_ARGS ["--warm-up-time 1 --measurement-time 2 --noplot"]  passed to criterion
 #   BENCH_DRAIN_REPS [4]  drain measurements   BENCH_SENDER_RATE [2000]  req/s on the sender front
 #   BENCH_PEER_CONNS [1]  sender concurrency of the named peer = wrk connections of the drain denominator
