@@ -289,7 +289,7 @@ time_left() { echo $(( BUDGET - ( $(date +%s) - T_START ) )); }
 # uses the last one), at most AA_RETRIES times and only while `reserve` seconds stay for the rest.
 # Writes the verdict to groups.jsonl. Args: group reps aa_a aa_b reserve "label url" ...
 gated_alternate() {
-    local group=$1 reps=$2 aa_a=$3 aa_b=$4 reserve=$5 t0 spent verdict aa valid
+    local group=$1 reps=$2 aa_a=$3 aa_b=$4 reserve=$5 t0 spent aa valid
     shift 5
     local medians=()
     for ATTEMPT in $(seq 1 $(( AA_RETRIES + 1 ))); do
