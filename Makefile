@@ -82,10 +82,16 @@ check-install: release
 check-deb: release
 	$(WITH_ENV) scripts/check-deb.sh --no-build
 
-.PHONY: bench
-# Benchmarks (bounded, < 10 min): ratios side by side, target/bench/results.json.
+.PHONY: bench bench-readme
+# Benchmarks (bounded, < 10 min): pinned A/B alternation gated on A/A controls, CPU per request,
+# cargo bench micro-benchmarks; target/bench/results.json. The parser tests run first (< 1 s).
 bench: release
+	python3 -m unittest discover -s bench/lib -p 'test_*.py'
 	$(WITH_ENV) bench/run.sh
+
+# README's benchmark table, regenerated from target/bench/results.json (never edited by hand).
+bench-readme:
+	python3 bench/lib/report.py --readme README.md target/bench/results.json
 
 .PHONY: faults faults-fast fuzz
 # Fault suite (peer flapping/blackholed, reload cycles, child kill, saintmode races, bad input).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by bench/run.sh: makes the load generator and the C comparators available.
 #
 # Sets, for run.sh:
