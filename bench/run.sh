@@ -5,7 +5,7 @@
 # (BENCH_CPU_LOAD). Every alternation group carries its A/A control; a group whose A/A median falls
 # outside BENCH_AA_BAND is measured again (at most BENCH_AA_RETRIES times, within the budget) and its
 # figures are reported invalid if it stays outside. Each run also bills CPU time per request (the
-# measured child's utime+stime from /proc). Micro-benchmarks come from `cargo bench` (criterion).
+# measured child's utime+stime from /proc). Micro-benchmarks come from the crates' `cargo bench` targets.
 # Results: target/bench/results.json and a table on stdout (target/bench/results.md too).
 #
 #   bench/run.sh                         full run (bounded: under 10 minutes on 2 cores)
@@ -27,7 +27,6 @@
 #   BENCH_P99_REPS [4]  BENCH_P99_AA_BAND ["0.9 1.1"]  p99 alternations and its A/A band
 #   BENCH_PEER_RESERVE / BENCH_MICRO_RESERVE / BENCH_P99_RESERVE  seconds kept for later sections
 #                       (default: the calibrated costs of the wanted later sections, SECTION_COST)
-#   BENCH_CRITERION_ARGS ["--warm-up-time 1 --measurement-time 2 --noplot"]  passed to criterion
 #   BENCH_DRAIN_REPS [4]  drain measurements   BENCH_SENDER_RATE [2000]  req/s on the sender front
 #   BENCH_PEER_CONNS [1]  sender concurrency of the named peer = wrk connections of the drain denominator
 #   BENCH_PEER_OBJ_ARGS   arguments of peer.peer(...) for the drain and memory figures (large queue)
@@ -55,7 +54,6 @@ CPU_MEASURED="${BENCH_CPU_MEASURED:-0}"
 CPU_LOAD="${BENCH_CPU_LOAD:-1}"
 P99_DUR="${BENCH_P99_DURATION:-2}"
 P99_LOAD="${BENCH_P99_LOAD:-0.5}"
-CRITERION_ARGS="${BENCH_CRITERION_ARGS:---warm-up-time 1 --measurement-time 2 --noplot}"
 CONNS="${BENCH_CONNS:-16}"
 THREADS="${BENCH_THREADS:-2}"
 NS="${BENCH_NS:-0 1000 10000 100000}"
@@ -551,37 +549,39 @@ fi
 
 # ================================================================== cargo bench micro-benchmarks
 MICRO_IDS=(peer_queue_req_ns saintmode_check_ns_0 saintmode_check_ns_100000)
+# The crates' own micro-benchmarks (peer/benches, saintmode/benches; harness = false) print one
+# `bench-figure {json}` line per figure: median and spread. peer's links without varnishd's
+# symbols only without its default `vmod` feature, hence one cargo call per crate.
+MICRO_CMDS=("cargo bench --locked -p vmod-peer --no-default-features --bench peer_queue_req_ns"
+            "cargo bench --locked -p vmod-saintmode --bench check")
 if want micro; then
-    logt "== micro-benchmarks (cargo bench, criterion)"
-    crit="${CARGO_TARGET_DIR:-$ROOT/target}/criterion"
-    if ! grep -qs '^\[\[bench\]\]' peer/Cargo.toml saintmode/Cargo.toml && ! ls peer/benches/*.rs saintmode/benches/*.rs >/dev/null 2>&1; then
-        python3 "$BENCH_DIR/lib/criterion_read.py" "$crit" --target "peer_queue_req_ns=<= 1000" \
-            --target "saintmode_check_ns_100000=<= 200" \
-            --missing "no cargo bench target in peer/ or saintmode/ yet (issue 16, item 2)" "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
-    else
-        t_bench=$(date +%s)
+    logt "== micro-benchmarks (cargo bench)"
+    t_bench=$(date +%s)
+    : > "$RUN/cargo-bench.log"
+    why=""
+    for cmd in "${MICRO_CMDS[@]}"; do
         # Reserve: what the later wanted sections need. A build cut short by the timeout is not
         # lost: cargo keeps what it compiled for the next run.
         left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-$(reserve_after micro)} ))
         [ $left -gt 240 ] && left=240
-        why=""
         if [ $left -lt 30 ]; then
-            why="skipped: time budget ($BUDGET s) nearly spent"
-        # Build on both cores, then measure on the measured varnishd's core (the quieter one).
-        elif ! timeout "$left" taskset -c "$ALL_CPUS" cargo bench --workspace --locked --bench '*' --no-run >"$RUN/cargo-bench.log" 2>&1; then
-            why="cargo bench --no-run failed or timed out after ${left}s (see the run's cargo-bench.log)"
-        else
-            left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-$(reserve_after micro)} + 60 ))
-            # shellcheck disable=SC2086
-            if [ $left -lt 20 ] || ! timeout "$left" ${PIN:+taskset -c "$CPU_MEASURED"} cargo bench --workspace --locked --bench '*' -- $CRITERION_ARGS >>"$RUN/cargo-bench.log" 2>&1; then
-                why="cargo bench failed or timed out (see the run's cargo-bench.log)"
-            fi
+            why="skipped: time budget ($BUDGET s) nearly spent"; break
         fi
-        tail -n 5 "$RUN/cargo-bench.log" | sed 's/^/  cargo bench: /' >&2 || true
-        python3 "$BENCH_DIR/lib/criterion_read.py" "$crit" --since "$t_bench" --target "peer_queue_req_ns=<= 1000" \
-            --target "saintmode_check_ns_100000=<= 200" ${why:+--missing "$why"} "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
-        log "  cargo bench: $(( $(date +%s) - t_bench )) s"
-    fi
+        # Build on both cores, then measure on the measured varnishd's core (the quieter one).
+        # shellcheck disable=SC2086
+        if ! timeout "$left" taskset -c "$ALL_CPUS" $cmd --no-run >>"$RUN/cargo-bench.log" 2>&1; then
+            why="'$cmd --no-run' failed or timed out after ${left}s (see the run's cargo-bench.log)"; continue
+        fi
+        left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-$(reserve_after micro)} + 60 ))
+        # shellcheck disable=SC2086
+        if [ $left -lt 20 ] || ! timeout "$left" ${PIN:+taskset -c "$CPU_MEASURED"} $cmd >>"$RUN/cargo-bench.log" 2>&1; then
+            why="'$cmd' failed or timed out (see the run's cargo-bench.log)"
+        fi
+    done
+    grep -v '^bench-figure ' "$RUN/cargo-bench.log" | tail -n 8 | sed 's/^/  cargo bench: /' >&2 || true
+    python3 "$BENCH_DIR/lib/criterion_read.py" --lines "$RUN/cargo-bench.log" --target "peer_queue_req_ns=<= 1000" \
+        --target "saintmode_check_ns_100000=<= 200" ${why:+--missing "$why"} "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
+    log "  cargo bench: $(( $(date +%s) - t_bench )) s"
 fi
 
 # ================================================================== peer sender CPU against wrk

@@ -2,6 +2,11 @@
 """Read criterion's results for named benchmark IDs and write them as bench figure definitions.
 
   criterion_read.py CRITERION_DIR [--since EPOCH] [--missing REASON] [--target ID=TARGET ...] ID...
+  criterion_read.py --lines LOG [--missing REASON] [--target ID=TARGET ...] ID...
+
+With --lines, the figures come from `bench-figure {json}` lines that the project's own
+micro-benchmarks print (peer/benches, saintmode/benches: median with their spread), read
+from the cargo bench log LOG instead of a criterion tree.
 
 For each ID, finds the benchmark whose directory name or `benchmark.json` full_id/title is ID
 (`CRITERION_DIR/<ID>/new/` or, inside a group, `CRITERION_DIR/<group>/<ID>/new/`), and prints one
@@ -85,11 +90,37 @@ def figures(root, ids, since=None, missing=None, targets=None):
         yield fig
 
 
+def figures_from_lines(lines, ids, missing=None, targets=None):
+    """Figures from `bench-figure {json}` lines: value (median), min, max, unit, spread."""
+    targets = targets or {}
+    seen = {}
+    for line in lines:
+        if not line.startswith("bench-figure "):
+            continue
+        try:
+            d = json.loads(line[len("bench-figure "):])
+            seen[d["figure"]] = d
+        except (ValueError, KeyError, TypeError):
+            continue
+    for bid in ids:
+        fig = {"figure": bid, "target": targets.get(bid, "")}
+        d = seen.get(bid)
+        if d is None:
+            fig.update(kind="null", reason=missing or f"no bench-figure line for {bid} in the cargo bench log")
+        else:
+            fig.update(kind="estimate", unit=d.get("unit", "ns"), value=float(d["value"]), ci=None,
+                       min=d.get("min"), max=d.get("max"),
+                       extra={"spread": d.get("spread"), "samples": d.get("samples")})
+        yield fig
+
+
 def main(argv):
-    root, since, missing, targets, ids = None, None, None, {}, []
+    root, since, missing, targets, ids, lines = None, None, None, {}, [], None
     it = iter(argv)
     for a in it:
-        if a == "--since":
+        if a == "--lines":
+            lines = next(it)
+        elif a == "--since":
             since = float(next(it))
         elif a == "--missing":
             missing = next(it)
@@ -100,6 +131,15 @@ def main(argv):
             root = a
         else:
             ids.append(a)
+    if lines is not None:
+        try:
+            with open(lines, errors="replace") as f:
+                text = f.read().splitlines()
+        except OSError as e:
+            text, missing = [], missing or f"cannot read {lines}: {e}"
+        for fig in figures_from_lines(text, ids, missing, targets):
+            print(json.dumps(fig))
+        return
     if root is None or not ids:
         raise SystemExit(__doc__)
     for fig in figures(root, ids, since, missing, targets):

@@ -161,7 +161,7 @@ def build(run_dir):
                 det["reason"] = d.get("reason") or "no samples"
         elif d["kind"] == "estimate":
             value = round(d["value"], 2)
-            det.update({"median": value, "ci": [round(x, 2) for x in d["ci"]],
+            det.update({"median": value, "ci": None if d.get("ci") is None else [round(x, 2) for x in d["ci"]],
                         "min": None if d.get("min") is None else round(d["min"], 2),
                         "max": None if d.get("max") is None else round(d["max"], 2)})
         else:

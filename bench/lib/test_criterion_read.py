@@ -78,5 +78,29 @@ class CriterionRead(unittest.TestCase):
         self.assertEqual(lines[1]["kind"], "null")
 
 
+class BenchFigureLines(unittest.TestCase):
+    LOG = [
+        "     Running benches/check.rs (target/release/deps/check-0123)",
+        "saintmode_check_ns_0                     median      8.0 ns  (p10 7.8, p90 8.2, 31 samples)",
+        'bench-figure {"figure": "saintmode_check_ns_0", "unit": "ns", "value": 8.012, "min": 7.8, "max": 8.2, "spread": "p10..p90", "samples": 31}',
+        'bench-figure {"figure": "saintmode_check_ns_100000_object_listed", "unit": "ns", "value": 21.7, "min": 20.0, "max": 40.0, "spread": "p10..p90", "samples": 31}',
+        "bench-figure {not json",
+    ]
+
+    def test_named_figures_are_read_with_their_spread(self):
+        got = {f["figure"]: f for f in criterion_read.figures_from_lines(
+            self.LOG, ["saintmode_check_ns_0"], targets={"saintmode_check_ns_0": "-"})}
+        f = got["saintmode_check_ns_0"]
+        self.assertEqual((f["kind"], f["unit"], f["value"], f["min"], f["max"]), ("estimate", "ns", 8.012, 7.8, 8.2))
+        self.assertIsNone(f["ci"])
+        self.assertEqual(f["extra"], {"spread": "p10..p90", "samples": 31})
+
+    def test_a_variant_is_not_taken_for_the_figure_and_missing_ones_say_why(self):
+        got = {f["figure"]: f for f in criterion_read.figures_from_lines(
+            self.LOG, ["saintmode_check_ns_100000", "peer_queue_req_ns"], missing="cargo bench failed")}
+        self.assertEqual(got["saintmode_check_ns_100000"]["kind"], "null")
+        self.assertEqual(got["peer_queue_req_ns"]["reason"], "cargo bench failed")
+
+
 if __name__ == "__main__":
     unittest.main()

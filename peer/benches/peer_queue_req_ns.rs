@@ -101,6 +101,13 @@ fn main() {
         samples[samples.len() - 1],
         samples.len()
     );
+    // The line bench/run.sh reads (bench/lib/criterion_read.py --lines).
+    println!(
+        "bench-figure {{\"figure\": \"peer_queue_req_ns\", \"unit\": \"ns\", \"value\": {median:.1}, \"min\": {:.1}, \"max\": {:.1}, \"spread\": \"min..max\", \"samples\": {}}}",
+        samples[0],
+        samples[samples.len() - 1],
+        samples.len()
+    );
     assert_eq!(
         peer.counters()
             .dropped
