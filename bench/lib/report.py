@@ -213,9 +213,12 @@ def table(results):
     for name, f in det["figures"].items():
         unit, v = f["unit"], results.get(name)
         if "ci" in f:
-            spread = f"CI {fmt(f['ci'][0], unit)}..{fmt(f['ci'][1], unit)}"
+            parts = []
+            if f["ci"] is not None:
+                parts.append(f"CI {fmt(f['ci'][0], unit)}..{fmt(f['ci'][1], unit)}")
             if f.get("min") is not None:
-                spread += f"; {fmt(f['min'], unit)}..{fmt(f['max'], unit)}"
+                parts.append(f"{f.get('spread') or 'min..max'} {fmt(f['min'], unit)}..{fmt(f['max'], unit)}")
+            spread = "; ".join(parts) or "-"
             n = str(f.get("samples", "-"))
         else:
             spread = f"{fmt(f['min'], unit)}..{fmt(f['max'], unit)}" if "min" in f else "-"

@@ -103,6 +103,18 @@ class Report(unittest.TestCase):
             report.main(["--aa", path, "sm_0", "2", "ours_plain_aa", "ours_plain", "0.97", "1.03"])
         self.assertEqual(buf.getvalue().split(), ["null", "false"])
 
+    def test_micro_benchmark_estimate_without_ci_is_tabled_with_its_spread(self):
+        figs = [{"figure": "saintmode_check_ns_100000", "kind": "estimate", "unit": "ns", "value": 28.7,
+                 "ci": None, "min": 24.1, "max": 39.8, "target": "<= 200",
+                 "extra": {"spread": "p10..p90", "samples": 31}}]
+        write_run_dir(self.d, [], [], figs)
+        res = report.build(self.d)
+        self.assertAlmostEqual(res["saintmode_check_ns_100000"], 28.7)
+        header, rows, _ = report.table(res)
+        row = next(r for r in rows if r[0] == "saintmode_check_ns_100000")
+        self.assertIn("p10..p90 24.1..39.8", row[2])
+        self.assertNotIn("CI", row[2])
+
     def test_readme_table_is_replaced_between_the_markers_only(self):
         write_run_dir(self.d, [], [], [])
         res = report.build(self.d)
