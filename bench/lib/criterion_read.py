@@ -132,6 +132,8 @@ def main(argv):
         else:
             ids.append(a)
     if lines is not None:
+        # No criterion tree with --lines: every positional argument is an ID.
+        ids = ([root] if root is not None else []) + ids
         try:
             with open(lines, errors="replace") as f:
                 text = f.read().splitlines()

@@ -95,6 +95,18 @@ class BenchFigureLines(unittest.TestCase):
         self.assertIsNone(f["ci"])
         self.assertEqual(f["extra"], {"spread": "p10..p90", "samples": 31})
 
+    def test_command_line_with_lines_takes_every_positional_argument_as_an_id(self):
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+            f.write("\n".join(self.LOG) + "\n")
+        out = io.StringIO()
+        with redirect_stdout(out):
+            criterion_read.main(["--lines", f.name, "--target", "saintmode_check_ns_0=-",
+                                 "saintmode_check_ns_0", "peer_queue_req_ns"])
+        os.unlink(f.name)
+        got = [json.loads(line)["figure"] for line in out.getvalue().splitlines()]
+        self.assertEqual(got, ["saintmode_check_ns_0", "peer_queue_req_ns"])
+
     def test_a_variant_is_not_taken_for_the_figure_and_missing_ones_say_why(self):
         got = {f["figure"]: f for f in criterion_read.figures_from_lines(
             self.LOG, ["saintmode_check_ns_100000", "peer_queue_req_ns"], missing="cargo bench failed")}
