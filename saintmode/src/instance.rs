@@ -15,11 +15,13 @@ use varnish::ffi::{
 };
 
 use crate::blacklist::{Crossing, Digest, Verdict};
-use crate::blame::{check_call, find_target, BlacklistError, Trail};
+use crate::blame::{check_call, find_target, BlacklistError, Blame, Trail};
 use crate::clock::{Clock, Monotonic, Tick};
 use crate::ffi::{DIRECTOR_METHODS, REGISTRY_METHODS};
 use crate::object::Saintmode;
-use crate::report::{crossing_line, listing_detail, listing_line, veto_line, Snapshot};
+use crate::report::{
+    crossing_line, listing_detail, listing_line, no_backend_line, veto_line, Snapshot,
+};
 use crate::stats::Stats;
 use crate::varnish::{
     busyobj_of, director_name, director_of, log, priv_task, priv_vcl_arc, req_of, ws_alloc,
@@ -69,6 +71,9 @@ impl Object {
         log_veto: bool,
         changed: *mut VCL_TIME,
     ) -> bool {
+        if ctx.method & (VCL_MET_BACKEND_RESPONSE | VCL_MET_BACKEND_ERROR) == 0 {
+            note_resolution(ctx);
+        }
         let health = self.core.check(digest, Monotonic.now(), ctx.now.0);
         if log_veto {
             if let Some(line) = veto_line(health.verdict, &self.core.backend_name) {
@@ -209,6 +214,20 @@ pub(crate) fn trail_of(ctx: &vrt_ctx, create: bool) -> *mut FetchTrail {
     p.priv_.cast::<FetchTrail>()
 }
 
+/// Records in the fetch's trail that its current attempt is being resolved, and what
+/// `bo->director_resp` holds before the attempt contacts any backend (see `blame`). Called
+/// by every saintmode health check or resolve outside `vcl_backend_response` and
+/// `vcl_backend_error`, i.e. before the attempt's outcome is known.
+fn note_resolution(ctx: &vrt_ctx) {
+    let Some(bo) = busyobj_of(ctx) else { return };
+    let resp = (!bo.director_resp.is_null()).then_some(bo.director_resp);
+    // SAFETY: the fetch's trail, used by this thread only; no other borrow of it is live
+    // (the resolve callback's borrows end before it asks for health).
+    if let Some(t) = unsafe { trail_of(ctx, true).as_mut() } {
+        t.begin(bo.retries, resp);
+    }
+}
+
 /// # Safety
 /// As `vmod_saintmode__init`.
 pub(crate) unsafe fn init(
@@ -323,9 +342,20 @@ pub(crate) fn blacklist(
         });
         find_target(trail, bo.retries, resp, wrapping)
     };
+    let target = match target {
+        Blame::Object(o) => o,
+        Blame::NoBackendContacted(attempt) => {
+            // A retry loop in vcl_backend_error calls this after every attempt, also those
+            // saintmode refused: nothing failed, so nothing is listed (and no error).
+            let line = no_backend_line(attempt);
+            log(ctx, VslTag::VclLog, line.as_str());
+            return Ok(());
+        }
+        Blame::NotFound => ptr::null(),
+    };
     // SAFETY: a trail or registry entry: the object lives as long as its director, which
     // lives as long as the VCL this fetch holds a reference on.
-    let Some(object) = (unsafe { target.and_then(|t| t.as_ref()) }) else {
+    let Some(object) = (unsafe { target.as_ref() }) else {
         return Err(BlacklistError::NoTarget(director_name(VCL_BACKEND(
             bo.director_resp,
         ))));

@@ -75,6 +75,14 @@ pub fn listing_line(backend: &str, expires: f64) -> Line {
     ))
 }
 
+/// This module's line when `blacklist()` is called after an attempt that contacted no
+/// backend (saintmode refused it, or a director found no healthy member): nothing listed.
+pub fn no_backend_line(attempt: u32) -> Line {
+    line(format_args!(
+        "saintmode: nothing listed: no backend was contacted in attempt {attempt} of this fetch"
+    ))
+}
+
 /// This module's own line after `listing_line`: which object, the count, what happened.
 pub fn listing_detail(name: &str, listed: Listed, held: usize, threshold: usize) -> Line {
     match listed {
