@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use blacklist::Digest;
-use clock::Tick;
+use clock::{Fixed, Tick};
 use object::Saintmode;
 
 /// The system allocator, counting live bytes.
@@ -63,6 +63,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 const SECOND: Tick = 1_000_000_000;
+const AT_ZERO: Fixed = Fixed { mono: 0, wall: 0.0 };
 const SAMPLES: usize = 31;
 const CHECKS_PER_SAMPLE: usize = 200_000;
 
@@ -84,7 +85,7 @@ fn digest(n: u64) -> Digest {
 fn filled(entries: u64) -> Saintmode {
     let sm = Saintmode::new("sm".into(), "s1".into(), 1_000_000);
     for n in 0..entries {
-        sm.add(&digest(n), 0, 3600 * SECOND, 0.0);
+        sm.add(&digest(n), 3600 * SECOND, &AT_ZERO);
     }
     sm
 }
@@ -111,13 +112,16 @@ fn summarize(mut samples: Vec<f64>) -> Figure {
 
 /// ns per `check` of digests from `queries`, cycling.
 fn time_checks(sm: &Saintmode, queries: &[Digest]) -> Figure {
-    let now = SECOND;
+    let now = Fixed {
+        mono: SECOND,
+        wall: 1.0,
+    };
     let mut samples = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let start = Instant::now();
         for i in 0..CHECKS_PER_SAMPLE {
             let q = &queries[i % queries.len()];
-            black_box(sm.check(Some(black_box(q)), now, 1.0));
+            black_box(sm.check(Some(black_box(q)), &now));
         }
         samples.push(start.elapsed().as_nanos() as f64 / CHECKS_PER_SAMPLE as f64);
     }
@@ -183,7 +187,7 @@ fn main() {
         let mut last = base;
         for step in 1..=4u64 {
             for n in (step - 1) * 25_000..step * 25_000 {
-                sm.add(&digest(n), 0, 3600 * SECOND, 0.0);
+                sm.add(&digest(n), 3600 * SECOND, &AT_ZERO);
             }
             let now = LIVE.load(Ordering::Relaxed);
             slopes.push((now - last) as f64 / 25_000.0);

@@ -45,6 +45,27 @@ impl Key {
 /// reclaimed by later operations (each entry once).
 pub const RECLAIM_STEP: usize = 8;
 
+/// Heap nodes `live_count` may examine: it answers in bounded time under a read lock.
+pub const COUNT_BUDGET: usize = 64;
+
+/// What `live_count` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveCount {
+    /// Unexpired entries (an upper bound when not `exact`).
+    pub live: usize,
+    /// False only when more expired entries await reclaiming than one bounded search can
+    /// count (after a mass expiry).
+    pub exact: bool,
+}
+
+/// Result of a bounded walk over the expired part of a heap.
+#[derive(Clone, Copy, Debug)]
+struct Walk {
+    expired: usize,
+    visited: usize,
+    complete: bool,
+}
+
 /// A heap position meaning "not in this heap".
 const NOWHERE: u32 = u32::MAX;
 
@@ -215,19 +236,83 @@ impl Blacklist {
         }
     }
 
-    /// The exact number of unexpired entries at `now`, without changes. Costs O(1) plus the
-    /// number of expired entries not reclaimed yet (the heap is walked only where it holds
-    /// expired deadlines).
-    pub fn live_count(&self, now: Tick) -> usize {
-        self.slots.len() - self.count_expired(0, now)
+    /// The number of unexpired entries at `now`, without changes, examining at most
+    /// `COUNT_BUDGET` heap nodes (and so costing O(1) under a read lock, whatever the
+    /// number of entries and however many expired together).
+    ///
+    /// Exact (`exact: true`) when the count is under the threshold (every live entry is then
+    /// in `top`, at most `threshold` of them) and `top` has at most `COUNT_BUDGET` expired
+    /// entries, or when at most `COUNT_BUDGET` expired entries await reclaiming. Otherwise,
+    /// after a mass expiry, `live` is an upper bound: the held entries minus the expired
+    /// ones the bounded search found; it becomes exact as operations reclaim the rest.
+    pub fn live_count(&self, now: Tick) -> LiveCount {
+        if self.threshold == 0 || self.slots.is_empty() {
+            return LiveCount {
+                live: 0,
+                exact: true,
+            };
+        }
+        let over = self.over(now);
+        if !over {
+            let walk = self.walk_expired(Heap::Top, now, COUNT_BUDGET);
+            if walk.complete {
+                return LiveCount {
+                    live: self.top.len() - walk.expired,
+                    exact: true,
+                };
+            }
+        }
+        let walk = self.walk_expired(Heap::All, now, COUNT_BUDGET);
+        debug_assert!(walk.visited <= COUNT_BUDGET);
+        let mut live = self.slots.len() - walk.expired;
+        if !over {
+            // Under the threshold: fewer than `threshold` entries are live.
+            live = live.min(self.threshold - 1);
+        }
+        LiveCount {
+            live,
+            exact: walk.complete,
+        }
     }
 
-    fn count_expired(&self, pos: usize, now: Tick) -> usize {
-        match self.all.get(pos) {
-            Some(&i) if self.slots[i as usize].deadline <= now => {
-                1 + self.count_expired(2 * pos + 1, now) + self.count_expired(2 * pos + 2, now)
+    /// Counts the expired entries of a heap (they form a subtree at its root), examining
+    /// at most `budget` nodes.
+    fn walk_expired(&self, which: Heap, now: Tick, budget: usize) -> Walk {
+        let heap = match which {
+            Heap::All => &self.all,
+            Heap::Top => &self.top,
+        };
+        // Each examined node pops one position and pushes at most two: the stack never
+        // holds more than `budget + 1`.
+        let mut stack = [0usize; COUNT_BUDGET + 1];
+        let budget = budget.min(COUNT_BUDGET);
+        let mut depth = usize::from(!heap.is_empty());
+        let (mut expired, mut visited) = (0, 0);
+        while depth > 0 {
+            if visited == budget {
+                return Walk {
+                    expired,
+                    visited,
+                    complete: false,
+                };
             }
-            _ => 0,
+            depth -= 1;
+            let pos = stack[depth];
+            visited += 1;
+            if self.slots[heap[pos] as usize].deadline <= now {
+                expired += 1;
+                for child in [2 * pos + 1, 2 * pos + 2] {
+                    if child < heap.len() {
+                        stack[depth] = child;
+                        depth += 1;
+                    }
+                }
+            }
+        }
+        Walk {
+            expired,
+            visited,
+            complete: true,
         }
     }
 
@@ -484,6 +569,13 @@ mod tests {
 
     const S: Tick = 1_000_000_000;
 
+    /// The live count, which must be exact here.
+    fn live_now(bl: &Blacklist, now: Tick) -> usize {
+        let count = bl.live_count(now);
+        assert!(count.exact, "{count:?}");
+        count.live
+    }
+
     fn digest(n: u32) -> Digest {
         let mut d = [0u8; 32];
         d[..4].copy_from_slice(&n.to_le_bytes());
@@ -496,7 +588,7 @@ mod tests {
         assert_eq!(bl.add(&digest(1), 100 * S, 20 * S).0, Listed::Added);
         assert_eq!(bl.add(&digest(1), 101 * S, 20 * S).0, Listed::Refreshed);
         assert_eq!(bl.add(&digest(1), 101 * S, 20 * S).0, Listed::Refreshed);
-        assert_eq!(bl.live_count(102 * S), 1);
+        assert_eq!(live_now(&bl, 102 * S), 1);
         // The refresh extended the expiry to 121 s.
         assert!(bl.is_listed(&digest(1), 121 * S - 1));
         assert!(!bl.is_listed(&digest(1), 121 * S));
@@ -535,8 +627,8 @@ mod tests {
         bl.add(&digest(1), 100 * S, 60 * S);
         assert_eq!(bl.add(&digest(1), 101 * S, S).0, Listed::Refreshed);
         assert!(bl.is_listed(&digest(1), 150 * S));
-        assert_eq!(bl.live_count(150 * S), 1);
-        assert_eq!(bl.live_count(160 * S), 0);
+        assert_eq!(live_now(&bl, 150 * S), 1);
+        assert_eq!(live_now(&bl, 160 * S), 0);
     }
 
     #[test]
@@ -580,7 +672,7 @@ mod tests {
         bl.assert_consistent();
         assert!(bl.over(6 * S));
         assert!(!bl.over(7 * S)); // only digest(1) is live
-        assert_eq!(bl.live_count(7 * S), 1);
+        assert_eq!(live_now(&bl, 7 * S), 1);
     }
 
     #[test]
@@ -588,10 +680,10 @@ mod tests {
         let mut bl = Blacklist::new(3);
         bl.add(&digest(1), 100 * S, S);
         bl.add(&digest(2), 100 * S, 2 * S);
-        assert_eq!(bl.live_count(100 * S + S / 2), 2);
-        assert_eq!(bl.live_count(101 * S), 1);
+        assert_eq!(live_now(&bl, 100 * S + S / 2), 2);
+        assert_eq!(live_now(&bl, 101 * S), 1);
         assert!(!bl.is_listed(&digest(1), 101 * S));
-        assert_eq!(bl.live_count(102 * S), 0);
+        assert_eq!(live_now(&bl, 102 * S), 0);
         // Re-listing an expired object counts as new.
         assert_eq!(bl.add(&digest(1), 103 * S, S).0, Listed::Added);
     }
@@ -604,7 +696,7 @@ mod tests {
         }
         assert_eq!(bl.held(), 0);
         assert_eq!(bl.verdict(Some(&digest(1)), 101 * S), Verdict::Healthy);
-        assert_eq!(bl.live_count(101 * S), 0);
+        assert_eq!(live_now(&bl, 101 * S), 0);
     }
 
     #[test]
@@ -645,10 +737,45 @@ mod tests {
         bl.add(&digest(1), 100 * S, S);
         bl.add(&digest(1), 100 * S + S / 2, 10 * S);
         bl.add(&digest(2), 100 * S, 2 * S);
-        assert_eq!(bl.live_count(101 * S + S / 2), 2);
-        assert_eq!(bl.live_count(102 * S), 1);
+        assert_eq!(live_now(&bl, 101 * S + S / 2), 2);
+        assert_eq!(live_now(&bl, 102 * S), 1);
         assert!(bl.is_listed(&digest(1), 110 * S));
-        assert_eq!(bl.live_count(110 * S + S / 2), 0);
+        assert_eq!(live_now(&bl, 110 * S + S / 2), 0);
+    }
+
+    /// 100 000 entries expiring together: counting examines at most `COUNT_BUDGET` heap
+    /// nodes (the old count walked every expired entry, on every call), is exact under the
+    /// threshold, and an upper bound that reaches the exact count as entries are reclaimed.
+    #[test]
+    fn counting_after_a_mass_expiry_does_bounded_work() {
+        for threshold in [10, 1_000_000] {
+            let mut bl = Blacklist::new(threshold);
+            for n in 0..100_000 {
+                bl.add(&digest(n), 100 * S, S);
+            }
+            bl.add(&digest(200_000), 100 * S, 10 * S); // one stays live
+            let walk = bl.walk_expired(Heap::All, 101 * S, COUNT_BUDGET);
+            assert!(!walk.complete);
+            assert_eq!(walk.visited, COUNT_BUDGET);
+            let count = bl.live_count(101 * S);
+            if threshold == 10 {
+                // Under the threshold every live entry is in `top`: exact.
+                assert_eq!(
+                    count,
+                    LiveCount {
+                        live: 1,
+                        exact: true
+                    }
+                );
+            } else {
+                assert!(!count.exact);
+                assert!(count.live >= 1 && count.live <= 100_001 - COUNT_BUDGET);
+            }
+            while bl.next_expiry() <= 101 * S {
+                bl.reclaim(101 * S, RECLAIM_STEP);
+            }
+            assert_eq!(live_now(&bl, 101 * S), 1);
+        }
     }
 
     /// A model check: random adds, refreshes and reclaims against a plain map.
@@ -675,7 +802,7 @@ mod tests {
                     *e = (*e).max(now + ttl);
                 }
                 let live = model.values().filter(|&&d| d > now).count();
-                assert_eq!(bl.live_count(now), live);
+                assert_eq!(live_now(&bl, now), live);
                 assert_eq!(bl.over(now), live >= threshold);
                 assert_eq!(
                     bl.is_listed(&digest(n), now),

@@ -16,9 +16,9 @@ use varnish::ffi::{
 
 use crate::blacklist::{Crossing, Digest, Verdict};
 use crate::blame::{check_call, find_target, BlacklistError, Blame, Trail};
-use crate::clock::{Clock, Monotonic, Tick};
+use crate::clock::{TaskClock, Tick};
 use crate::ffi::{DIRECTOR_METHODS, REGISTRY_METHODS};
-use crate::object::Saintmode;
+use crate::object::{Count, Saintmode};
 use crate::report::{
     crossing_line, listing_detail, listing_line, no_backend_line, veto_line, Snapshot,
 };
@@ -74,7 +74,7 @@ impl Object {
         if ctx.method & (VCL_MET_BACKEND_RESPONSE | VCL_MET_BACKEND_ERROR) == 0 {
             note_resolution(ctx);
         }
-        let health = self.core.check(digest, Monotonic.now(), ctx.now.0);
+        let health = self.core.check(digest, &task_clock(ctx));
         if log_veto {
             if let Some(line) = veto_line(health.verdict, &self.core.backend_name) {
                 log(ctx, VslTag::VclLog, line.as_str());
@@ -101,20 +101,30 @@ impl Object {
         }
     }
 
+    /// The live entries (see `Saintmode::live_count`), logging a crossing it records.
+    pub(crate) fn live_count(&self, ctx: &vrt_ctx) -> Count {
+        let count = self.core.live_count(&task_clock(ctx));
+        self.log_crossing(ctx, count.crossing);
+        count
+    }
+
     pub(crate) fn snapshot(&self, ctx: &vrt_ctx) -> Snapshot {
-        let (count, crossing) = self.core.live_count(Monotonic.now(), ctx.now.0);
-        self.log_crossing(ctx, crossing);
-        let threshold = self.core.threshold();
+        let count = self.live_count(ctx);
         let backend_healthy = wrapped_healthy(ctx, self.wrapped(), ptr::null_mut());
         Snapshot {
             name: self.core.name.clone(),
             backend: self.core.backend_name.clone(),
-            count,
-            threshold,
-            healthy: backend_healthy && (threshold == 0 || count < threshold),
+            count: count.live.live,
+            threshold: self.core.threshold(),
+            healthy: backend_healthy && !count.over,
             backend_healthy,
         }
     }
+}
+
+/// The clocks saintmode reads in a task: monotonic ticks, and the task's `ctx->now`.
+fn task_clock(ctx: &vrt_ctx) -> TaskClock {
+    TaskClock { wall: ctx.now.0 }
 }
 
 fn wrapped_healthy(ctx: &vrt_ctx, wrapped: VCL_BACKEND, changed: *mut VCL_TIME) -> bool {
@@ -361,7 +371,7 @@ pub(crate) fn blacklist(
         ))));
     };
     let core = &object.core;
-    let listing = core.add(&bo.digest, Monotonic.now(), ttl, ctx.now.0);
+    let listing = core.add(&bo.digest, ttl, &task_clock(ctx));
     log(
         ctx,
         VslTag::VclLog,
