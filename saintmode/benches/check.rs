@@ -147,6 +147,39 @@ fn report(name: &str, f: &Figure, unit: &str) {
     );
 }
 
+/// Live heap bytes per entry at sizes just past powers of two (where doubling tables
+/// would be half empty), at 100 000, and after half of 100 000 entries expired and were
+/// reclaimed. Printed for the documentation (docs/migrating-...-saintmode.md, Memory);
+/// not figures of `make bench`.
+fn sizes() -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for n in [65_537u64, 100_000, 131_073] {
+        let base = LIVE.load(Ordering::Relaxed);
+        let sm = filled(n);
+        let bytes = (LIVE.load(Ordering::Relaxed) - base) as f64 / n as f64;
+        out.push((format!("  at {n} entries"), bytes));
+        black_box(&sm);
+    }
+    let base = LIVE.load(Ordering::Relaxed);
+    let sm = Saintmode::new("sm".into(), "s1".into(), 1_000_000);
+    for n in 0..100_000u64 {
+        let ttl = if n % 2 == 0 { SECOND } else { 3600 * SECOND };
+        sm.add(&digest(n), ttl, &AT_ZERO);
+    }
+    let later = Fixed {
+        mono: 2 * SECOND,
+        wall: 2.0,
+    };
+    // Each count reclaims a bounded step; enough of them reclaim the 50 000 expired.
+    for _ in 0..(50_000 / blacklist::COUNT_BUDGET + 10) {
+        black_box(sm.live_count(&later));
+    }
+    let held = sm.live_count(&later).live.live as f64;
+    let bytes = (LIVE.load(Ordering::Relaxed) - base) as f64 / held;
+    out.push(("  100000, half expired and reclaimed".to_owned(), bytes));
+    out
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter we do not need.
     let unlisted: Vec<Digest> = (0..4096).map(|n| digest(1_000_000_000 + n)).collect();
@@ -205,4 +238,7 @@ fn main() {
         slopes.first().copied().unwrap_or(0.0),
         slopes.last().copied().unwrap_or(0.0)
     );
+    for (label, bytes) in sizes() {
+        println!("{label:<40} {bytes:>8.1} B per entry");
+    }
 }
