@@ -83,9 +83,14 @@ impl Object {
         self.log_crossing(ctx, health.crossing);
         let wrapped = self.wrapped();
         if health.verdict != Verdict::Healthy || wrapped.0.is_null() {
+            let since = if wrapped.0.is_null() {
+                self.core.wrapped_gone(ctx.now.0)
+            } else {
+                health.changed_at
+            };
             // SAFETY: NULL or the caller's out-parameter.
             if let Some(changed) = unsafe { changed.as_mut() } {
-                changed.0 = varnish::ffi::vtim_real(health.changed_at);
+                changed.0 = varnish::ffi::vtim_real(since);
             }
             return false;
         }

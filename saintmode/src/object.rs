@@ -78,6 +78,9 @@ pub struct Saintmode {
     held: AtomicUsize,
     /// `f64` bits of the wall-clock time of the last change of saintmode's answer.
     changed_at: AtomicU64,
+    /// `f64` bits of the wall-clock time a check first found the wrapped backend gone
+    /// (released at VCL discard); 0 until then.
+    gone_at: AtomicU64,
     list: RwLock<Guarded>,
     /// Where counters go; NULL when there are none (VSC allocation failed, or after
     /// `detach_stats`).
@@ -92,6 +95,7 @@ impl Saintmode {
             threshold,
             held: AtomicUsize::new(0),
             changed_at: AtomicU64::new(0f64.to_bits()),
+            gone_at: AtomicU64::new(0f64.to_bits()),
             list: RwLock::new(Guarded {
                 list: Blacklist::new(threshold),
                 over_seen: false,
@@ -228,6 +232,22 @@ impl Saintmode {
 
     pub fn changed_at(&self) -> f64 {
         f64::from_bits(self.changed_at.load(Ordering::Relaxed))
+    }
+
+    /// The `changed` time to report once the wrapped backend is gone: when a check first
+    /// saw it gone (`wall`, the first time this is called), or saintmode's own last change
+    /// if later. Never the epoch, which would read as "sick since 1970".
+    pub fn wrapped_gone(&self, wall: f64) -> f64 {
+        let first = match self.gone_at.compare_exchange(
+            0f64.to_bits(),
+            wall.to_bits(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => wall,
+            Err(bits) => f64::from_bits(bits),
+        };
+        first.max(self.changed_at())
     }
 
     /// Bookkeeping after the list changed, under its write lock: expired counter, the gauge
@@ -491,6 +511,17 @@ mod tests {
             }
         }
         assert!(calls <= 10_000 / COUNT_BUDGET + 2, "{calls}");
+    }
+
+    /// The health API's `changed` once the wrapped backend is released: the first time a
+    /// check saw it gone (it was 0.0, the epoch, before), or saintmode's later change.
+    #[test]
+    fn changed_time_when_the_wrapped_backend_is_gone_is_when_it_was_first_seen_gone() {
+        let (sm, _stats) = object(10);
+        assert_eq!(sm.wrapped_gone(100.0), 100.0);
+        assert_eq!(sm.wrapped_gone(200.0), 100.0);
+        sm.add(&digest(1), 10 * S, &at(0, 150.0));
+        assert_eq!(sm.wrapped_gone(300.0), 150.0);
     }
 
     #[test]
