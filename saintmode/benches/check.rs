@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use blacklist::Digest;
-use clock::Tick;
+use clock::{Fixed, Tick};
 use object::Saintmode;
 
 /// The system allocator, counting live bytes.
@@ -63,6 +63,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 const SECOND: Tick = 1_000_000_000;
+const AT_ZERO: Fixed = Fixed { mono: 0, wall: 0.0 };
 const SAMPLES: usize = 31;
 const CHECKS_PER_SAMPLE: usize = 200_000;
 
@@ -84,7 +85,7 @@ fn digest(n: u64) -> Digest {
 fn filled(entries: u64) -> Saintmode {
     let sm = Saintmode::new("sm".into(), "s1".into(), 1_000_000);
     for n in 0..entries {
-        sm.add(&digest(n), 0, 3600 * SECOND, 0.0);
+        sm.add(&digest(n), 3600 * SECOND, &AT_ZERO);
     }
     sm
 }
@@ -111,13 +112,16 @@ fn summarize(mut samples: Vec<f64>) -> Figure {
 
 /// ns per `check` of digests from `queries`, cycling.
 fn time_checks(sm: &Saintmode, queries: &[Digest]) -> Figure {
-    let now = SECOND;
+    let now = Fixed {
+        mono: SECOND,
+        wall: 1.0,
+    };
     let mut samples = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let start = Instant::now();
         for i in 0..CHECKS_PER_SAMPLE {
             let q = &queries[i % queries.len()];
-            black_box(sm.check(Some(black_box(q)), now, 1.0));
+            black_box(sm.check(Some(black_box(q)), &now));
         }
         samples.push(start.elapsed().as_nanos() as f64 / CHECKS_PER_SAMPLE as f64);
     }
@@ -141,6 +145,39 @@ fn report(name: &str, f: &Figure, unit: &str) {
         "bench-figure {{\"figure\": \"{key}\", \"unit\": \"{unit}\", \"value\": {:.3}, \"min\": {:.3}, \"max\": {:.3}, \"spread\": \"p10..p90\", \"samples\": {SAMPLES}}}",
         f.median, f.p10, f.p90
     );
+}
+
+/// Live heap bytes per entry at sizes just past powers of two (where doubling tables
+/// would be half empty), at 100 000, and after half of 100 000 entries expired and were
+/// reclaimed. Printed for the documentation (docs/migrating-...-saintmode.md, Memory);
+/// not figures of `make bench`.
+fn sizes() -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for n in [65_537u64, 100_000, 131_073] {
+        let base = LIVE.load(Ordering::Relaxed);
+        let sm = filled(n);
+        let bytes = (LIVE.load(Ordering::Relaxed) - base) as f64 / n as f64;
+        out.push((format!("  at {n} entries"), bytes));
+        black_box(&sm);
+    }
+    let base = LIVE.load(Ordering::Relaxed);
+    let sm = Saintmode::new("sm".into(), "s1".into(), 1_000_000);
+    for n in 0..100_000u64 {
+        let ttl = if n % 2 == 0 { SECOND } else { 3600 * SECOND };
+        sm.add(&digest(n), ttl, &AT_ZERO);
+    }
+    let later = Fixed {
+        mono: 2 * SECOND,
+        wall: 2.0,
+    };
+    // Each count reclaims a bounded step; enough of them reclaim the 50 000 expired.
+    for _ in 0..(50_000 / blacklist::COUNT_BUDGET + 10) {
+        black_box(sm.live_count(&later));
+    }
+    let held = sm.live_count(&later).live.live as f64;
+    let bytes = (LIVE.load(Ordering::Relaxed) - base) as f64 / held;
+    out.push(("  100000, half expired and reclaimed".to_owned(), bytes));
+    out
 }
 
 fn main() {
@@ -183,7 +220,7 @@ fn main() {
         let mut last = base;
         for step in 1..=4u64 {
             for n in (step - 1) * 25_000..step * 25_000 {
-                sm.add(&digest(n), 0, 3600 * SECOND, 0.0);
+                sm.add(&digest(n), 3600 * SECOND, &AT_ZERO);
             }
             let now = LIVE.load(Ordering::Relaxed);
             slopes.push((now - last) as f64 / 25_000.0);
@@ -201,4 +238,7 @@ fn main() {
         slopes.first().copied().unwrap_or(0.0),
         slopes.last().copied().unwrap_or(0.0)
     );
+    for (label, bytes) in sizes() {
+        println!("{label:<40} {bytes:>8.1} B per entry");
+    }
 }

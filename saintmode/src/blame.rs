@@ -9,10 +9,21 @@
 //! own workspace, each saintmode that resolved and the backend it resolved to. A
 //! resolution chain starts when a saintmode resolve is entered at depth 0, which forgets
 //! the hops of an earlier chain or attempt; nested saintmodes record first, so the
-//! innermost comes first. When the trail has no answer (no saintmode resolved this
-//! attempt, `std.rollback(bereq)` cleared it, the retry went to a plain backend, the
-//! workspace was full), the C module's rule applies: the object that wraps
-//! `director_resp` directly.
+//! innermost comes first.
+//!
+//! `bo->director_resp` is set only when a resolution succeeds, so after an attempt that
+//! contacted no backend (saintmode refused it, or a director found no healthy member) it
+//! still names an earlier attempt's backend, or NULL. Blaming that backend would refresh an
+//! entry for a failure that did not happen. So the trail also records, when the first
+//! saintmode callback of an attempt runs during its resolution, what `director_resp` held
+//! then: if it still holds that after the attempt and no hop explains it, the attempt
+//! contacted no backend and nothing is listed. (The one case this cannot tell apart: the
+//! attempt resolved, without saintmode, the same backend as the previous attempt; it is then
+//! taken for "no backend contacted".)
+//!
+//! When the trail has no answer otherwise (no saintmode took part in this attempt,
+//! `std.rollback(bereq)` cleared it, the retry went to a plain backend, the workspace was
+//! full), the C module's rule applies: the object that wraps `director_resp` directly.
 
 use std::fmt;
 
@@ -23,10 +34,14 @@ pub const MAX_HOPS: usize = 4;
 /// resolved to. Fixed size, so it fits a workspace allocation and needs no destructor.
 #[derive(Clone, Copy, Debug)]
 pub struct Trail<O: Copy, B: Copy> {
+    /// The attempt (`bo->retries`) the rest describes; meaningless until `started`.
     attempt: u32,
+    started: bool,
     depth: u32,
     len: usize,
     hops: [(O, B); MAX_HOPS],
+    /// `bo->director_resp` when this attempt's resolution began (None: not recorded).
+    resp_before: Option<Option<B>>,
 }
 
 impl<O: Copy + PartialEq, B: Copy + PartialEq> Trail<O, B> {
@@ -34,16 +49,41 @@ impl<O: Copy + PartialEq, B: Copy + PartialEq> Trail<O, B> {
     pub fn new(filler: (O, B)) -> Self {
         Self {
             attempt: 0,
+            started: false,
             depth: 0,
             len: 0,
             hops: [filler; MAX_HOPS],
+            resp_before: None,
+        }
+    }
+
+    /// Forgets everything when `attempt` is not the one recorded. A new attempt also
+    /// resets the depth, so that a resolve that never returned (a panic caught in between)
+    /// does not hide the next attempt's chains.
+    fn switch_to(&mut self, attempt: u32) {
+        if !self.started || self.attempt != attempt {
+            self.attempt = attempt;
+            self.started = true;
+            self.depth = 0;
+            self.len = 0;
+            self.resp_before = None;
+        }
+    }
+
+    /// A saintmode callback runs while attempt `attempt` is being resolved (before it
+    /// contacts any backend), `resp` being `bo->director_resp` at that moment. Only the
+    /// first call of an attempt records `resp`.
+    pub fn begin(&mut self, attempt: u32, resp: Option<B>) {
+        self.switch_to(attempt);
+        if self.resp_before.is_none() {
+            self.resp_before = Some(resp);
         }
     }
 
     /// A saintmode resolve starts for fetch attempt `attempt` (`bo->retries`).
     pub fn enter(&mut self, attempt: u32) {
+        self.switch_to(attempt);
         if self.depth == 0 {
-            self.attempt = attempt;
             self.len = 0;
         }
         self.depth = self.depth.saturating_add(1);
@@ -65,26 +105,44 @@ impl<O: Copy + PartialEq, B: Copy + PartialEq> Trail<O, B> {
     }
 }
 
+/// What `blacklist()` acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame<O> {
+    /// List the fetch's object on this saintmode object.
+    Object(O),
+    /// The attempt (`bo->retries`) contacted no backend: nothing to list. Not an error:
+    /// the VCL of a retry loop calls `blacklist()` in every `vcl_backend_error`.
+    NoBackendContacted(u32),
+    /// No saintmode object resolved or wraps the backend that answered.
+    NotFound,
+}
+
 /// The object to blame for a fetch that `resp` answered (`bo->director_resp`) in attempt
-/// `attempt`: the innermost saintmode of this attempt's trail that resolved to `resp`, else
-/// the first object (in declaration order) that wraps `resp` directly, as the C module does.
+/// `attempt`: the innermost saintmode of this attempt's trail that resolved to `resp`;
+/// nothing when the attempt contacted no backend (`resp` unchanged since the attempt's
+/// resolution began, or NULL); else the first object (in declaration order) that wraps
+/// `resp` directly, as the C module does.
 pub fn find_target<O: Copy + PartialEq, B: Copy + PartialEq>(
     trail: Option<&Trail<O, B>>,
     attempt: u32,
     resp: Option<B>,
     wrapped_by: impl IntoIterator<Item = (O, B)>,
-) -> Option<O> {
-    let resp = resp?;
-    let from_trail = trail
-        .filter(|t| t.attempt == attempt)
-        .and_then(|t| t.hops().iter().find(|(_, b)| *b == resp))
-        .map(|(o, _)| *o);
-    from_trail.or_else(|| {
-        wrapped_by
-            .into_iter()
-            .find(|(_, wrapped)| *wrapped == resp)
-            .map(|(o, _)| o)
-    })
+) -> Blame<O> {
+    if let Some(t) = trail.filter(|t| t.started && t.attempt == attempt) {
+        if let Some((o, _)) = t.hops().iter().find(|(_, b)| Some(*b) == resp) {
+            return Blame::Object(*o);
+        }
+        if t.resp_before == Some(resp) {
+            return Blame::NoBackendContacted(attempt);
+        }
+    }
+    let Some(resp) = resp else {
+        return Blame::NoBackendContacted(attempt);
+    };
+    wrapped_by
+        .into_iter()
+        .find(|(_, wrapped)| *wrapped == resp)
+        .map_or(Blame::NotFound, |(o, _)| Blame::Object(o))
 }
 
 /// Why `blacklist()` did nothing (logged as `VCL_Error`, prefixed with the function name).
@@ -141,7 +199,10 @@ mod tests {
         t.enter(0); // inner saintmode 2
         t.leave(2, Some(100));
         t.leave(1, Some(100));
-        assert_eq!(find_target(Some(&t), 0, Some(100), [(1, 50)]), Some(2));
+        assert_eq!(
+            find_target(Some(&t), 0, Some(100), [(1, 50)]),
+            Blame::Object(2)
+        );
     }
 
     #[test]
@@ -149,17 +210,24 @@ mod tests {
         let mut t = T::new((0, 0));
         t.enter(0);
         t.leave(7, Some(300)); // wraps a director that picked backend 300
-        assert_eq!(find_target(Some(&t), 0, Some(300), []), Some(7));
+        assert_eq!(find_target(Some(&t), 0, Some(300), []), Blame::Object(7));
     }
 
     #[test]
     fn without_trail_the_object_wrapping_the_backend_directly_is_blamed() {
         assert_eq!(
             find_target::<u32, u32>(None, 0, Some(5), [(1, 4), (2, 5), (3, 5)]),
-            Some(2)
+            Blame::Object(2)
         );
-        assert_eq!(find_target::<u32, u32>(None, 0, Some(6), [(1, 4)]), None);
-        assert_eq!(find_target::<u32, u32>(None, 0, None, [(1, 4)]), None);
+        assert_eq!(
+            find_target::<u32, u32>(None, 0, Some(6), [(1, 4)]),
+            Blame::NotFound
+        );
+        // No backend ever answered this fetch: nothing to list, not an error.
+        assert_eq!(
+            find_target::<u32, u32>(None, 2, None, [(1, 4)]),
+            Blame::NoBackendContacted(2)
+        );
     }
 
     #[test]
@@ -168,9 +236,15 @@ mod tests {
         t.enter(0);
         t.leave(7, Some(300));
         // Retry 1 went to a plain backend 5 (no saintmode resolve in this attempt).
-        assert_eq!(find_target(Some(&t), 1, Some(5), [(2, 5)]), Some(2));
+        assert_eq!(
+            find_target(Some(&t), 1, Some(5), [(2, 5)]),
+            Blame::Object(2)
+        );
         // Or the trail's backend is not the one that answered.
-        assert_eq!(find_target(Some(&t), 0, Some(5), [(2, 5)]), Some(2));
+        assert_eq!(
+            find_target(Some(&t), 0, Some(5), [(2, 5)]),
+            Blame::Object(2)
+        );
     }
 
     #[test]
@@ -180,7 +254,74 @@ mod tests {
         t.leave(7, Some(300));
         t.enter(1);
         t.leave(8, None); // refused this time
-        assert_eq!(find_target(Some(&t), 1, Some(300), []), None);
+        assert_eq!(find_target(Some(&t), 1, Some(300), []), Blame::NotFound);
+    }
+
+    /// The vmod.vcc example: attempt 0 reached backend 300 through saintmode 7 and failed;
+    /// attempts 1.. were refused by saintmode 7, `director_resp` still says 300.
+    #[test]
+    fn an_attempt_saintmode_refused_is_not_blamed_on_the_previous_backend() {
+        let mut t = T::new((0, 0));
+        t.begin(0, None);
+        t.enter(0);
+        t.leave(7, Some(300));
+        assert_eq!(
+            find_target(Some(&t), 0, Some(300), [(7, 300)]),
+            Blame::Object(7)
+        );
+        for attempt in 1..5 {
+            t.enter(attempt);
+            t.begin(attempt, Some(300));
+            t.leave(7, None);
+            assert_eq!(
+                find_target(Some(&t), attempt, Some(300), [(7, 300)]),
+                Blame::NoBackendContacted(attempt)
+            );
+        }
+    }
+
+    /// A fallback director asked the health of its saintmode members (no resolve) and
+    /// found none healthy: the attempt has no hops, `director_resp` is the last attempt's.
+    #[test]
+    fn an_attempt_a_director_found_no_member_for_is_not_blamed() {
+        let mut t = T::new((0, 0));
+        t.enter(1);
+        t.begin(1, Some(200));
+        t.leave(8, Some(300));
+        t.begin(2, Some(300)); // health checks of attempt 2, both members refuse
+        t.begin(2, Some(300));
+        assert_eq!(
+            find_target(Some(&t), 2, Some(300), [(8, 300)]),
+            Blame::NoBackendContacted(2)
+        );
+    }
+
+    /// A saintmode refused, then the director picked a plain backend that failed: that
+    /// backend was contacted (`director_resp` changed), so the C rule still applies.
+    #[test]
+    fn a_plain_backend_picked_after_a_refusal_is_still_blamed() {
+        let mut t = T::new((0, 0));
+        t.begin(1, Some(300));
+        t.enter(1);
+        t.leave(7, None);
+        assert_eq!(
+            find_target(Some(&t), 1, Some(5), [(2, 5)]),
+            Blame::Object(2)
+        );
+    }
+
+    /// A panic between `enter` and `leave` leaves the depth raised; the next attempt starts
+    /// a chain of its own anyway.
+    #[test]
+    fn a_resolve_that_never_left_does_not_leak_into_the_next_attempt() {
+        let mut t = T::new((0, 0));
+        t.enter(0);
+        t.enter(0); // the inner resolve panicked: no leave
+        t.leave(1, Some(9));
+        t.enter(1);
+        t.leave(2, Some(10));
+        assert_eq!(find_target(Some(&t), 1, Some(10), []), Blame::Object(2));
+        assert_eq!(t.hops().len(), 1);
     }
 
     #[test]
@@ -192,7 +333,7 @@ mod tests {
         for o in 0..(MAX_HOPS as u32 + 2) {
             t.leave(o, Some(9));
         }
-        assert_eq!(find_target(Some(&t), 0, Some(9), []), Some(0));
+        assert_eq!(find_target(Some(&t), 0, Some(9), []), Blame::Object(0));
     }
 
     #[test]

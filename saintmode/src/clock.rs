@@ -10,9 +10,51 @@ use std::time::Instant;
 /// process). 584 years fit in a `u64`.
 pub type Tick = u64;
 
-/// A source of monotonic time: the process clock in varnishd, a scripted one in tests.
+/// A source of time: monotonic ticks for deadlines, and the wall clock (seconds since the
+/// epoch) for what users read as dates. The process clocks in varnishd, scripted ones in
+/// tests.
 pub trait Clock {
     fn now(&self) -> Tick;
+
+    /// The wall-clock time, in seconds since the epoch.
+    fn wall(&self) -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+/// A task's clocks in varnishd: monotonic ticks from `Monotonic`, and the task's own
+/// wall-clock time (`ctx->now`), so that the times saintmode reports agree with the
+/// task's log timestamps.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskClock {
+    pub wall: f64,
+}
+
+impl Clock for TaskClock {
+    fn now(&self) -> Tick {
+        Monotonic.now()
+    }
+    fn wall(&self) -> f64 {
+        self.wall
+    }
+}
+
+/// A clock stopped at one instant (tests, benchmarks).
+#[derive(Clone, Copy, Debug)]
+pub struct Fixed {
+    pub mono: Tick,
+    pub wall: f64,
+}
+
+impl Clock for Fixed {
+    fn now(&self) -> Tick {
+        self.mono
+    }
+    fn wall(&self) -> f64 {
+        self.wall
+    }
 }
 
 /// `CLOCK_MONOTONIC` (through `std::time::Instant`), relative to the first call.
@@ -53,6 +95,14 @@ mod tests {
         assert_eq!(ticks_from_secs(-1.0), None);
         assert_eq!(ticks_from_secs(f64::NAN), None);
         assert_eq!(ticks_from_secs(1e300), Some(u64::MAX));
+    }
+
+    #[test]
+    fn task_clock_keeps_the_task_wall_time_and_runs_monotonic() {
+        let c = TaskClock { wall: 1234.5 };
+        assert_eq!(c.wall(), 1234.5);
+        let a = c.now();
+        assert!(c.now() >= a);
     }
 
     #[test]

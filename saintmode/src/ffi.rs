@@ -13,7 +13,6 @@ use varnish::ffi::{
     VCL_DURATION, VCL_INT, VCL_STRING, VCL_TIME, VDI_METHODS_MAGIC, VMOD_PRIV_METHODS_MAGIC,
 };
 
-use crate::clock::{Clock, Monotonic};
 use crate::instance::{
     blacklist, init, object_from, object_of, task_digest, trail_of, Handle, Object, Registry,
     HANDLE_MAGIC,
@@ -249,8 +248,7 @@ pub unsafe extern "C" fn vmod_saintmode_blacklist_count(
         else {
             return VCL_INT(0);
         };
-        let (count, crossing) = o.core.live_count(Monotonic.now(), ctx.now.0);
-        o.log_crossing(ctx, crossing);
+        let count = o.live_count(ctx).live.live;
         VCL_INT(i64::try_from(count).unwrap_or(i64::MAX))
     })
 }

@@ -15,11 +15,13 @@ use varnish::ffi::{
 };
 
 use crate::blacklist::{Crossing, Digest, Verdict};
-use crate::blame::{check_call, find_target, BlacklistError, Trail};
-use crate::clock::{Clock, Monotonic, Tick};
+use crate::blame::{check_call, find_target, BlacklistError, Blame, Trail};
+use crate::clock::{TaskClock, Tick};
 use crate::ffi::{DIRECTOR_METHODS, REGISTRY_METHODS};
-use crate::object::Saintmode;
-use crate::report::{crossing_line, listing_detail, listing_line, veto_line, Snapshot};
+use crate::object::{Count, Saintmode};
+use crate::report::{
+    crossing_line, listing_detail, listing_line, no_backend_line, veto_line, Snapshot,
+};
 use crate::stats::Stats;
 use crate::varnish::{
     busyobj_of, director_name, director_of, log, priv_task, priv_vcl_arc, req_of, ws_alloc,
@@ -69,7 +71,10 @@ impl Object {
         log_veto: bool,
         changed: *mut VCL_TIME,
     ) -> bool {
-        let health = self.core.check(digest, Monotonic.now(), ctx.now.0);
+        if ctx.method & (VCL_MET_BACKEND_RESPONSE | VCL_MET_BACKEND_ERROR) == 0 {
+            note_resolution(ctx);
+        }
+        let health = self.core.check(digest, &task_clock(ctx));
         if log_veto {
             if let Some(line) = veto_line(health.verdict, &self.core.backend_name) {
                 log(ctx, VslTag::VclLog, line.as_str());
@@ -78,9 +83,14 @@ impl Object {
         self.log_crossing(ctx, health.crossing);
         let wrapped = self.wrapped();
         if health.verdict != Verdict::Healthy || wrapped.0.is_null() {
+            let since = if wrapped.0.is_null() {
+                self.core.wrapped_gone(ctx.now.0)
+            } else {
+                health.changed_at
+            };
             // SAFETY: NULL or the caller's out-parameter.
             if let Some(changed) = unsafe { changed.as_mut() } {
-                changed.0 = varnish::ffi::vtim_real(health.changed_at);
+                changed.0 = varnish::ffi::vtim_real(since);
             }
             return false;
         }
@@ -96,20 +106,30 @@ impl Object {
         }
     }
 
+    /// The live entries (see `Saintmode::live_count`), logging a crossing it records.
+    pub(crate) fn live_count(&self, ctx: &vrt_ctx) -> Count {
+        let count = self.core.live_count(&task_clock(ctx));
+        self.log_crossing(ctx, count.crossing);
+        count
+    }
+
     pub(crate) fn snapshot(&self, ctx: &vrt_ctx) -> Snapshot {
-        let (count, crossing) = self.core.live_count(Monotonic.now(), ctx.now.0);
-        self.log_crossing(ctx, crossing);
-        let threshold = self.core.threshold();
+        let count = self.live_count(ctx);
         let backend_healthy = wrapped_healthy(ctx, self.wrapped(), ptr::null_mut());
         Snapshot {
             name: self.core.name.clone(),
             backend: self.core.backend_name.clone(),
-            count,
-            threshold,
-            healthy: backend_healthy && (threshold == 0 || count < threshold),
+            count: count.live.live,
+            threshold: self.core.threshold(),
+            healthy: backend_healthy && !count.over,
             backend_healthy,
         }
     }
+}
+
+/// The clocks saintmode reads in a task: monotonic ticks, and the task's `ctx->now`.
+fn task_clock(ctx: &vrt_ctx) -> TaskClock {
+    TaskClock { wall: ctx.now.0 }
 }
 
 fn wrapped_healthy(ctx: &vrt_ctx, wrapped: VCL_BACKEND, changed: *mut VCL_TIME) -> bool {
@@ -207,6 +227,20 @@ pub(crate) fn trail_of(ctx: &vrt_ctx, create: bool) -> *mut FetchTrail {
         return ptr::null_mut();
     }
     p.priv_.cast::<FetchTrail>()
+}
+
+/// Records in the fetch's trail that its current attempt is being resolved, and what
+/// `bo->director_resp` holds before the attempt contacts any backend (see `blame`). Called
+/// by every saintmode health check or resolve outside `vcl_backend_response` and
+/// `vcl_backend_error`, i.e. before the attempt's outcome is known.
+fn note_resolution(ctx: &vrt_ctx) {
+    let Some(bo) = busyobj_of(ctx) else { return };
+    let resp = (!bo.director_resp.is_null()).then_some(bo.director_resp);
+    // SAFETY: the fetch's trail, used by this thread only; no other borrow of it is live
+    // (the resolve callback's borrows end before it asks for health).
+    if let Some(t) = unsafe { trail_of(ctx, true).as_mut() } {
+        t.begin(bo.retries, resp);
+    }
 }
 
 /// # Safety
@@ -323,15 +357,26 @@ pub(crate) fn blacklist(
         });
         find_target(trail, bo.retries, resp, wrapping)
     };
+    let target = match target {
+        Blame::Object(o) => o,
+        Blame::NoBackendContacted(attempt) => {
+            // A retry loop in vcl_backend_error calls this after every attempt, also those
+            // saintmode refused: nothing failed, so nothing is listed (and no error).
+            let line = no_backend_line(attempt);
+            log(ctx, VslTag::VclLog, line.as_str());
+            return Ok(());
+        }
+        Blame::NotFound => ptr::null(),
+    };
     // SAFETY: a trail or registry entry: the object lives as long as its director, which
     // lives as long as the VCL this fetch holds a reference on.
-    let Some(object) = (unsafe { target.and_then(|t| t.as_ref()) }) else {
+    let Some(object) = (unsafe { target.as_ref() }) else {
         return Err(BlacklistError::NoTarget(director_name(VCL_BACKEND(
             bo.director_resp,
         ))));
     };
     let core = &object.core;
-    let listing = core.add(&bo.digest, Monotonic.now(), ttl, ctx.now.0);
+    let listing = core.add(&bo.digest, ttl, &task_clock(ctx));
     log(
         ctx,
         VslTag::VclLog,

@@ -7,11 +7,13 @@ use std::fmt::{self, Write as _};
 
 use crate::blacklist::{Crossing, Listed, Verdict};
 
-/// A log line built on the stack (no allocation on the fetch path). Text beyond `N` bytes
-/// is cut at a character boundary.
+/// A log line built on the stack (no allocation on the fetch path) while it fits in `N`
+/// bytes; longer text (a long backend name) moves to the heap whole: the C-compatible lines
+/// that alerts grep for are never cut.
 pub struct Line<const N: usize = 256> {
     buf: [u8; N],
     len: usize,
+    spilled: Option<String>,
 }
 
 impl<const N: usize> Line<N> {
@@ -19,12 +21,16 @@ impl<const N: usize> Line<N> {
         Self {
             buf: [0; N],
             len: 0,
+            spilled: None,
         }
     }
 
     pub fn as_str(&self) -> &str {
-        // Only whole `str`s or their char-boundary prefixes were copied in.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+        match &self.spilled {
+            Some(s) => s,
+            // Only whole `str`s were copied in.
+            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default(),
+        }
     }
 }
 
@@ -36,13 +42,17 @@ impl<const N: usize> Default for Line<N> {
 
 impl<const N: usize> fmt::Write for Line<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = N - self.len;
-        let mut take = s.len().min(room);
-        while !s.is_char_boundary(take) {
-            take -= 1;
+        if let Some(spilled) = &mut self.spilled {
+            spilled.push_str(s);
+        } else if s.len() <= N - self.len {
+            self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            let mut spilled = String::with_capacity(2 * (self.len + s.len()));
+            spilled.push_str(self.as_str());
+            spilled.push_str(s);
+            self.spilled = Some(spilled);
         }
-        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.len += take;
         Ok(())
     }
 }
@@ -72,6 +82,14 @@ pub fn veto_line(verdict: Verdict, backend: &str) -> Option<Line> {
 pub fn listing_line(backend: &str, expires: f64) -> Line {
     line(format_args!(
         "saintmode: object put on denylist for backend {backend} for {expires:.2} seconds"
+    ))
+}
+
+/// This module's line when `blacklist()` is called after an attempt that contacted no
+/// backend (saintmode refused it, or a director found no healthy member): nothing listed.
+pub fn no_backend_line(attempt: u32) -> Line {
+    line(format_args!(
+        "saintmode: nothing listed: no backend was contacted in attempt {attempt} of this fetch"
     ))
 }
 
@@ -255,12 +273,34 @@ mod tests {
         assert!(veto_line(Verdict::Healthy, "s1").is_none());
     }
 
+    /// A 300-byte backend name (VCL names have no length limit): the C-compatible lines
+    /// come out whole, never cut at 256 bytes.
     #[test]
-    fn stack_line_cuts_long_text_at_a_char_boundary() {
+    fn long_backend_names_are_never_cut() {
+        let be = "b".repeat(300);
+        assert_eq!(
+            listing_line(&be, 1.0).as_str(),
+            format!("saintmode: object put on denylist for backend {be} for 1.00 seconds")
+        );
+        assert_eq!(
+            veto_line(Verdict::Listed, &be).map(|l| l.as_str().to_owned()),
+            Some(format!(
+                "saintmode: unhealthy: object denylisted for backend {be}"
+            ))
+        );
+        let l = crossing_line("sm", &be, Crossing::Reached, 10);
+        assert!(l
+            .as_str()
+            .ends_with(&format!("backend {be}, sick for all objects")));
+    }
+
+    #[test]
+    fn multibyte_text_past_the_stack_buffer_is_kept_whole() {
         let long = "é".repeat(200);
-        let l = line(format_args!("{long}"));
-        assert_eq!(l.as_str().len(), 256);
-        assert!(l.as_str().chars().all(|c| c == 'é'));
+        let l = line(format_args!("{long}{long}"));
+        assert_eq!(l.as_str(), format!("{long}{long}"));
+        let short = line(format_args!("{}", "é".repeat(10)));
+        assert_eq!(short.as_str(), "é".repeat(10));
     }
 
     #[test]
