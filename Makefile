@@ -17,6 +17,11 @@ bootstrap:
 env:
 	@scripts/env.sh 2>/dev/null
 
+.PHONY: test-bootstrap
+# Offline tests of bootstrap's source selection against a Debian-like mirror on loopback.
+test-bootstrap: bootstrap
+	python3 scripts/tests/bootstrap_mirror.py
+
 build: bootstrap
 	$(WITH_ENV) cargo build --workspace --locked
 
@@ -37,7 +42,7 @@ docs: bootstrap
 vtc unit: build
 	$(WITH_ENV) cargo test --workspace --locked
 
-test: bootstrap lint build
+test: bootstrap test-bootstrap lint build
 	$(WITH_ENV) cargo test --workspace --locked
 	$(MAKE) --no-print-directory demo-smoke demo-cluster-smoke check-examples faults-fast check-install check-deb
 
@@ -80,10 +85,16 @@ check-install: release
 check-deb:
 	scripts/check-deb.sh
 
-.PHONY: bench
-# Benchmarks (bounded, < 10 min): ratios side by side, target/bench/results.json.
+.PHONY: bench bench-readme
+# Benchmarks (bounded, < 10 min): pinned A/B alternation gated on A/A controls, CPU per request,
+# cargo bench micro-benchmarks; target/bench/results.json. The parser tests run first (< 1 s).
 bench: release
+	python3 -m unittest discover -s bench/lib -p 'test_*.py'
 	$(WITH_ENV) bench/run.sh
+
+# README's benchmark table, regenerated from target/bench/results.json (never edited by hand).
+bench-readme:
+	python3 bench/lib/report.py --readme README.md target/bench/results.json
 
 .PHONY: faults faults-fast fuzz
 # Fault suite (peer flapping/blackholed, reload cycles, child kill, saintmode races, bad input).

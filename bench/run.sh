@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
-# Benchmark suite for the peer and saintmode VMODs (issue 5): every figure is a ratio (or bytes per
-# item) measured side by side in one run, A and B alternated BENCH_REPS times; the median and the
-# spread go to target/bench/results.json and a table on stdout (target/bench/results.md too).
+# Benchmark suite for the peer and saintmode VMODs (issues 5 and 16). Throughput figures are ratios
+# measured side by side in one run: A and B alternated in many short runs, the measured varnishd
+# pinned to one core (BENCH_CPU_MEASURED) and wrk, the destinations and this script to the other
+# (BENCH_CPU_LOAD). Every alternation group carries its A/A control; a group whose A/A median falls
+# outside BENCH_AA_BAND is measured again (at most BENCH_AA_RETRIES times, within the budget) and its
+# figures are reported invalid if it stays outside. Each run also bills CPU time per request (the
+# measured child's utime+stime from /proc). Micro-benchmarks come from the crates' `cargo bench` targets.
+# Results: target/bench/results.json and a table on stdout (target/bench/results.md too).
 #
-#   bench/run.sh                         full run (bounded: well under 10 minutes on 2 cores)
-#   BENCH_ONLY="peer saintmode" bench/run.sh   only some sections: peer drain saintmode memory
+#   bench/run.sh                         full run (bounded: under 10 minutes on 2 cores)
+#   BENCH_ONLY="peer sender" bench/run.sh   only some sections:
+#                                        peer micro sender p99 drain memory saintmode
 #
 # Expects the release build of the VMODs (make release) and Varnish from `make bootstrap`
 # (target/varnish-env.sh is sourced when varnishd is not on PATH). Installs wrk and fetches/builds
 # the C comparators (varnish-modules' saintmode, libvmod-curl) into a cache outside the clone
 # (bench/lib/tools.sh). A figure that cannot be measured is recorded as null with the reason.
 # Environment knobs (defaults in brackets):
-#   BENCH_DURATION [2]  seconds per wrk run        BENCH_REPS [5]   alternations per figure
+#   BENCH_DURATION [1]  seconds per wrk run        BENCH_REPS [6]   alternations per peer figure
+#   BENCH_SM_REPS [3]   alternations per saintmode size (that result is far above the noise)
 #   BENCH_CONNS [16]    wrk connections            BENCH_THREADS [2] wrk threads
+#   BENCH_AA_BAND ["0.97 1.03"]  A/A median accepted  BENCH_AA_RETRIES [2]  repeats of a group outside it
+#   BENCH_CPU_MEASURED [0] / BENCH_CPU_LOAD [1]  cores (taskset); pinning is off with fewer than 2 CPUs
 #   BENCH_NS ["0 1000 10000 100000"]  saintmode blacklist sizes
+#   BENCH_P99_DURATION [2]  seconds per open-loop run   BENCH_P99_LOAD [0.5]  fraction of capacity
+#   BENCH_P99_REPS [4]  BENCH_P99_AA_BAND ["0.9 1.1"]  p99 alternations and its A/A band
+#   BENCH_PEER_RESERVE / BENCH_MICRO_RESERVE / BENCH_P99_RESERVE  seconds kept for later sections
+#                       (default: the calibrated costs of the wanted later sections, SECTION_COST)
+#   BENCH_DRAIN_REPS [4]  drain measurements   BENCH_SENDER_RATE [2000]  req/s on the sender front
 #   BENCH_PEER_CONNS [1]  sender concurrency of the named peer = wrk connections of the drain denominator
 #   BENCH_PEER_OBJ_ARGS   arguments of peer.peer(...) for the drain and memory figures (large queue)
 #   BENCH_PEER_SET_EXTRA  extra arguments appended to peer.set("127.0.0.1", PORT ...)
 #   BENCH_QUEUED [30000]  requests queued for peer_bytes_per_queued_request
+#   BENCH_BUDGET [540]    seconds; sections (and A/A repeats) that would not fit are skipped (null)
 #   BENCH_KEEP=1  keep the run directory (VCLs, varnishd logs, raw measurements)
 set -euo pipefail
 
@@ -26,16 +41,25 @@ ROOT=$(dirname "$BENCH_DIR")
 cd "$ROOT"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+T_START=$(date +%s)   # the budget counts from here
+logt() { log "$* (at $(( $(date +%s) - T_START )) s)"; }
 die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
 
-DUR="${BENCH_DURATION:-2}"
-REPS="${BENCH_REPS:-5}"
+DUR="${BENCH_DURATION:-1}"
+REPS="${BENCH_REPS:-6}"
+SM_REPS="${BENCH_SM_REPS:-3}"
+AA_BAND="${BENCH_AA_BAND:-0.97 1.03}"
+AA_RETRIES="${BENCH_AA_RETRIES:-2}"
+CPU_MEASURED="${BENCH_CPU_MEASURED:-0}"
+CPU_LOAD="${BENCH_CPU_LOAD:-1}"
+P99_DUR="${BENCH_P99_DURATION:-2}"
+P99_LOAD="${BENCH_P99_LOAD:-0.5}"
 CONNS="${BENCH_CONNS:-16}"
 THREADS="${BENCH_THREADS:-2}"
 NS="${BENCH_NS:-0 1000 10000 100000}"
 QUEUED="${BENCH_QUEUED:-30000}"
-ONLY="${BENCH_ONLY:-peer drain saintmode memory}"
-BUDGET="${BENCH_BUDGET:-540}"   # seconds; saintmode sizes not started by then are skipped (null)
+ONLY="${BENCH_ONLY:-peer micro sender p99 drain memory saintmode}"
+BUDGET="${BENCH_BUDGET:-540}"   # seconds; what would not fit in it is skipped (null with the reason)
 PEER_SET_EXTRA="${BENCH_PEER_SET_EXTRA:-}"
 PEER_CONNS="${BENCH_PEER_CONNS:-1}"
 OBJ_QUEUE=1000
@@ -43,7 +67,6 @@ OBJ_QUEUE=1000
 PEER_OBJ_ARGS="${BENCH_PEER_OBJ_ARGS:-queue_size=@QUEUE@, concurrency=$PEER_CONNS, max_attempts=1000, backoff=100ms, max_backoff=1s, max_age=1h, timeout=1h}"
 BENCH_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/vmod-rs/bench"
 OUT_DIR="$ROOT/target/bench"
-T_START=$(date +%s)
 
 want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 
@@ -81,6 +104,28 @@ trap 'exit 130' INT TERM
 
 : > "$RUN/runs.jsonl"
 : > "$RUN/figures.jsonl"
+: > "$RUN/groups.jsonl"
+: > "$RUN/pins.jsonl"
+
+# ------------------------------------------------------------------ CPU pinning
+# The measured varnishd (manager and child: children inherit the affinity) runs alone on
+# CPU_MEASURED; this script and so everything it starts (wrk, origins, destinations, helpers) on
+# CPU_LOAD. Other processes on the machine are not ours to move: the A/A controls show their effect.
+PIN=""
+NCPU=$(nproc)        # before pinning: nproc counts the CPUs this process may use
+ALL_CPUS=$(taskset -pc $$ | awk '{print $NF}')
+if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
+    if taskset -pc "$CPU_LOAD" $$ >/dev/null; then
+        PIN=1
+        log "pinning: measured varnishd on CPU $CPU_MEASURED; this script, wrk and destinations on CPU $CPU_LOAD"
+    else
+        log "taskset failed: running unpinned"
+    fi
+else
+    log "fewer than 2 CPUs or no taskset: running unpinned"
+fi
+# Measured instances: the fronts whose throughput, latency or memory a figure reports.
+is_measured() { case $1 in f_*|l_*|s_ours|s_c|d_front|m_front|sm_mem_ours|sm_mem_c) return 0;; esac; return 1; }
 
 jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 fig_ratio() { # name group num den target [note]
@@ -130,7 +175,9 @@ vd_start() { # name vclfile [varnishd args...]
     local name=$1 vcl=$2 dir="$RUN/$1"
     shift 2
     mkdir -p "$dir"
-    if ! env LD_LIBRARY_PATH="$VD_LDPATH" ${VD_MALLOC_CONF:+MALLOC_CONF=$VD_MALLOC_CONF} varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
+    local pin=()
+    if [ -n "$PIN" ] && is_measured "$name"; then pin=(taskset -c "$CPU_MEASURED"); fi
+    if ! "${pin[@]}" env LD_LIBRARY_PATH="$VD_LDPATH" ${VD_MALLOC_CONF:+MALLOC_CONF=$VD_MALLOC_CONF} varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
             -s malloc,256m -p vcc_allow_inline_c=off "$@" > "$dir/log" 2>&1; then
         VD_ERR=$(grep -v '^$' "$dir/log" | head -n 4 | tr '\n' ' ' | cut -c1-300)
         log "varnishd $name failed: $VD_ERR"
@@ -140,6 +187,17 @@ vd_start() { # name vclfile [varnishd args...]
     VD_MGR[$name]=$(cat "$dir/pid")
     VD_PORT[$name]=$(varnishadm -n "$dir/n" debug.listen_address | awk '$1=="a0"{print $3; exit}')
     [ -n "${VD_PORT[$name]}" ] || { VD_ERR="no listen address"; return 1; }
+    # Record (and check) where the manager and its child may run: taskset -p of both pids.
+    local child mgr_aff child_aff want=any
+    child=$(vd_child "$name")
+    mgr_aff=$(taskset -p "${VD_MGR[$name]}" 2>/dev/null | awk '{print $NF}')
+    child_aff=$(taskset -p "$child" 2>/dev/null | awk '{print $NF}')
+    if [ -n "$PIN" ]; then
+        want=$(printf '%x' $(( 1 << ( $(is_measured "$name" && echo "$CPU_MEASURED" || echo "$CPU_LOAD") ) )))
+        [ "$child_aff" = "$want" ] || log "WARNING: $name child $child has affinity mask ${child_aff:-?}, expected $want"
+    fi
+    printf '{"name":"%s","measured":%s,"manager_pid":%s,"child_pid":%s,"manager_mask":"%s","child_mask":"%s","expected_mask":"%s"}\n' \
+        "$name" "$(is_measured "$name" && echo true || echo false)" "${VD_MGR[$name]}" "${child:-null}" "$mgr_aff" "$child_aff" "$want" >> "$RUN/pins.jsonl"
 }
 
 vd_stop() {
@@ -170,7 +228,7 @@ our_ticks() {
 }
 wait_idle() {
     local i a b
-    sleep 0.2
+    sleep 0.1
     for i in $(seq 1 25); do
         a=$(our_ticks); sleep 0.2; b=$(our_ticks)
         [ $(( b - a )) -le 2 ] && return 0   # <= 2 clock ticks (20 ms) of CPU in 200 ms
@@ -178,24 +236,30 @@ wait_idle() {
     log "our processes still busy after 5 s; measuring anyway"
 }
 
-# wrk once against a URL; appends a run record. Args: group rep label url [conns] [threads]
-wrk_run() {
-    local group=$1 rep=$2 label=$3 url=$4 c=${5:-$CONNS} t=${6:-$THREADS} out rps reqs non2xx sockerr
-    out=$(wrk -t"$t" -c"$c" -d"${DUR}s" "$url" 2>&1) || true
-    rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
-    reqs=$(awk '/requests in/{print $1; exit}' <<<"$out")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/{print $NF}' <<<"$out")
-    sockerr=$(awk '/Socket errors:/{gsub(/,/,""); print $4+$6+$8+$10}' <<<"$out")
-    printf '{"group":"%s","rep":%d,"label":"%s","rps":%s,"requests":%s,"non2xx":%s,"socket_errors":%s}\n' \
-        "$group" "$rep" "$label" "${rps:-null}" "${reqs:-0}" "${non2xx:-0}" "${sockerr:-0}" >> "$RUN/runs.jsonl"
-    WRK_RPS=${rps:-0}
-    log "  $group #$rep $label: ${rps:-?} req/s${non2xx:+ (non-2xx: $non2xx)}"
+# The child pid of the instance listening on a URL's port (the one whose CPU a run bills).
+child_of_url() {
+    local port=${1##*:} n
+    port=${port%%/*}
+    for n in "${!VD_PORT[@]}"; do
+        if [ "${VD_PORT[$n]}" = "$port" ] && [ -n "${VD_MGR[$n]:-}" ]; then vd_child "$n"; return; fi
+    done
 }
 
-# Alternate labels within a group, rotating the order every rep. Args: group "label url" ...
+ATTEMPT=1
+# wrk once against a URL through bench/lib/measure.py (CPU of the serving child and of wrk itself);
+# appends a run record. Args: group rep label url [conns] [threads]
+wrk_run() {
+    local group=$1 rep=$2 label=$3 url=$4 c=${5:-$CONNS} t=${6:-$THREADS}
+    read -r WRK_RPS WRK_CPU < <(python3 "$BENCH_DIR/lib/measure.py" --pid "$(child_of_url "$url")" --timeout $(( DUR + 30 )) \
+        --append "$RUN/runs.jsonl" --tag "group=$group" --tag "rep=$rep" --tag "label=$label" --tag "attempt=$ATTEMPT" \
+        -- wrk -t"$t" -c"$c" -d"${DUR}s" "$url")
+    log "  $group #$rep $label: $WRK_RPS req/s, child $WRK_CPU us CPU/req"
+}
+
+# Alternate labels within a group, rotating the order every rep. Args: group reps "label url" ...
 alternate() {
-    local group=$1 rep i n k pair
-    shift
+    local group=$1 reps=$2 rep i n k pair
+    shift 2
     local items=("$@")
     n=${#items[@]}
     for pair in "${items[@]}"; do  # warm-up, not recorded
@@ -203,7 +267,7 @@ alternate() {
         wrk -t"$THREADS" -c"$CONNS" -d1s "${pair#* }" >/dev/null 2>&1 || true
         WARMED[${pair#* }]=1
     done
-    for rep in $(seq 1 "$REPS"); do
+    for rep in $(seq 1 "$reps"); do
         for i in $(seq 0 $((n - 1))); do
             # Reps 1,2 use order 0..n-1 then its reverse, reps 3,4 the order rotated by one and its
             # reverse, ...: each label runs early and late equally often.
@@ -214,6 +278,34 @@ alternate() {
             wrk_run "$group" "$rep" "${pair%% *}" "${pair#* }"
         done
     done
+}
+
+time_left() { echo $(( BUDGET - ( $(date +%s) - T_START ) )); }
+
+# alternate(), gated on the group's A/A control: while the median of A/A ratios (aa_a / aa_b, two
+# identical things) is outside AA_BAND, measure the whole group again (a new attempt; the report
+# uses the last one), at most AA_RETRIES times and only while `reserve` seconds stay for the rest.
+# Writes the verdict to groups.jsonl. Args: group reps aa_a aa_b reserve "label url" ...
+gated_alternate() {
+    local group=$1 reps=$2 aa_a=$3 aa_b=$4 reserve=$5 t0 spent aa valid
+    shift 5
+    local medians=()
+    for ATTEMPT in $(seq 1 $(( AA_RETRIES + 1 ))); do
+        t0=$(date +%s)
+        alternate "$group" "$reps" "$@"
+        spent=$(( $(date +%s) - t0 ))
+        read -r aa valid < <(python3 "$BENCH_DIR/lib/report.py" --aa "$RUN/runs.jsonl" "$group" "$ATTEMPT" "$aa_a" "$aa_b" $AA_BAND)
+        medians+=("$aa")
+        log "  $group attempt $ATTEMPT: A/A median $aa ($( [ "$valid" = true ] && echo inside || echo OUTSIDE) $AA_BAND), ${spent}s"
+        [ "$valid" = true ] && break
+        if [ "$ATTEMPT" -le "$AA_RETRIES" ] && [ "$(time_left)" -lt $(( spent + reserve )) ]; then
+            log "  $group: no time for another attempt (${spent}s needed, $(time_left)s left, ${reserve}s reserved)"
+            break
+        fi
+    done
+    printf '{"group":"%s","attempts":%d,"aa_label":"%s/%s","aa_medians":[%s],"band":"%s","valid":%s}\n' \
+        "$group" "$ATTEMPT" "$aa_a" "$aa_b" "$(IFS=,; echo "${medians[*]}")" "$AA_BAND" "$valid" >> "$RUN/groups.jsonl"
+    ATTEMPT=1
 }
 
 # Send exactly N requests (distinct URLs) with bench/lib/hammer.py. Args: port count prefix [extra args]
@@ -349,7 +441,7 @@ vd_stop probe
 # ------------------------------------------------------------------ run facts
 cat > "$RUN/meta.json" <<EOF
 {
-  "cpu_count": $(nproc),
+  "cpu_count": $NCPU,
   "cpu_model": $(jstr "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"),
   "kernel": $(jstr "$(uname -sr)"),
   "varnish_version": $(jstr "$(varnishd -V 2>&1 | head -n1)"),
@@ -360,15 +452,50 @@ cat > "$RUN/meta.json" <<EOF
     "saintmode": $(jstr "$( [ -n "$C_SAINT_OK" ] && cat "$BENCH_CACHE/c-saintmode/VERSION" || echo "unavailable: $C_SAINTMODE_ERR")"),
     "curl": $(jstr "$( [ -n "$C_CURL_OK" ] && cat "$BENCH_CACHE/c-curl/VERSION" || echo "unavailable: $C_CURL_ERR")")
   },
-  "config": {"wrk": "-t$THREADS -c$CONNS -d${DUR}s", "reps": $REPS, "wrk_version": $(jstr "$(wrk -v 2>&1 | head -n1 | awk '{print $2}')")}
+  "loadavg": $(jstr "$(cut -d' ' -f1-3 /proc/loadavg)"),
+  "pin_summary": $(jstr "$( [ -n "$PIN" ] && echo "measured varnishd on CPU $CPU_MEASURED, wrk and destinations on CPU $CPU_LOAD (taskset)" || echo "unpinned")"),
+  "config": {"wrk": "-t$THREADS -c$CONNS -d${DUR}s", "reps": $REPS, "saintmode_reps": $SM_REPS, "aa_band": $(jstr "$AA_BAND"), "aa_retries": $AA_RETRIES, "budget_s": $BUDGET, "wrk_version": $(jstr "$(wrk -v 2>&1 | head -n1 | awk '{print $2}')")}
 }
 EOF
 
-T95=">= 0.95"
+T97=">= 0.97"
+
+# Seconds each section needs at least, without A/A repeats (a full run on the shared 2-core machine,
+# 2026-11-29; micro without a build). An A/A repeat or a compile is only started when what is left
+# covers it plus the cost of the wanted sections after it.
+SECTION_ORDER=(peer micro sender p99 drain memory saintmode)
+declare -A SECTION_COST=([peer]=75 [micro]=30 [sender]=37 [p99]=40 [drain]=46 [memory]=64 [saintmode]=150)
+reserve_after() {
+    local s seen="" total=0
+    for s in "${SECTION_ORDER[@]}"; do
+        if [ -n "$seen" ] && want "$s"; then total=$((total + SECTION_COST[$s])); fi
+        [ "$s" = "$1" ] && seen=1
+    done
+    echo "$total"
+}
+
+# The targets of issue 16, for the figures a skipped section leaves null.
+declare -A TARGET=([noise_control_aa]="0.97 .. 1.03" [peer_queue_req_ns]="<= 1000" [peer_overhead_slow]=">= 0.97"
+    [peer_overhead_down]=">= 0.97" [peer_sender_cpu_ratio]="<= 2.0" [peer_p99_ratio]="<= 1.1"
+    [peer_drain_ratio]=">= 0.8" [peer_bytes_per_queued_request]="<= 1331" [saintmode_check_ns_100000]="<= 200"
+    [saintmode_lookup_0]=">= 0.97" [saintmode_lookup_1000]=">= 0.97" [saintmode_lookup_10000]=">= 0.97"
+    [saintmode_lookup_100000]=">= 0.97" [saintmode_bytes_per_entry]="<= 72")
+
+# Does a section fit in what is left of the budget? If not, its figures are null with the reason.
+# Args: section seconds_needed figure...
+fits() {
+    local sec=$1 need=$2 f
+    shift 2
+    want "$sec" || return 1
+    [ "$(time_left)" -ge "$need" ] && return 0
+    log "== $sec: skipped, $(time_left) s left of the $BUDGET s budget, about $need s needed"
+    for f in "$@"; do fig_null "$f" "${TARGET[$f]:-}" "skipped: time budget ($BUDGET s) spent before this section (about $need s needed)"; done
+    return 1
+}
 
 # ================================================================== peer overhead + blocking anchor
-if want peer; then
-    log "== peer overhead and blocking anchor"
+if fits peer 60 noise_control_aa peer_overhead_fast peer_overhead_slow peer_overhead_down blocking_anchor_slow; then
+    logt "== peer overhead and blocking anchor"
     vcl_origin "$RUN/p_fast.vcl"
     vcl_origin "$RUN/p_slow.vcl" 200ms
     vd_start p_fast "$RUN/p_fast.vcl" || die "origin varnishd failed: $VD_ERR"
@@ -388,7 +515,7 @@ if want peer; then
     # A/A control: a second instance with the very same VCL shows the noise floor of this machine.
     if vd_start f_nocall2 "$RUN/f_nocall.vcl"; then
         items+=("nocall2 $(vd_url f_nocall2 /x)")
-        fig_ratio noise_control_aa peer nocall2 nocall "" "A/A control: two identical no-call instances"
+        fig_ratio noise_control_aa peer nocall2 nocall "0.97 .. 1.03" "A/A control: two identical no-call instances"
     fi
     if [ -n "$PEER_OK" ]; then
         for kind in fast slow down; do
@@ -396,13 +523,14 @@ if want peer; then
             vcl_peer_front "$RUN/f_$kind.vcl" "$port" 1
             if vd_start "f_$kind" "$RUN/f_$kind.vcl"; then
                 items+=("$kind $(vd_url "f_$kind" /x)")
-                fig_ratio "peer_overhead_$kind" peer "$kind" nocall "$T95" "peer $kind"
+                tgt=$T97; [ "$kind" = fast ] && tgt=""   # forwarding every request costs real CPU: no target
+                fig_ratio "peer_overhead_$kind" peer "$kind" nocall "$tgt" "peer $kind"
             else
-                fig_null "peer_overhead_$kind" "$T95" "varnishd with the peer VCL failed: $VD_ERR"
+                fig_null "peer_overhead_$kind" "$( [ "$kind" = fast ] || echo "$T97")" "varnishd with the peer VCL failed: $VD_ERR"
             fi
         done
     else
-        for kind in fast slow down; do fig_null "peer_overhead_$kind" "$T95" "$PEER_ERR"; done
+        for kind in fast slow down; do fig_null "peer_overhead_$kind" "$( [ "$kind" = fast ] || echo "$T97")" "$PEER_ERR"; done
     fi
     if [ -n "$C_CURL_OK" ]; then
         vcl_curl_front "$RUN/f_curl.vcl" "${VD_PORT[p_slow]}"
@@ -415,13 +543,172 @@ if want peer; then
     else
         fig_null blocking_anchor_slow "" "libvmod-curl unavailable: $C_CURL_ERR"
     fi
-    alternate peer "${items[@]}"
+    gated_alternate peer "$REPS" nocall2 nocall "${BENCH_PEER_RESERVE:-$(reserve_after peer)}" "${items[@]}"
     for n in f_nocall f_nocall2 f_fast f_slow f_down f_curl p_fast p_slow; do vd_stop "$n"; done
 fi
 
+# ================================================================== cargo bench micro-benchmarks
+MICRO_IDS=(peer_queue_req_ns saintmode_check_ns_0 saintmode_check_ns_100000)
+# The crates' own micro-benchmarks (peer/benches, saintmode/benches; harness = false) print one
+# `bench-figure {json}` line per figure: median and spread. peer's links without varnishd's
+# symbols only without its default `vmod` feature, hence one cargo call per crate.
+MICRO_CMDS=("cargo bench --locked -p vmod-peer --no-default-features --bench peer_queue_req_ns"
+            "cargo bench --locked -p vmod-saintmode --bench check")
+if want micro; then
+    logt "== micro-benchmarks (cargo bench)"
+    t_bench=$(date +%s)
+    : > "$RUN/cargo-bench.log"
+    why=""
+    for cmd in "${MICRO_CMDS[@]}"; do
+        # Reserve: what the later wanted sections need. A build cut short by the timeout is not
+        # lost: cargo keeps what it compiled for the next run.
+        left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-$(reserve_after micro)} ))
+        [ $left -gt 240 ] && left=240
+        if [ $left -lt 30 ]; then
+            why="skipped: time budget ($BUDGET s) nearly spent"; break
+        fi
+        # Build on both cores, then measure on the measured varnishd's core (the quieter one).
+        # shellcheck disable=SC2086
+        if ! timeout "$left" taskset -c "$ALL_CPUS" $cmd --no-run >>"$RUN/cargo-bench.log" 2>&1; then
+            why="'$cmd --no-run' failed or timed out after ${left}s (see the run's cargo-bench.log)"; continue
+        fi
+        left=$(( $(time_left) - ${BENCH_MICRO_RESERVE:-$(reserve_after micro)} + 60 ))
+        # shellcheck disable=SC2086
+        if [ $left -lt 20 ] || ! timeout "$left" ${PIN:+taskset -c "$CPU_MEASURED"} $cmd >>"$RUN/cargo-bench.log" 2>&1; then
+            why="'$cmd' failed or timed out (see the run's cargo-bench.log)"
+        fi
+    done
+    grep -v '^bench-figure ' "$RUN/cargo-bench.log" | tail -n 8 | sed 's/^/  cargo bench: /' >&2 || true
+    python3 "$BENCH_DIR/lib/criterion_read.py" --lines "$RUN/cargo-bench.log" --target "peer_queue_req_ns=<= 1000" \
+        --target "saintmode_check_ns_100000=<= 200" ${why:+--missing "$why"} "${MICRO_IDS[@]}" >> "$RUN/figures.jsonl"
+    log "  cargo bench: $(( $(date +%s) - t_bench )) s"
+fi
+
+# ================================================================== peer sender CPU against wrk
+# Sum of the per-request PEER.*.sent counters and the peer-* sender threads' CPU of one instance.
+peer_sent() { varnishstat -n "${VD_DIR[$1]}" -1 -f 'PEER.*.sent' 2>/dev/null | awk '{s+=$2} END {print s+0}'; }
+peer_busy() { varnishstat -n "${VD_DIR[$1]}" -1 -f 'PEER.*.queue_length' -f 'PEER.*.in_flight' 2>/dev/null | awk '{s+=$2} END {print s+0}'; }
+# CPU of the peer-* sender threads of an instance: "TICKS NS" (utime+stime from stat, and the exact
+# run time from schedstat, which the ratio uses: a few thousand requests are only a few 10 ms ticks).
+sender_cpu() { python3 "$BENCH_DIR/lib/measure.py" snap "$(vd_child "$1")" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(*(sum(v for k, v in s[f].items() if k.startswith("peer-")) for f in ("threads", "threads_ns")))'; }
+OPENLOOP="$ROOT/target/openloop/release/openloop"
+OPENLOOP_ERR=""
+ensure_openloop() {
+    [ -x "$OPENLOOP" ] && [ -z "$(find "$BENCH_DIR/openloop/src" -newer "$OPENLOOP")" ] && return 0
+    cargo build --release --offline -q --manifest-path "$BENCH_DIR/openloop/Cargo.toml" --target-dir "$ROOT/target/openloop" >&2 \
+        && [ -x "$OPENLOOP" ] || { OPENLOOP_ERR="bench/openloop did not build"; return 1; }
+}
+
+if fits sender 25 peer_sender_cpu_ratio; then
+    logt "== peer sender CPU per forwarded request, against wrk's CPU per request to the same destination"
+    if [ -z "$PEER_OK" ]; then
+        fig_null peer_sender_cpu_ratio "<= 2.0" "$PEER_ERR"
+    else
+        vcl_origin "$RUN/sd_dest.vcl"
+        vd_start sd_dest "$RUN/sd_dest.vcl" || die "destination varnishd failed: $VD_ERR"
+        vcl_peer_front "$RUN/f_sender.vcl" "${VD_PORT[sd_dest]}" 1
+        vd_start f_sender "$RUN/f_sender.vcl" || die "sender front varnishd failed: $VD_ERR"
+        # The default peer (peer.set) has one sender thread: wrk gets one connection and one thread.
+        # The front is driven at a fixed rate the sender keeps up with (BENCH_SENDER_RATE, no queue
+        # overflow, the sender not starved by saturated workers), by bench/openloop when it builds.
+        SENDER_RATE=${BENCH_SENDER_RATE:-2000}
+        samples=() s_us=() w_us=() sent_n=() s_tick_us=() conns_n=()
+        clk=$(getconf CLK_TCK)
+        ensure_openloop || log "  $OPENLOOP_ERR: driving the front with wrk instead (the queue may overflow)"
+        # What the idle sender threads burn (polling, timers): billed to no request, reported apart.
+        wait_idle
+        read -r _ ns0 < <(sender_cpu f_sender); sleep 1; read -r _ ns1 < <(sender_cpu f_sender)
+        idle_us_per_s=$(( (ns1 - ns0) / 1000 ))
+        log "  idle sender threads: $idle_us_per_s us CPU per second"
+        for rep in $(seq 1 "$REPS"); do
+            wait_idle
+            read -r t0 ns0 < <(sender_cpu f_sender); n0=$(peer_sent f_sender); c0=$(vd_stat sd_dest MAIN.sess_conn)
+            if [ -x "$OPENLOOP" ]; then
+                timeout 30 "$OPENLOOP" --addr "127.0.0.1:${VD_PORT[f_sender]}" --path /s --rate "$SENDER_RATE" \
+                    --duration "$(( DUR > 2 ? DUR : 2 ))" --conns 4 > "$RUN/sender.$rep.json" || true
+            else
+                wrk_run sender "$rep" front "$(vd_url f_sender /s)"
+            fi
+            for _ in $(seq 1 100); do [ "$(peer_busy f_sender)" = 0 ] && break; sleep 0.1; done  # <= 10 s drain
+            read -r t1 ns1 < <(sender_cpu f_sender); n1=$(peer_sent f_sender); c1=$(vd_stat sd_dest MAIN.sess_conn)
+            conns_n+=("$(( ${c1:-0} - ${c0:-0} ))")   # connections the sender opened: reuse or not
+            wait_idle
+            wrk_run sender "$rep" direct "$(vd_url sd_dest /direct)" 1 1
+            wus=$(tail -n1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gen_cpu_us_per_req") or "")')
+            if [ $((n1 - n0)) -gt 0 ] && [ -n "$wus" ]; then
+                sus=$(python3 -c "print(round(($ns1 - $ns0) / 1000 / ($n1 - $n0), 3))")
+                s_tick_us+=("$(python3 -c "print(round(($t1 - $t0) * 1e6 / $clk / ($n1 - $n0), 3))")")
+                s_us+=("$sus") w_us+=("$wus") sent_n+=("$((n1 - n0))")
+                samples+=("$(python3 -c "print(round($sus / $wus, 4))")")
+                log "  sender #$rep: $((n1 - n0)) forwarded, sender threads $sus us CPU/req (ticks: ${s_tick_us[-1]}); wrk -t1 -c1 $wus us CPU/req"
+            fi
+        done
+        extra="{\"sender_us_per_req\": [$(IFS=,; echo "${s_us[*]:-}")], \"sender_us_per_req_from_ticks\": [$(IFS=,; echo "${s_tick_us[*]:-}")], \"wrk_us_per_req\": [$(IFS=,; echo "${w_us[*]:-}")], \"forwarded\": [$(IFS=,; echo "${sent_n[*]:-}")], \"destination_connections\": [$(IFS=,; echo "${conns_n[*]:-}")], \"idle_sender_us_per_s\": $idle_us_per_s, \"front_rate\": $( [ -x "$OPENLOOP" ] && echo "$SENDER_RATE" || echo null), \"method\": \"CPU time of the front child's peer-* threads (/proc/<child>/task/*/schedstat run time; utime+stime in sender_us_per_req_from_ticks) from the start of a load run on the front until its queue is empty, / PEER.*.sent growth; divided by wrk -t1 -c1's own utime+stime (wait4 rusage) per request straight to the same destination varnishd\"}"
+        fig_samples peer_sender_cpu_ratio ratio "<= 2.0" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
+            "no forwarded requests counted (PEER.*.sent) or no wrk CPU figure"
+        vd_stop f_sender; vd_stop sd_dest
+    fi
+fi
+
+# ================================================================== client p99 with and without queue_req
+if fits p99 35 peer_p99_ratio; then
+    logt "== client p99 at ${P99_LOAD} of capacity, fixed rate (bench/openloop)"
+    if [ -z "$PEER_OK" ]; then
+        fig_null peer_p99_ratio "<= 1.1" "$PEER_ERR"
+    elif ! ensure_openloop; then
+        fig_null peer_p99_ratio "<= 1.1" "$OPENLOOP_ERR"
+    else
+        vcl_origin "$RUN/l_dest.vcl"
+        vd_start pl_dest "$RUN/l_dest.vcl" || die "destination varnishd failed: $VD_ERR"
+        vcl_peer_front "$RUN/l_call.vcl" "${VD_PORT[pl_dest]}" 1
+        vcl_peer_front "$RUN/l_nocall.vcl" "${VD_PORT[pl_dest]}" 0
+        vd_start l_call "$RUN/l_call.vcl" && vd_start l_nocall "$RUN/l_nocall.vcl" && vd_start l_nocall2 "$RUN/l_nocall.vcl" \
+            || die "p99 front varnishd failed: $VD_ERR"
+        # Capacity: closed-loop wrk against the front that calls queue_req (the slower of the two).
+        wrk -t"$THREADS" -c"$CONNS" -d1s "$(vd_url l_call /w)" >/dev/null 2>&1 || true
+        wait_idle
+        caps=()
+        for rep in 1 2 3; do wait_idle; wrk_run p99cap "$rep" call "$(vd_url l_call /c)"; caps+=("$WRK_RPS"); done
+        cap=$(python3 -c 'import statistics,sys; print(int(statistics.median(float(x) for x in sys.argv[1:])))' "${caps[@]}")
+        rate=$(python3 -c "print(int(${cap:-0} * $P99_LOAD))")
+        P99_REPS=${BENCH_P99_REPS:-4} P99_AA_BAND=${BENCH_P99_AA_BAND:-0.9 1.1}
+        # The generator must wake on time even on a busy load core: as root, a low real-time
+        # priority (SCHED_FIFO 1; it sleeps between sends, and the kernel's RT throttling bounds
+        # it anyway). Its lag is measured and gates the figure either way.
+        RT=()
+        if [ "$(id -u)" -eq 0 ] && command -v chrt >/dev/null && chrt -f 1 true 2>/dev/null; then RT=(chrt -f 1); fi
+        : > "$RUN/p99.jsonl"
+        p99_attempt=0 p99_valid=false
+        while [ "$rate" -gt 0 ] && [ $p99_attempt -le "$AA_RETRIES" ]; do
+            p99_attempt=$((p99_attempt + 1))
+            labels=(nocall call nocall2)
+            for rep in $(seq 1 "$P99_REPS"); do
+                for i in 0 1 2; do
+                    k=$(( (i + rep) % 3 )); [ $((rep % 2)) -eq 0 ] && k=$(( (2 - i + rep) % 3 ))
+                    lab=${labels[$k]}
+                    wait_idle
+                    out=$(timeout $(( P99_DUR + 15 )) "${RT[@]}" "$OPENLOOP" --addr "127.0.0.1:${VD_PORT[l_$lab]}" --path /p \
+                          --rate "$rate" --duration "$P99_DUR" --conns "$CONNS" --timeout 5 || true)
+                    [ -n "$out" ] || out='{"p99_us": null}'
+                    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(label=sys.argv[2], rep=int(sys.argv[3]), attempt=int(sys.argv[4])); print(json.dumps(r))' \
+                        "$out" "$lab" "$rep" "$p99_attempt" >> "$RUN/p99.jsonl"
+                    log "  p99 #$rep $lab: $(python3 "$BENCH_DIR/lib/p99.py" line "$out")"
+                done
+            done
+            read -r p99_valid p99_why < <(python3 "$BENCH_DIR/lib/p99.py" verdict "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND)
+            log "  p99 attempt $p99_attempt: $p99_valid $p99_why"
+            [ "$p99_valid" = true ] && break
+            [ "$(time_left)" -lt $(( ${BENCH_P99_RESERVE:-$(reserve_after p99)} + 45 )) ] && break
+        done
+        python3 "$BENCH_DIR/lib/p99.py" figure "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND \
+            "$cap" "$rate" "$P99_DUR" "$CONNS" >> "$RUN/figures.jsonl"
+        for n in l_call l_nocall l_nocall2 pl_dest; do vd_stop "$n"; done
+    fi
+fi
+
 # ================================================================== peer drain ratio
-if want drain; then
-    log "== peer drain ratio"
+if fits drain 40 peer_drain_ratio; then
+    logt "== peer drain ratio"
     if [ -z "$PEER_OK" ]; then
         fig_null peer_drain_ratio ">= 0.8" "$PEER_ERR"
     else
@@ -433,15 +720,16 @@ if want drain; then
         if [ -n "$PEER_OBJ_OK" ]; then style=obj drain_note="peer.peer(${PEER_OBJ_ARGS//@QUEUE@/${BENCH_DRAIN_QUEUE:-60000}})"; fi
         OBJ_QUEUE=${BENCH_DRAIN_QUEUE:-60000} vcl_peer_front "$RUN/d_front.vcl" "${VD_PORT[d_peer]}" 1 "" "$style"
         vd_start d_front "$RUN/d_front.vcl" || die "drain front varnishd failed after its VCL loaded in the probe: $VD_ERR"
-        samples=() rates=() directs=() backlogs=()
+        samples=() rates=() directs=() backlogs=() drain_us=()
         boot=$(vd_adm d_peer vcl.list | awk '$1=="active"{print $NF}' | head -n1)
-        for rep in $(seq 1 "$REPS"); do
+        for rep in $(seq 1 "${BENCH_DRAIN_REPS:-4}"); do
             wait_idle
             vd_adm d_peer vcl.use hold >/dev/null
             # Fill the sender's queue while the peer holds every request, then let the peer answer
             # at full speed and follow the sender's own PEER.*.sent counter (the peer's
             # MAIN.client_req is only summed when its worker goes idle, never during a drain).
             wrk -t"$THREADS" -c"$CONNS" -d"${BENCH_DRAIN_FILL:-2}s" "$(vd_url d_front /d)" >/dev/null 2>&1 || true
+            read -r _ dns0 < <(sender_cpu d_front); dn0=$(peer_sent d_front)
             vd_adm d_peer vcl.use "$boot" >/dev/null
             : > "$RUN/drain.$rep"
             for _ in $(seq 1 300); do
@@ -453,6 +741,9 @@ if want drain; then
                 [ "$qlen" = 0 ] && [ "$inflight" = 0 ] && break
                 sleep 0.1
             done
+            read -r _ dns1 < <(sender_cpu d_front); dn1=$(peer_sent d_front)
+            # The sender's CPU per request at full speed (a backlog), next to its cost when paced.
+            [ $((dn1 - dn0)) -gt 0 ] && drain_us+=("$(python3 -c "print(round(($dns1 - $dns0) / 1000 / ($dn1 - $dn0), 3))")")
             read -r rate backlog < <(python3 "$BENCH_DIR/lib/drain_rate.py" "$RUN/drain.$rep")
             wait_idle
             wrk_run drain "$rep" direct "$(vd_url d_peer /direct)" "$PEER_CONNS" "$(( PEER_CONNS < THREADS ? PEER_CONNS : THREADS ))"
@@ -460,14 +751,14 @@ if want drain; then
             rates+=("$rate") directs+=("$WRK_RPS") backlogs+=("$backlog")
             if [ "$rate" != null ]; then samples+=("$(python3 -c "print($rate / $WRK_RPS)")"); fi
         done
-        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer\"}"
+        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"sender_us_per_req_during_drain\": [$(IFS=,; echo "${drain_us[*]:-}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer\"}"
         fig_samples peer_drain_ratio ratio ">= 0.8" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
             "backlog too small to time (no PEER.*.sent counter, or queue capacity too small)"
         vd_stop d_front; vd_stop d_peer
     fi
 fi
 
-# ================================================================== saintmode lookups + bytes per entry
+# ================================================================== saintmode population (lookups and memory)
 # Populate instance s_$1 up to $2 live entries in chunks of at most $3; appends "bytes per entry"
 # of every chunk of >= 9000 entries to SM_BYTES[$1] (child VmRSS growth / blacklist_count() growth).
 declare -A SM_BYTES SM_POP
@@ -500,60 +791,19 @@ sm_populate() { # impl target chunkmax
     done
 }
 
-over_budget() { [ $(( $(date +%s) - T_START )) -ge "$BUDGET" ]; }
-
-if want saintmode; then
-    log "== saintmode lookups"
-    vcl_origin "$RUN/s_origin.vcl"
-    vd_start s_origin "$RUN/s_origin.vcl" || die "origin varnishd failed: $VD_ERR"
-    impls=()
-    if [ -n "$SAINT_OK" ]; then
-        vcl_saintmode "$RUN/s_ours.vcl" "$SAINT_SO" "${VD_PORT[s_origin]}" "$SAINT_VERB"
-        if vd_start s_ours "$RUN/s_ours.vcl"; then impls+=(ours); else SAINT_ERR="varnishd failed: $VD_ERR"; fi
-    fi
-    if [ -n "$C_SAINT_OK" ]; then
-        vcl_saintmode "$RUN/s_c.vcl" "$C_SAINTMODE_SO" "${VD_PORT[s_origin]}" "$C_SAINT_VERB"
-        if vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
-    fi
-    measured=" "
-    for N in $NS; do
-        if over_budget; then log "time budget ($BUDGET s) spent: skipping N=$N"; continue; fi
-        for impl in "${impls[@]}"; do sm_populate "$impl" "$N" 50000 || true; done
-        items=()
-        for impl in "${impls[@]}"; do
-            items+=("${impl}_sm $(vd_url "s_$impl" /sm/x)" "${impl}_plain $(vd_url "s_$impl" /plain/x)")
-        done
-        [ ${#items[@]} -gt 0 ] && alternate "sm_$N" "${items[@]}"
-        for impl in "${impls[@]}"; do
-            cnt=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
-            name=saintmode_lookup_$N; [ "$impl" = c ] && name=c_saintmode_lookup_$N
-            fig_ratio "$name" "sm_$N" "${impl}_sm" "${impl}_plain" "$T95" "$cnt live entries"
-        done
-        measured+="$N "
-    done
-    for N in $NS; do
-        if [[ "$measured" != *" $N "* ]]; then
-            fig_null "saintmode_lookup_$N" "$T95" "skipped: time budget of $BUDGET s spent"
-            fig_null "c_saintmode_lookup_$N" "$T95" "skipped: time budget of $BUDGET s spent"
-            continue
-        fi
-        [[ " ${impls[*]} " = *" ours "* ]] || fig_null "saintmode_lookup_$N" "$T95" "$SAINT_ERR"
-        [[ " ${impls[*]} " = *" c "* ]] || fig_null "c_saintmode_lookup_$N" "$T95" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
-    done
-    for n in s_ours s_c s_origin; do vd_stop "$n"; done
-fi
 
 # ================================================================== memory figures
 # Dedicated instances whose jemalloc returns freed pages at once (MALLOC_CONF decay 0), so that
 # VmRSS follows live memory instead of the allocator's purge schedule.
 MEM_MALLOC_CONF="dirty_decay_ms:0,muzzy_decay_ms:0"
-if want memory; then
-    log "== saintmode memory per entry"
+if fits memory 40 saintmode_bytes_per_entry c_saintmode_bytes_per_entry peer_bytes_per_queued_request; then MEMORY_FITS=1; else MEMORY_FITS=""; fi
+if [ -n "$MEMORY_FITS" ]; then
+    logt "== saintmode memory per entry"
     SM_MEM_N="${BENCH_SM_MEM_N:-100000}"
     vcl_origin "$RUN/sm_mem_origin.vcl"
     vd_start sm_mem_origin "$RUN/sm_mem_origin.vcl" || die "origin varnishd failed: $VD_ERR"
     for impl in ours c; do
-        name=saintmode_bytes_per_entry; tgt="<= 128" so=$SAINT_SO verb=${SAINT_VERB:-blacklist} ok=$SAINT_OK err=$SAINT_ERR
+        name=saintmode_bytes_per_entry; tgt="<= 72" so=$SAINT_SO verb=${SAINT_VERB:-blacklist} ok=$SAINT_OK err=$SAINT_ERR
         [ "$impl" = c ] && { name=c_saintmode_bytes_per_entry; tgt=""; so=$C_SAINTMODE_SO; verb=${C_SAINT_VERB:-denylist}; ok=$C_SAINT_OK; err="varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"; }
         if [ -z "$ok" ]; then fig_null "$name" "$tgt" "$err"; continue; fi
         vcl_saintmode "$RUN/sm_mem_$impl.vcl" "$so" "${VD_PORT[sm_mem_origin]}" "$verb"
@@ -576,10 +826,10 @@ if want memory; then
 fi
 
 # ================================================================== peer bytes per queued request
-if want memory; then
-    log "== peer memory per queued request"
+if [ -n "$MEMORY_FITS" ]; then
+    logt "== peer memory per queued request"
     if [ -z "$PEER_OBJ_OK" ]; then
-        fig_null peer_bytes_per_queued_request "<= 2048" "${PEER_OBJ_ERR:-$PEER_ERR}"
+        fig_null peer_bytes_per_queued_request "<= 1331" "${PEER_OBJ_ERR:-$PEER_ERR}"
     else
         python3 "$BENCH_DIR/lib/blackhole.py" > "$RUN/blackhole.port" & BG_PIDS+=($!)
         for _ in $(seq 1 50); do [ -s "$RUN/blackhole.port" ] && break; sleep 0.1; done
@@ -605,11 +855,61 @@ if want memory; then
             fi
         done
         total=null; [ "${p1:-0}" -gt "$pa" ] && total=$(( (rss1 - ra) * 1024 / (p1 - pa) ))
-        fig_samples peer_bytes_per_queued_request bytes "<= 2048" "[$(IFS=,; echo "${samples[*]:-}")]" \
+        fig_samples peer_bytes_per_queued_request bytes "<= 1331" "[$(IFS=,; echo "${samples[*]:-}")]" \
             "{\"request_bytes\": 1024, \"method\": \"child VmRSS growth / pending() growth, peer accepts and never answers, jemalloc $MEM_MALLOC_CONF\", \"peer\": $(jstr "peer.peer(${PEER_OBJ_ARGS//@QUEUE@/$(( QUEUED * 2 ))})")}" \
             "pending() did not grow by the requests sent (queue capacity below $step? see BENCH_PEER_OBJ_ARGS)" "$total"
         vd_stop m_front
     fi
+fi
+
+# ================================================================== saintmode lookups (last: the sizes that
+# do not fit in the budget are skipped, the smallest first measured)
+if fits saintmode 60 saintmode_lookup_{0,1000,10000,100000} c_saintmode_lookup_{0,1000,10000,100000}; then
+    logt "== saintmode lookups"
+    vcl_origin "$RUN/s_origin.vcl"
+    vd_start s_origin "$RUN/s_origin.vcl" || die "origin varnishd failed: $VD_ERR"
+    impls=()
+    if [ -n "$SAINT_OK" ]; then
+        vcl_saintmode "$RUN/s_ours.vcl" "$SAINT_SO" "${VD_PORT[s_origin]}" "$SAINT_VERB"
+        if vd_start s_ours "$RUN/s_ours.vcl"; then impls+=(ours); else SAINT_ERR="varnishd failed: $VD_ERR"; fi
+    fi
+    if [ -n "$C_SAINT_OK" ]; then
+        vcl_saintmode "$RUN/s_c.vcl" "$C_SAINTMODE_SO" "${VD_PORT[s_origin]}" "$C_SAINT_VERB"
+        if vd_start s_c "$RUN/s_c.vcl"; then impls+=(c); else C_SAINTMODE_ERR="varnishd failed: $VD_ERR"; fi
+    fi
+    measured=" "
+    read -r -a sizes_after <<<"$NS"
+    for N in $NS; do
+        sizes_after=("${sizes_after[@]:1}")   # an A/A repeat of this size must leave time for these
+        if [ "$(time_left)" -lt 25 ]; then
+            log "time budget ($BUDGET s) spent: skipping N=$N"; continue
+        fi
+        for impl in "${impls[@]}"; do sm_populate "$impl" "$N" 50000 || true; done
+        items=()
+        for impl in "${impls[@]}"; do
+            items+=("${impl}_sm $(vd_url "s_$impl" /sm/x)" "${impl}_plain $(vd_url "s_$impl" /plain/x)")
+        done
+        # A/A control of the group: the first implementation's plain path measured twice per rep.
+        [ ${#items[@]} -gt 0 ] && items+=("${impls[0]}_plain_aa $(vd_url "s_${impls[0]}" /plain/x)") &&
+            gated_alternate "sm_$N" "$SM_REPS" "${impls[0]}_plain_aa" "${impls[0]}_plain" "$(( ${BENCH_SM_SIZE_COST:-50} * ${#sizes_after[@]} + 10 ))" "${items[@]}"
+        for impl in "${impls[@]}"; do
+            cnt=$(header_of "$(vd_url "s_$impl" /count)" X-Count)
+            name=saintmode_lookup_$N; [ "$impl" = c ] && name=c_saintmode_lookup_$N
+            tgt=$T97; [ "$impl" = c ] && tgt=""   # the C module is the comparison, not held to a target
+            fig_ratio "$name" "sm_$N" "${impl}_sm" "${impl}_plain" "$tgt" "$cnt live entries"
+        done
+        measured+="$N "
+    done
+    for N in $NS; do
+        if [[ "$measured" != *" $N "* ]]; then
+            fig_null "saintmode_lookup_$N" "$T97" "skipped: time budget of $BUDGET s spent"
+            fig_null "c_saintmode_lookup_$N" "" "skipped: time budget of $BUDGET s spent"
+            continue
+        fi
+        [[ " ${impls[*]} " = *" ours "* ]] || fig_null "saintmode_lookup_$N" "$T97" "$SAINT_ERR"
+        [[ " ${impls[*]} " = *" c "* ]] || fig_null "c_saintmode_lookup_$N" "" "varnish-modules saintmode unavailable: $C_SAINTMODE_ERR"
+    done
+    for n in s_ours s_c s_origin; do vd_stop "$n"; done
 fi
 
 # ------------------------------------------------------------------ report

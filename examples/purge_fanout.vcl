@@ -5,6 +5,8 @@ vcl 4.1;
 #
 # Addresses: origin 127.0.0.1:8080, peer caches 127.0.0.1:8081 and :8082, CDN API
 # http://127.0.0.1:8090/v1 (in production: https://, verified against the system CAs).
+# Only the hosts of the `purgers` ACL may purge, and so make this cache call the others
+# and the API.
 
 import peer;
 
@@ -18,6 +20,7 @@ sub vcl_init {
     caches.add_destination("127.0.0.1", 8081);
     caches.add_destination("127.0.0.1", 8082);
     caches.unset_header("Cookie");
+    caches.unset_header("Authorization");
 
     # The CDN API gets only the headers set here: never the client's.
     new cdn = peer.peer(copy_headers = false, max_attempts = 8, max_age = 10m);
@@ -36,7 +39,10 @@ sub vcl_recv {
             return (purge);
         }
         caches.queue_req();
-        cdn.queue_req_body({"{"host":""} + req.http.host + {"","path":""} + req.url + {"""} + "}",
+        # json_string() quotes and escapes: a crafted Host or URL stays one JSON
+        # string and cannot add keys (e.g. "purge_everything") to the API call.
+        cdn.queue_req_body({"{"host":"} + peer.json_string(req.http.host) +
+            {","path":"} + peer.json_string(req.url) + "}",
             method = "POST", url = "/purge");
         return (purge);
     }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by bench/run.sh: makes the load generator and the C comparators available.
 #
 # Sets, for run.sh:
@@ -18,33 +19,16 @@ C_SAINTMODE_VERSION_WANTED="${C_SAINTMODE_VERSION_WANTED:-0.25.0}"
 # shellcheck source=../../scripts/lib/debian.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/debian.sh"
 
-APT_OPTS=()
 APT_READY=""
-# Private apt configuration: trixie binaries (varnish-modules) and sid sources (libvmod-curl).
+# Private apt configuration (scripts/lib/debian.sh): trixie binaries (varnish-modules) and sid
+# sources (libvmod-curl). Sets APT_OPTS; APT_ERR says why it failed.
 private_apt() {
     [ -n "$APT_READY" ] && { [ "$APT_READY" = ok ]; return; }
     APT_READY=fail
-    local mirror aptdir="$BENCH_CACHE/apt" keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    mirror=$(mirror_uri)
-    if [ -z "$mirror" ]; then APT_ERR="no Debian mirror found in /etc/apt/sources.list*"; return 1; fi
-    mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$aptdir/etc"
-    {
-        echo "deb [arch=$(dpkg --print-architecture) signed-by=$keyring] $mirror trixie main"
-        echo "deb-src [signed-by=$keyring] $mirror sid main"
-    } > "$aptdir/etc/sources.list"
-    APT_OPTS=(-o "Dir::Etc::SourceList=$aptdir/etc/sources.list"
-              -o "Dir::Etc::SourceParts=/dev/null"
-              -o "Dir::State::Lists=$aptdir/lists"
-              -o "Dir::Cache=$aptdir/cache"
-              -o "Acquire::Languages=none"
-              -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-              -o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
-              -o "Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
-              -o "APT::Sandbox::User=root")
-    log "private apt configuration: $mirror (trixie binaries, sid sources) in $aptdir"
-    if ! apt-get "${APT_OPTS[@]}" update -qq >&2; then
-        APT_ERR="apt-get update with the private configuration failed (no network?)"; return 1
-    fi
+    apt_private "$BENCH_CACHE/apt" \
+        "deb [arch=$(dpkg --print-architecture) signed-by=@KEYRING@] @MIRROR@ trixie main" \
+        "deb-src [signed-by=@KEYRING@] @MIRROR@ sid main" || return 1
+    log "private apt configuration: $(mirror_uri) (trixie binaries, sid sources) in $BENCH_CACHE/apt"
     APT_READY=ok
 }
 
@@ -83,40 +67,25 @@ ensure_c_saintmode() {
 
 # --- (b) libvmod-curl, from the orig tarball of Debian's sid source package
 ensure_c_curl() {
-    local dir="$BENCH_CACHE/c-curl" src="$BENCH_CACHE/src" sources cat para directory orig sha tree
+    local dir="$BENCH_CACHE/c-curl" src="$BENCH_CACHE/src" tree
     if [ -f "$dir/.complete" ] && [ -f "$dir/libvmod_curl.so" ]; then
         C_CURL_SO="$dir/libvmod_curl.so"; return 0
     fi
     if ! private_apt; then C_CURL_ERR="$APT_ERR"; return 1; fi
-    sources=$(ls "$BENCH_CACHE"/apt/lists/*_dists_sid_main_source_Sources* 2>/dev/null | head -n1)
-    if [ -z "$sources" ]; then C_CURL_ERR="no sid Sources index"; return 1; fi
-    case "$sources" in *.lz4) cat=lz4cat;; *.gz) cat=zcat;; *.xz) cat=xzcat;; *) cat=cat;; esac
-    read -r directory orig sha < <($cat "$sources" | awk '
-        BEGIN{RS=""; FS="\n"}
-        $1 == "Package: libvmod-curl" {
-            dir=""; inx=0;
-            for (i=1;i<=NF;i++) {
-                if ($i ~ /^Directory:/) { dir=$i; sub(/^Directory:[ \t]*/,"",dir) }
-                if ($i ~ /^Checksums-Sha256:/) { inx=1; continue }
-                if (inx && $i ~ /^ /) { split($i,a," "); if (a[3] ~ /\.orig\.tar\./) { sha=a[1]; f=a[3] } }
-                else if (inx) inx=0
-            }
-            print dir, f, sha; exit
-        }')
+    local entry directory orig sha
+    if ! entry=$(sources_entry "$BENCH_CACHE/apt" sid libvmod-curl); then
+        C_CURL_ERR="the sid Sources index has no libvmod-curl"; return 1
+    fi
+    directory=$(head -n1 <<<"$entry" | cut -d' ' -f2)
+    read -r sha orig <<<"$(grep -E '\.orig\.tar\.[a-z0-9]+$' <<<"$entry" | head -n1)"
     if [ -z "${orig:-}" ]; then C_CURL_ERR="the sid Sources index has no libvmod-curl orig tarball"; return 1; fi
-    mkdir -p "$src"
-    if ! { [ -f "$src/$orig" ] && echo "$sha  $src/$orig" | sha256sum -c --status; }; then
-        rm -f "$src/$orig"
-        # The .dsc and debian tarball may 404 while the orig tarball arrives: the checksum decides.
-        (cd "$src" && apt-get "${APT_OPTS[@]}" source --download-only -qq libvmod-curl/sid >&2 2>/dev/null) || true
-        if ! { [ -f "$src/$orig" ] && echo "$sha  $src/$orig" | sha256sum -c --status; }; then
-            rm -f "$src/$orig"; C_CURL_ERR="download of $orig failed or its sha256 differs from the Sources index"; return 1
-        fi
+    if ! fetch_verified "$(debian_pool_url "$(mirror_uri)" "$directory" "$orig")" "$src/$orig" "$sha"; then
+        C_CURL_ERR=$FETCH_ERR; return 1
     fi
     log "libvmod-curl: $orig (sha256 $sha, checked against the Sources index)"
     tree="$src/build-curl"
     rm -rf "$tree"; mkdir -p "$tree"
-    tar -C "$tree" -xf "$src/$orig"
+    tar -C "$tree" -xf "$src/$orig" || { C_CURL_ERR="cannot unpack $orig"; return 1; }
     tree=$(find "$tree" -mindepth 1 -maxdepth 1 -type d | head -n1)
     local vprefix
     vprefix=$(pkg-config --variable=prefix varnishapi 2>/dev/null || true)

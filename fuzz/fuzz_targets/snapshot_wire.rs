@@ -235,26 +235,27 @@ fuzz_target!(|data: &[u8]| {
         method: f[0].to_vec(),
         url: f[1].to_vec(),
         http10: flags & 1 == 1,
-        headers: Vec::new(),
-        body: None,
+        ..Snapshot::default()
     };
     let mut rest = &f[3..];
     if let Some((last, head)) = rest.split_last() {
         if last.first() == Some(&b'B') {
-            snap.body = Some(Arc::from(&last[1..]));
+            snap.body = Some(Arc::new(last[1..].to_vec()));
             rest = head;
         }
     }
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for pair in rest.chunks(2) {
         // As the VMOD reads Varnish's header lines (split_header_line): no leading blanks.
         let v = pair.get(1).map_or(&b""[..], |v| v);
         let s = v.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(v.len());
-        snap.headers.push((pair[0].to_vec(), v[s..].to_vec()));
+        pairs.push((pair[0].to_vec(), v[s..].to_vec()));
     }
     let mut t = Template { copy_headers: flags & 2 == 0, marker: "fuzz-host".into(), ..Template::default() };
     // flags & 4: the first pair is a fixed header (.set_header) instead of a request header.
-    if flags & 4 != 0 && !snap.headers.is_empty() {
-        let (n, v) = snap.headers.remove(0);
+    let fixed = if flags & 4 != 0 && !pairs.is_empty() { Some(pairs.remove(0)) } else { None };
+    snap.headers = pairs.iter().map(|(n, v)| (n, v)).collect();
+    if let Some((n, v)) = fixed {
         let v = f.get(4).map_or(v, |raw| raw.to_vec()); // a fixed value keeps its blanks
         if Template::check_set_header(&n, &v).is_err() {
             return;
@@ -270,12 +271,26 @@ fuzz_target!(|data: &[u8]| {
 
     // What the contract says goes out.
     let eq = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
+    // Hop-by-hop: the names the request's Connection headers list.
+    let hop: Vec<Vec<u8>> = pairs
+        .iter()
+        .filter(|(n, _)| eq(n, "connection"))
+        .flat_map(|(_, v)| v.split(|b| *b == b',').map(|t| t.trim_ascii().to_vec()).collect::<Vec<_>>())
+        .filter(|t| !t.is_empty())
+        .collect();
+    // Never copied: the framing/connection headers, the client's marker, Proxy-Authorization,
+    // the Connection-named ones, and what fixed headers replace. A host + port destination is a
+    // cache: Authorization and Cookie are copied (credentials = auto).
     let replaced = |n: &[u8]| {
-        NOT_COPIED.iter().any(|x| eq(n, x)) || t.fixed.iter().any(|(f, _)| f.eq_ignore_ascii_case(n))
+        NOT_COPIED.iter().any(|x| eq(n, x))
+            || eq(n, "x-peer-forwarded")
+            || eq(n, "proxy-authorization")
+            || hop.iter().any(|h| h.eq_ignore_ascii_case(n))
+            || t.fixed.iter().any(|(f, _)| f.eq_ignore_ascii_case(n))
     };
     let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     if t.copy_headers {
-        all.extend(snap.headers.iter().filter(|(n, _)| !replaced(n)).cloned());
+        all.extend(pairs.iter().filter(|(n, _)| !replaced(n)).cloned());
     }
     all.extend(t.fixed.iter().cloned());
     // One Host, first: the request's (or fixed) first Host, else the destination's authority.

@@ -5,6 +5,8 @@
 
 #[path = "../../saintmode/src/blacklist.rs"]
 pub mod blacklist;
+#[path = "../../saintmode/src/clock.rs"]
+pub mod clock;
 #[path = "../../peer/src/dest.rs"]
 pub mod dest;
 #[path = "../../peer/src/snapshot.rs"]

@@ -57,6 +57,8 @@ pub struct Destination {
     pub port: u16,
     /// Path prefix without a trailing `/` (may be empty).
     pub base_path: String,
+    /// Given as an `http://` or `https://` URL (an API), rather than host + port (a cache).
+    pub is_url: bool,
 }
 
 impl fmt::Display for Destination {
@@ -70,22 +72,88 @@ impl fmt::Display for Destination {
     }
 }
 
-fn check_port(port: i64) -> Result<u16, String> {
+/// Why a destination is refused. Quoted values are cut (see `quoted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestError {
+    NotUtf8,
+    TooLong(String),
+    PortWithUrl {
+        port: i64,
+        url: String,
+    },
+    Port(i64),
+    /// Port 0 with a host: a host needs a port.
+    NoPort,
+    HostEmpty,
+    HostTooLong(String),
+    HostInvalid(String),
+    Ipv6Invalid(String),
+    Scheme,
+    QueryFragmentSpaces,
+    UserInfo,
+    PortNotNumber(String),
+    /// An error about the URL `url` (quoted).
+    InUrl {
+        url: String,
+        error: Box<DestError>,
+    },
+}
+
+impl fmt::Display for DestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DestError::NotUtf8 => f.write_str(
+                "host or URL is not valid UTF-8 (percent-encode the path of a base URL)",
+            ),
+            DestError::TooLong(q) => {
+                write!(f, "{q} is too long (at most {MAX_DESTINATION_LEN} bytes)")
+            }
+            DestError::PortWithUrl { port, url } => write!(
+                f,
+                "port {port} given with URL \"{url}\" (put the port in the URL)"
+            ),
+            DestError::Port(port) => write!(f, "port {port} is outside 1..65535"),
+            DestError::NoPort => f.write_str(
+                "port 0 is outside 1..65535 (a host needs a port, or give an http:// or \
+                 https:// URL)",
+            ),
+            DestError::HostEmpty => f.write_str("host is empty"),
+            DestError::HostTooLong(q) => write!(
+                f,
+                "host {q} is too long (at most {MAX_HOST_LEN} bytes, the DNS limit)"
+            ),
+            DestError::HostInvalid(q) => write!(f, "host {q} is not valid"),
+            DestError::Ipv6Invalid(q) => write!(f, "host {q} is not a valid IPv6 address"),
+            DestError::Scheme => f.write_str("scheme must be http or https"),
+            DestError::QueryFragmentSpaces => {
+                f.write_str("may not have a query, fragment or spaces")
+            }
+            DestError::UserInfo => f.write_str("credentials in URLs are not supported"),
+            DestError::PortNotNumber(q) => write!(f, "port {q} is not a number"),
+            // "URL "x" may not have..." reads without a colon; the others take one.
+            DestError::InUrl { url, error } => match **error {
+                DestError::QueryFragmentSpaces => write!(f, "URL {url} {error}"),
+                _ => write!(f, "URL {url}: {error}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for DestError {}
+
+fn check_port(port: i64) -> Result<u16, DestError> {
     u16::try_from(port)
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| format!("port {port} is outside 1..65535"))
+        .ok_or(DestError::Port(port))
 }
 
-fn check_host(host: &str) -> Result<String, String> {
+fn check_host(host: &str) -> Result<String, DestError> {
     if host.is_empty() {
-        return Err("host is empty".into());
+        return Err(DestError::HostEmpty);
     }
     if host.len() > MAX_HOST_LEN {
-        return Err(format!(
-            "host {} is too long (at most {MAX_HOST_LEN} bytes, the DNS limit)",
-            quoted(host)
-        ));
+        return Err(DestError::HostTooLong(quoted(host)));
     }
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         if !inner.is_empty()
@@ -95,7 +163,7 @@ fn check_host(host: &str) -> Result<String, String> {
         {
             return Ok(host.to_string());
         }
-        return Err(format!("host {} is not a valid IPv6 address", quoted(host)));
+        return Err(DestError::Ipv6Invalid(quoted(host)));
     }
     if host.contains(':') {
         // A bare IPv6 address: the URL needs brackets.
@@ -105,72 +173,76 @@ fn check_host(host: &str) -> Result<String, String> {
         {
             return Ok(format!("[{host}]"));
         }
-        return Err(format!("host {} is not valid", quoted(host)));
+        return Err(DestError::HostInvalid(quoted(host)));
     }
     let valid = host
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
     if !valid {
-        return Err(format!("host {} is not valid", quoted(host)));
+        return Err(DestError::HostInvalid(quoted(host)));
     }
     Ok(host.to_string())
 }
 
 impl Destination {
+    /// [`Destination::parse`] of a VCL argument given as bytes: hosts are ASCII, and a base
+    /// path with other bytes must be given percent-encoded (a lossy conversion would change
+    /// it).
+    pub fn parse_bytes(destination: &[u8], port: i64) -> Result<Self, DestError> {
+        let destination = std::str::from_utf8(destination).map_err(|_| DestError::NotUtf8)?;
+        Self::parse(destination, port)
+    }
+
     /// Parses `host` + `port`, or a base URL when `destination` contains `://` (then `port`
     /// must be 0). Errors name the offending argument.
-    pub fn parse(destination: &str, port: i64) -> Result<Self, String> {
+    pub fn parse(destination: &str, port: i64) -> Result<Self, DestError> {
         let destination = destination.trim();
         if destination.len() > MAX_DESTINATION_LEN {
-            return Err(format!(
-                "{} is too long (at most {MAX_DESTINATION_LEN} bytes)",
-                quoted(destination)
-            ));
+            return Err(DestError::TooLong(quoted(destination)));
         }
         if let Some((scheme, rest)) = destination.split_once("://") {
             if port != 0 {
-                return Err(format!(
-                    "port {port} given with URL \"{destination}\" (put the port in the URL)"
-                ));
+                return Err(DestError::PortWithUrl {
+                    port,
+                    url: destination.to_string(),
+                });
             }
             return Self::parse_url(scheme, rest, destination);
         }
         let host = check_host(destination)?;
-        let port = check_port(port).map_err(|e| {
-            if port == 0 {
-                format!("{e} (a host needs a port, or give an http:// or https:// URL)")
-            } else {
-                e
-            }
-        })?;
+        let port = if port == 0 {
+            return Err(DestError::NoPort);
+        } else {
+            check_port(port)?
+        };
         Ok(Destination {
             https: false,
             host,
             port,
             base_path: String::new(),
+            is_url: false,
         })
     }
 
-    fn parse_url(scheme: &str, rest: &str, whole: &str) -> Result<Self, String> {
-        let whole_q = quoted(whole);
+    fn parse_url(scheme: &str, rest: &str, whole: &str) -> Result<Self, DestError> {
+        let in_url = |error| DestError::InUrl {
+            url: quoted(whole),
+            error: Box::new(error),
+        };
         let https = match scheme.to_ascii_lowercase().as_str() {
             "http" => false,
             "https" => true,
-            _ => return Err(format!("URL {whole_q}: scheme must be http or https")),
+            _ => return Err(in_url(DestError::Scheme)),
         };
         if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "URL {whole_q} may not have a query, fragment or spaces"
-            ));
+            return Err(in_url(DestError::QueryFragmentSpaces));
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
         if authority.contains('@') {
-            return Err(format!(
-                "URL {whole_q}: credentials in URLs are not supported"
-            ));
+            return Err(in_url(DestError::UserInfo));
         }
         let (host, port) = if let Some(end) = authority.find(']') {
             let (h, p) = authority.split_at(end + 1);
@@ -181,7 +253,7 @@ impl Destination {
                 None => (authority, None),
             }
         };
-        let host = check_host(host).map_err(|e| format!("URL {whole_q}: {e}"))?;
+        let host = check_host(host).map_err(in_url)?;
         let port = match port {
             None => {
                 if https {
@@ -193,8 +265,8 @@ impl Destination {
             Some(p) => {
                 let n: i64 = p
                     .parse()
-                    .map_err(|_| format!("URL {whole_q}: port {} is not a number", quoted(p)))?;
-                check_port(n).map_err(|e| format!("URL {whole_q}: {e}"))?
+                    .map_err(|_| in_url(DestError::PortNotNumber(quoted(p))))?;
+                check_port(n).map_err(in_url)?
             }
         };
         let mut base_path = Vec::new();
@@ -206,6 +278,7 @@ impl Destination {
             host,
             port,
             base_path,
+            is_url: true,
         })
     }
 
@@ -238,11 +311,16 @@ mod tests {
     fn bad_host_and_port() {
         assert!(Destination::parse("", 80)
             .unwrap_err()
+            .to_string()
             .contains("host is empty"));
         assert!(Destination::parse("a b", 80).is_err());
-        assert!(Destination::parse("h", 0).unwrap_err().contains("port 0"));
+        assert!(Destination::parse("h", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("port 0"));
         assert!(Destination::parse("h", 65536)
             .unwrap_err()
+            .to_string()
             .contains("65536"));
         assert!(Destination::parse("h", -1).is_err());
     }
@@ -253,9 +331,15 @@ mod tests {
         assert!(Destination::parse(&ok, 80).is_ok());
         let huge = "a".repeat(100_000);
         for e in [
-            Destination::parse(&"a".repeat(MAX_HOST_LEN + 1), 80).unwrap_err(),
-            Destination::parse(&huge[..5000], 0).unwrap_err(),
-            Destination::parse(&format!("http://{}/", &huge[..5000]), 0).unwrap_err(),
+            Destination::parse(&"a".repeat(MAX_HOST_LEN + 1), 80)
+                .unwrap_err()
+                .to_string(),
+            Destination::parse(&huge[..5000], 0)
+                .unwrap_err()
+                .to_string(),
+            Destination::parse(&format!("http://{}/", &huge[..5000]), 0)
+                .unwrap_err()
+                .to_string(),
         ] {
             assert!(e.contains("is too long (at most 253 bytes"), "{e}");
             assert!(!e.contains("port"), "{e}");
@@ -266,16 +350,18 @@ mod tests {
     #[test]
     fn destination_longer_than_8_kb_is_refused_before_the_port_check() {
         let huge = "a".repeat(100_000);
-        let e = Destination::parse(&huge, 0).unwrap_err();
+        let e = Destination::parse(&huge, 0).unwrap_err().to_string();
         assert!(
             e.contains("(100000 bytes) is too long (at most 8192 bytes)"),
             "{e}"
         );
         assert!(!e.contains("port"), "{e}");
-        let e = Destination::parse(&format!("http://h/{huge}"), 0).unwrap_err();
+        let e = Destination::parse(&format!("http://h/{huge}"), 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at most 8192 bytes"), "{e}");
         // A host without a port says so.
-        let e = Destination::parse("h", 0).unwrap_err();
+        let e = Destination::parse("h", 0).unwrap_err().to_string();
         assert!(e.contains("a host needs a port"), "{e}");
     }
 

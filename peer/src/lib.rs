@@ -1,25 +1,31 @@
 //! vmod_peer: forwards copies of requests to other HTTP services (peer caches, CDN purge
 //! APIs) from background threads, so that the Varnish worker never waits for them.
 //!
-//! `ffi` is the only module with raw pointers: the VCL entry points declared in
-//! `vmod.vcc`. The rest is plain Rust with unit tests: `snapshot` (the copy of a request and
-//! its wire form), `dest` (destinations), `policy` (retries), `sender` (queues and threads),
-//! `transport` (libcurl), `stats` (counters).
+//! `ffi` is the only module with raw pointers: `ffi::vmod` (the VCL entry points declared in
+//! `vmod.vcc`, which only convert), `ffi::vrt` (the Varnish primitives), `ffi::request`
+//! (reading a request) and `ffi::curl`. The rest is plain Rust with unit tests: `config`
+//! (arguments, defaults, bounds), `vcl` (a VCL's peers and its temperature), `snapshot` (the
+//! copy of a request and its wire form), `dest` (destinations), `policy` (retries),
+//! `sender` (queues and threads), `transport` (libcurl), `stats` (counters), `escape`.
 
+pub mod config;
 pub mod dest;
+pub mod escape;
 pub mod ffi;
 pub mod policy;
 pub mod sender;
 pub mod snapshot;
 pub mod stats;
 pub mod transport;
+pub mod vcl;
+pub mod worker;
 
-#[cfg(not(test))]
+#[cfg(all(not(test), feature = "vmod"))]
 extern "C" {
     static Vmod_peer_Data: u8;
 }
 /// Keeps the C descriptor in the link (not in unit tests: it points at the entry points).
-#[cfg(not(test))]
+#[cfg(all(not(test), feature = "vmod"))]
 #[used]
 // SAFETY: only the address is taken.
 static KEEP_DESCRIPTOR: &u8 = unsafe { &Vmod_peer_Data };

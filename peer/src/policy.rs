@@ -1,24 +1,64 @@
 //! The retry policy: which outcomes are retried, how long to wait, when to give up. Pure
 //! functions of the attempt count, the enqueue time and "now", so tests choose the clock.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What one attempt gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The destination answered with this status.
     Status(u16),
-    /// No answer, worth retrying: connection refused, DNS failure, timeout, reset.
-    Transient(String),
-    /// No answer and retrying would not help: TLS verification failed, bad URL, shutdown.
-    Permanent(String),
+    /// The destination answered 429 or 503 with a `Retry-After` of this much from now.
+    Throttled { status: u16, retry_after: Duration },
+    /// No answer.
+    Failed(Failure),
+}
+
+/// Why an attempt got no answer. The text is libcurl's description, for the log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Connection refused or reset, timeout, a network error: worth retrying.
+    Network(String),
+    /// The name did not resolve (it may, later): worth retrying.
+    Dns(String),
+    /// The certificate or host name did not verify: retrying would fail again.
+    Tls(String),
+    /// libcurl refused the request itself (bad URL, unsupported option): would fail again.
+    BadRequest(String),
+    /// The transfer was abandoned at the stop deadline.
+    Shutdown,
+}
+
+impl Failure {
+    pub fn retryable(&self) -> bool {
+        matches!(self, Failure::Network(_) | Failure::Dns(_))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Network(m) => f.write_str(m),
+            Failure::Dns(m) => write!(f, "DNS: {m}"),
+            Failure::Tls(m) => write!(f, "TLS: {m}"),
+            Failure::BadRequest(m) => write!(f, "bad request: {m}"),
+            Failure::Shutdown => f.write_str("transfer aborted: shutdown"),
+        }
+    }
 }
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Outcome::Status(s) if (300..400).contains(s) => {
+                write!(f, "HTTP status {s} (redirects are not followed)")
+            }
             Outcome::Status(s) => write!(f, "HTTP status {s}"),
-            Outcome::Transient(m) | Outcome::Permanent(m) => f.write_str(m),
+            Outcome::Throttled {
+                status,
+                retry_after,
+            } => write!(f, "HTTP status {status} with Retry-After {retry_after:?}"),
+            Outcome::Failed(failure) => failure.fmt(f),
         }
     }
 }
@@ -76,11 +116,13 @@ impl RetryPolicy {
         now: Instant,
         outcome: &Outcome,
     ) -> Decision {
+        // Only 2xx is success: a 3xx is not followed (an API that redirects http to https
+        // would otherwise lose every purge silently), and retrying it would not help.
         let retryable = match outcome {
-            Outcome::Status(s) if (200..400).contains(s) => return Decision::Sent,
+            Outcome::Status(s) if (200..300).contains(s) => return Decision::Sent,
             Outcome::Status(s) => *s >= 500 || *s == 408 || *s == 429,
-            Outcome::Transient(_) => true,
-            Outcome::Permanent(_) => false,
+            Outcome::Throttled { .. } => true,
+            Outcome::Failed(failure) => failure.retryable(),
         };
         if !retryable {
             return Decision::Failed(format!("{outcome} (not retried)"));
@@ -88,7 +130,12 @@ impl RetryPolicy {
         if attempts >= self.max_attempts {
             return Decision::Failed(format!("{outcome} after {attempts} attempts"));
         }
-        let wait = self.backoff_after(attempts);
+        // The destination's own Retry-After, when it gave one, instead of our backoff;
+        // bounded by max_backoff like any wait, and by max_age below.
+        let wait = match outcome {
+            Outcome::Throttled { retry_after, .. } => (*retry_after).min(self.max_backoff),
+            _ => self.backoff_after(attempts),
+        };
         if self.is_expired(queued_at, now + wait) {
             return Decision::Expired(format!(
                 "{outcome} after {attempts} attempts, next one past max_age {:?}",
@@ -97,6 +144,72 @@ impl RetryPolicy {
         }
         Decision::RetryAfter(wait)
     }
+}
+
+/// Parses a `Retry-After` value received at `now`: delay-seconds or an HTTP-date (RFC 9110
+/// 10.2.3; the IMF-fixdate form, which is the one senders must generate). A date in the past
+/// is no wait. `None` for anything else.
+pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Clamp absurd values; max_backoff bounds the wait anyway.
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX).min(1 << 32),
+        ));
+    }
+    let at = UNIX_EPOCH + Duration::from_secs(parse_imf_fixdate(value)?);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Seconds since the epoch of `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_imf_fixdate(s: &str) -> Option<u64> {
+    let mut parts = s.split(' ');
+    let (_weekday, day, month, year, time, zone) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if parts.next().is_some() || zone != "GMT" || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = u64::try_from(MONTHS.iter().position(|m| *m == month)?).ok()? + 1;
+    let day: u64 = day.parse().ok()?;
+    let year: u64 = year.parse().ok()?;
+    let mut hms = time.split(':').map(|p| {
+        if p.len() == 2 {
+            p.parse::<u64>().ok()
+        } else {
+            None
+        }
+    });
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some()
+        || !(1..=31).contains(&day)
+        || year < 1970
+        || h > 23
+        || m > 59
+        || sec > 60
+    {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm), years from March.
+    let (y, mp) = if month > 2 {
+        (year, month - 3)
+    } else {
+        (year - 1, month + 9)
+    };
+    let era = y / 400;
+    let yoe = y % 400;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 #[cfg(test)]
@@ -117,13 +230,13 @@ mod tests {
         let p = policy();
         let t = Instant::now();
         assert_eq!(p.decide(1, t, t, &Outcome::Status(200)), Decision::Sent);
-        assert_eq!(p.decide(1, t, t, &Outcome::Status(301)), Decision::Sent);
+        assert_eq!(p.decide(1, t, t, &Outcome::Status(204)), Decision::Sent);
         assert!(matches!(
             p.decide(1, t, t, &Outcome::Status(405)),
             Decision::Failed(_)
         ));
         assert!(matches!(
-            p.decide(1, t, t, &Outcome::Permanent("tls".into())),
+            p.decide(1, t, t, &Outcome::Failed(Failure::Tls("bad cert".into()))),
             Decision::Failed(_)
         ));
     }
@@ -138,7 +251,12 @@ mod tests {
             Decision::RetryAfter(ms(100))
         );
         assert_eq!(
-            p.decide(2, t, t, &Outcome::Transient("refused".into())),
+            p.decide(
+                2,
+                t,
+                t,
+                &Outcome::Failed(Failure::Network("refused".into()))
+            ),
             Decision::RetryAfter(ms(200))
         );
         assert_eq!(
@@ -175,5 +293,85 @@ mod tests {
             p.decide(1, t, t, &Outcome::Status(503)),
             Decision::Failed(_)
         ));
+    }
+
+    #[test]
+    fn redirects_are_failures_with_the_status_in_the_reason() {
+        let p = policy();
+        let t = Instant::now();
+        for status in [301, 302, 307, 308, 304] {
+            match p.decide(1, t, t, &Outcome::Status(status)) {
+                Decision::Failed(reason) => {
+                    assert!(
+                        reason.contains(&format!("HTTP status {status}")),
+                        "{reason}"
+                    );
+                    assert!(reason.contains("not followed"), "{reason}");
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_within_max_backoff_and_max_age() {
+        let p = policy();
+        let t = Instant::now();
+        let throttled = |secs: f64| Outcome::Throttled {
+            status: 429,
+            retry_after: Duration::from_secs_f64(secs),
+        };
+        assert_eq!(
+            p.decide(1, t, t, &throttled(0.0)),
+            Decision::RetryAfter(Duration::ZERO)
+        );
+        assert_eq!(
+            p.decide(1, t, t, &throttled(0.25)),
+            Decision::RetryAfter(Duration::from_millis(250))
+        );
+        // Capped by max_backoff (300 ms here).
+        assert_eq!(
+            p.decide(3, t, t, &throttled(3600.0)),
+            Decision::RetryAfter(Duration::from_millis(300))
+        );
+        // Past max_age: given up now rather than retried after it.
+        let late = t + Duration::from_millis(9_900);
+        assert!(matches!(
+            p.decide(1, t, late, &throttled(1.0)),
+            Decision::Expired(_)
+        ));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_http_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse_retry_after(b"120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(b" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(b"Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after(b"Tue, 01 Mar 2000 00:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::from_secs(951_868_800))
+        );
+        // In the past: retry now.
+        assert_eq!(
+            parse_retry_after(b"Sat, 05 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1.5",
+            b"soon",
+            b"Sun, 06 Nov 1994 08:49:37 CET",
+            b"\xff",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
     }
 }

@@ -11,7 +11,7 @@ pub struct PeerCounters {
     /// Requests accepted into a destination queue
     #[counter]
     pub queued: AtomicU64,
-    /// Requests answered by the destination with 2xx or 3xx
+    /// Requests answered by the destination with 2xx
     #[counter]
     pub sent: AtomicU64,
     /// Requests given up (attempts exhausted, not retryable, shutdown)
@@ -20,13 +20,13 @@ pub struct PeerCounters {
     /// Retry attempts
     #[counter]
     pub retried: AtomicU64,
-    /// Requests not queued because the destination queue was full
+    /// Requests not queued because the destination queue was full (count or bytes)
     #[counter]
     pub dropped: AtomicU64,
     /// Requests given up because older than max_age
     #[counter]
     pub expired: AtomicU64,
-    /// Requests refused because of CR, LF or NUL in a header, the method or the URL
+    /// Requests refused: CR, LF or NUL in a header, the method or the URL, or a body not cached
     #[counter]
     pub refused: AtomicU64,
     /// Requests taken by a sender thread and not finished
@@ -46,6 +46,18 @@ impl PeerCounters {
     /// Removes one from a gauge, never below zero.
     pub fn dec(field: &AtomicU64) {
         let _ = field.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(field: &AtomicU64, n: u64) {
+        field.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Removes `n` from a gauge, stopping at zero.
+    pub fn sub(field: &AtomicU64, n: u64) {
+        let _ = field.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
     }
 
     /// Queued or in flight.

@@ -3,16 +3,17 @@
 //! transfer in progress is abandoned shortly after the drain deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use curl::easy::{Easy2, Handler, HttpVersion, WriteError};
 use curl::multi::Multi;
 
+use crate::config::Settings;
 use crate::dest::Destination;
 use crate::ffi::CurlHeaderList;
-use crate::policy::Outcome;
-use crate::sender::{Control, Settings, Transport, TransportFactory};
-use crate::snapshot::Prepared;
+use crate::policy::{parse_retry_after, Failure, Outcome};
+use crate::sender::{Control, Transport, TransportFactory};
+use crate::snapshot::{Body, Prepared};
 
 /// How often a transfer in progress checks the drain deadline.
 const ABORT_CHECK: Duration = Duration::from_millis(100);
@@ -27,16 +28,32 @@ impl TransportFactory for CurlFactory {
             multi: Multi::new(),
             easy: None,
             headers: None,
+            body: None,
         })
     }
 }
 
-/// Discards the response body.
-struct Sink;
+/// Discards the response body; keeps the response's `Retry-After`.
+#[derive(Default)]
+struct Sink {
+    retry_after: Option<Vec<u8>>,
+}
 
 impl Handler for Sink {
     fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
         Ok(data.len())
+    }
+
+    fn header(&mut self, line: &[u8]) -> bool {
+        if line.starts_with(b"HTTP/") {
+            // A new response (after a 1xx): its headers replace the previous ones.
+            self.retry_after = None;
+        } else if let Some((name, value)) = crate::snapshot::split_header_line(line) {
+            if name.eq_ignore_ascii_case(b"retry-after") {
+                self.retry_after = Some(value.trim_ascii().to_vec());
+            }
+        }
+        true
     }
 }
 
@@ -48,25 +65,38 @@ pub struct CurlTransport {
     multi: Multi,
     easy: Option<Easy2<Sink>>,
     headers: Option<CurlHeaderList>,
+    /// The body libcurl reads from (CURLOPT_POSTFIELDS does not copy it): kept until the
+    /// next transfer has set its own.
+    body: Option<Body>,
 }
 
 fn configure(
     easy: &mut Easy2<Sink>,
     headers: &mut Option<CurlHeaderList>,
+    body: &mut Option<Body>,
     req: &Prepared,
     settings: &Settings,
 ) -> Result<(), curl::Error> {
     easy.reset();
+    // The handle no longer points to the previous body.
+    *body = None;
+    easy.get_mut().retry_after = None;
     easy.signal(false)?;
+    // Never a proxy from varnishd's environment (`https_proxy` would route API tokens through
+    // whatever it names): "" disables them; only the `proxy` argument sets one.
+    easy.proxy(settings.proxy.as_deref().unwrap_or(""))?;
     crate::ffi::curl_set_url(easy, &req.url)?;
     // Send the path as queued: libcurl would otherwise resolve "." and ".." segments, and a
     // copied `PURGE /a/../b` would purge `/b` at the destination.
     easy.path_as_is(true)?;
     if req.method.eq_ignore_ascii_case(b"HEAD") {
         easy.nobody(true)?;
-    } else if let Some(body) = &req.body {
+    } else if let Some(req_body) = &req.body {
         easy.post(true)?;
-        easy.post_fields_copy(body)?;
+        // SAFETY: the Arc is kept in `body` (below) until the next transfer has reset the
+        // handle or set another body, so libcurl reads live, unchanged memory.
+        unsafe { crate::ffi::curl_set_post_body(easy, req_body) }?;
+        *body = Some(Arc::clone(req_body));
     } else {
         easy.get(true)?;
     }
@@ -80,8 +110,8 @@ fn configure(
     } else {
         HttpVersion::V11
     })?;
-    easy.connect_timeout(settings.connect_timeout())?;
-    easy.timeout(settings.timeout())?;
+    easy.connect_timeout(settings.connect_timeout)?;
+    easy.timeout(settings.timeout)?;
     easy.ssl_verify_peer(settings.tls_verify)?;
     easy.ssl_verify_host(settings.tls_verify)?;
     if let Some(ca) = &settings.ca_file {
@@ -97,13 +127,30 @@ fn classify(e: &curl::Error) -> Outcome {
         || e.is_ssl_certproblem()
         || e.is_ssl_issuer_error();
     if tls {
-        Outcome::Permanent(format!("TLS: {e}"))
+        Outcome::Failed(Failure::Tls(e.to_string()))
     } else if e.is_url_malformed() || e.is_unsupported_protocol() || e.is_bad_function_argument() {
-        Outcome::Permanent(format!("bad request: {e}"))
+        Outcome::Failed(Failure::BadRequest(e.to_string()))
     } else if e.is_couldnt_resolve_host() {
-        Outcome::Transient(format!("DNS: {e}"))
+        Outcome::Failed(Failure::Dns(e.to_string()))
     } else {
-        Outcome::Transient(e.to_string())
+        Outcome::Failed(Failure::Network(e.to_string()))
+    }
+}
+
+/// The outcome of an answer: a 429 or 503 with a usable `Retry-After` says when to retry.
+fn status_outcome(code: u32, retry_after: Option<&[u8]>) -> Outcome {
+    let status = u16::try_from(code).unwrap_or(0);
+    match retry_after {
+        Some(value) if status == 429 || status == 503 => {
+            match parse_retry_after(value, SystemTime::now()) {
+                Some(retry_after) => Outcome::Throttled {
+                    status,
+                    retry_after,
+                },
+                None => Outcome::Status(status),
+            }
+        }
+        _ => Outcome::Status(status),
     }
 }
 
@@ -115,20 +162,27 @@ impl Transport for CurlTransport {
         settings: &Settings,
         control: &Arc<Control>,
     ) -> Outcome {
-        let mut easy = self.easy.take().unwrap_or_else(|| Easy2::new(Sink));
-        if let Err(e) = configure(&mut easy, &mut self.headers, req, settings) {
+        let mut easy = self
+            .easy
+            .take()
+            .unwrap_or_else(|| Easy2::new(Sink::default()));
+        if let Err(e) = configure(&mut easy, &mut self.headers, &mut self.body, req, settings) {
             self.easy = Some(easy);
-            return Outcome::Permanent(format!("cannot set up the transfer: {e}"));
+            return Outcome::Failed(Failure::BadRequest(format!(
+                "cannot set up the transfer: {e}"
+            )));
         }
         let handle = match self.multi.add2(easy) {
             Ok(handle) => handle,
-            Err(e) => return Outcome::Transient(format!("cannot start the transfer: {e}")),
+            Err(e) => {
+                return Outcome::Failed(Failure::Network(format!("cannot start the transfer: {e}")))
+            }
         };
         let mut result = None;
         let mut stopped = None;
         while result.is_none() && stopped.is_none() {
             if let Err(e) = self.multi.perform() {
-                stopped = Some(Outcome::Transient(e.to_string()));
+                stopped = Some(Outcome::Failed(Failure::Network(e.to_string())));
                 break;
             }
             self.multi.messages(|m| {
@@ -140,23 +194,25 @@ impl Transport for CurlTransport {
                 break;
             }
             if control.aborted() {
-                stopped = Some(Outcome::Permanent("transfer aborted: shutdown".into()));
+                stopped = Some(Outcome::Failed(Failure::Shutdown));
             } else if let Err(e) = self.multi.wait(&mut [], ABORT_CHECK) {
-                stopped = Some(Outcome::Transient(e.to_string()));
+                stopped = Some(Outcome::Failed(Failure::Network(e.to_string())));
             }
         }
         // Removing the handle ends an unfinished transfer; a failed removal loses the handle
         // (a new one is made next time).
         let easy = self.multi.remove2(handle).ok();
         let outcome = match (result, stopped) {
-            (Some(Ok(())), _) => match easy.as_ref().map(Easy2::response_code) {
-                Some(Ok(code)) => Outcome::Status(u16::try_from(code).unwrap_or(0)),
-                Some(Err(e)) => Outcome::Transient(e.to_string()),
-                None => Outcome::Transient("transfer handle lost".into()),
+            (Some(Ok(())), _) => match easy.as_ref().map(|e| (e.response_code(), e.get_ref())) {
+                Some((Ok(code), sink)) => status_outcome(code, sink.retry_after.as_deref()),
+                Some((Err(e), _)) => Outcome::Failed(Failure::Network(e.to_string())),
+                None => Outcome::Failed(Failure::Network("transfer handle lost".into())),
             },
             (Some(Err(e)), _) => classify(&e),
             (None, Some(outcome)) => outcome,
-            (None, None) => Outcome::Transient("transfer ended without a result".into()),
+            (None, None) => {
+                Outcome::Failed(Failure::Network("transfer ended without a result".into()))
+            }
         };
         self.easy = easy;
         outcome
@@ -224,18 +280,21 @@ mod tests {
             method: b"PURGE".to_vec(),
             url: b"/a?b=1".to_vec(),
             http10: false,
-            headers: vec![
-                (b"Host".to_vec(), b"www.example.com".to_vec()),
-                (b"X-Dup".to_vec(), b"1".to_vec()),
-                (b"X-Bin".to_vec(), vec![b'c', b'a', b'f', 0xe9]),
-                (b"X-Dup".to_vec(), b"2".to_vec()),
-                (b"X-Empty".to_vec(), Vec::new()),
-            ],
+            h2: false,
+            headers: [
+                (&b"Host"[..], &b"www.example.com"[..]),
+                (b"X-Dup", b"1"),
+                (b"X-Bin", &[b'c', b'a', b'f', 0xe9]),
+                (b"X-Dup", b"2"),
+                (b"X-Empty", b""),
+            ]
+            .into_iter()
+            .collect(),
             body: None,
         };
         let mut with_body = snap.clone();
         with_body.method = b"POST".to_vec();
-        with_body.body = Some(Arc::from(&b"body!"[..]));
+        with_body.body = Some(Arc::new(b"body!".to_vec()));
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         for s in [&snap, &with_body] {
@@ -278,7 +337,10 @@ mod tests {
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         let outcome = transport.send(&dest, &prepared, &settings(), &control);
-        assert!(matches!(outcome, Outcome::Transient(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Failed(Failure::Network(_))),
+            "{outcome:?}"
+        );
 
         let (port, server) = one_connection(503, 1);
         let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();

@@ -39,6 +39,9 @@ def main():
         missing = sorted(used - created - {"peer"})
         init = "".join("    new %s = peer.peer();\n" % o for o in missing)
         vcl = 'vcl 4.1;\nimport std;\nimport peer from "%s";\nbackend be none;\n' % so
+        # Snippets check the client against the ACL the module description defines.
+        if re.search(r"~\s*purgers\b", code) and not re.search(r"\bacl\s+purgers\b", code):
+            vcl += 'acl purgers { "127.0.0.1"; }\n'
         if init:
             vcl += "sub vcl_init {\n%s}\n" % init
         vcl += code + "\n"

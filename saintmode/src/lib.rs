@@ -2,16 +2,32 @@
 //! that recently failed, and for all objects once too many did. The VCL interface and its
 //! documentation are in `vmod.vcc`; this crate implements the generated C prototypes.
 //!
-//! - `blacklist`: the per-object denylist with O(1) lookups and heap-ordered expiry (pure Rust).
-//! - `report`: the `status()` JSON and `backend.list` text (pure Rust).
-//! - `ffi`: everything that touches Varnish (entry points, director callbacks, VSC, VSL).
+//! Pure Rust, unit-tested without varnishd:
+//! - `blacklist`: the compact per-object denylist (hash index, expiry and threshold heaps);
+//! - `object`: one saintmode object as the director uses it (lock-free when empty,
+//!   read-locked otherwise, counters written on change);
+//! - `blame`: which object `blacklist()` blames, and its argument checks;
+//! - `report`: the `status()` JSON, `backend.list` text and log lines;
+//! - `clock`: monotonic time for deadlines; `stats`: the counters' layout.
+//!
+//! Talking to Varnish (compiled out of unit tests: varnishd's symbols exist only once it
+//! loads the VMOD):
+//! - `varnish`: the Varnish primitives (checks, VSL, VSC, PRIV, workspace, panic guards);
+//! - `ffi`: the entry points, each a thin conversion around the modules above.
 
 pub mod blacklist;
-// The FFI layer calls varnishd symbols that exist only once varnishd loads the VMOD, so the
-// unit-test executable (which tests the pure modules) is built without it.
+pub mod blame;
+pub mod clock;
+pub mod object;
+pub mod report;
+pub mod stats;
+
 #[cfg(not(test))]
 mod ffi;
-pub mod report;
+#[cfg(not(test))]
+mod instance;
+#[cfg(not(test))]
+mod varnish;
 
 #[cfg(not(test))]
 extern "C" {

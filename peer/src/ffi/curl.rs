@@ -73,3 +73,26 @@ pub fn curl_set_url<H>(easy: &curl::easy::Easy2<H>, url: &[u8]) -> Result<(), cu
 pub fn curl_set_method<H>(easy: &curl::easy::Easy2<H>, method: &[u8]) -> Result<(), curl::Error> {
     set_bytes_option(easy, curl_sys::CURLOPT_CUSTOMREQUEST, method)
 }
+
+/// The body of a POST, without copying it (CURLOPT_POSTFIELDS + its size).
+///
+/// # Safety
+/// The caller keeps `body` alive and unchanged until the handle has another body or none
+/// (the transport keeps the `Arc` it came from).
+pub unsafe fn curl_set_post_body<H>(
+    easy: &curl::easy::Easy2<H>,
+    body: &[u8],
+) -> Result<(), curl::Error> {
+    let len = curl_sys::curl_off_t::try_from(body.len())
+        .map_err(|_| curl::Error::new(curl_sys::CURLE_BAD_FUNCTION_ARGUMENT))?;
+    // SAFETY: a live easy handle; the size is set before the pointer so libcurl never reads
+    // the data as a NUL-terminated string.
+    check(unsafe {
+        curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_POSTFIELDSIZE_LARGE, len)
+    })?;
+    // SAFETY: a live easy handle; libcurl reads `len` bytes from the pointer during the
+    // transfers of this handle, and the caller keeps them alive until it is replaced.
+    check(unsafe {
+        curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_POSTFIELDS, body.as_ptr())
+    })
+}

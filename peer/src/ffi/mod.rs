@@ -1,11 +1,17 @@
-//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls and
-//! the varnishd functions it calls back) and `curl` (libcurl options set from bytes).
+//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls),
+//! `vrt` (the Varnish primitives it uses), `request` (reading a request out of Varnish's
+//! structures) and `curl` (libcurl options set from bytes).
 //!
-//! `vmod` is left out of unit-test builds: it links against symbols only varnishd
-//! provides, which a test executable does not have.
+//! `vmod`, `vrt` and `request` are left out of unit-test builds and of builds without the
+//! `vmod` feature: they link against symbols only varnishd provides, which a test or bench
+//! executable does not have.
 
 mod curl;
-#[cfg(not(test))]
+#[cfg(all(not(test), feature = "vmod"))]
+mod request;
+#[cfg(all(not(test), feature = "vmod"))]
 mod vmod;
+#[cfg(all(not(test), feature = "vmod"))]
+mod vrt;
 
-pub use curl::{curl_set_method, curl_set_url, CurlHeaderList};
+pub use curl::{curl_set_method, curl_set_post_body, curl_set_url, CurlHeaderList};

@@ -1,0 +1,245 @@
+//! One sender thread of one destination and what it works with: the destination's queue
+//! (bounded in requests and bytes), the stop deadline, and the retry loop of one request.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::Settings;
+use crate::dest::Destination;
+use crate::policy::Decision;
+use crate::sender::{EventLog, Transport, TransportFactory};
+use crate::snapshot::{Snapshot, Template};
+use crate::stats::{CounterStore, PeerCounters};
+
+/// The stop deadline of one generation of sender threads, and the wait that honours it.
+#[derive(Debug, Default)]
+pub struct Control {
+    deadline: Mutex<Option<Instant>>,
+    changed: Condvar,
+}
+
+impl Control {
+    /// Sets (or brings forward) the moment after which nothing more is attempted.
+    pub(crate) fn set_deadline(&self, at: Instant) {
+        let mut deadline = self.deadline.lock();
+        *deadline = Some(deadline.map_or(at, |old| old.min(at)));
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock()
+    }
+
+    /// True once the deadline has passed: transfers in progress should be aborted.
+    pub fn aborted(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Sleeps `duration`, or less when the deadline comes first. False when aborted.
+    pub(crate) fn sleep(&self, duration: Duration) -> bool {
+        let end = Instant::now() + duration;
+        let mut deadline = self.deadline.lock();
+        loop {
+            let limit = deadline.map_or(end, |d| d.min(end));
+            if Instant::now() >= limit {
+                break;
+            }
+            let _ = self.changed.wait_until(&mut deadline, limit);
+        }
+        drop(deadline);
+        !self.aborted()
+    }
+}
+
+pub(crate) struct Job {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) size: usize,
+    pub(crate) queued_at: Instant,
+}
+
+/// One destination's queue. The channel is unbounded (it allocates as requests arrive,
+/// nothing for an idle queue); `len` and `bytes` are the bounds, checked before a send.
+pub(crate) struct Lane {
+    pub(crate) dest: Arc<Destination>,
+    pub(crate) tx: Sender<Job>,
+    pub(crate) rx: Receiver<Job>,
+    pub(crate) len: AtomicUsize,
+    pub(crate) bytes: AtomicUsize,
+}
+
+impl Lane {
+    /// Reserves room for a job of `size` bytes, or says why there is none.
+    pub(crate) fn reserve(&self, size: usize, settings: &Settings) -> Result<(), String> {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= settings.queue_size {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!("queue full, capacity {}", settings.queue_size));
+        }
+        let before = self.bytes.fetch_add(size, Ordering::AcqRel);
+        if before.saturating_add(size) > settings.queue_bytes {
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "queue full, {before} of queue_bytes {} in use, request of {size} bytes",
+                settings.queue_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn release(&self, size: usize) {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// Why the queue is full, if it is (no request, however small, would fit).
+    pub(crate) fn full(&self, settings: &Settings) -> Option<String> {
+        if self.len.load(Ordering::Acquire) >= settings.queue_size {
+            Some(format!("queue full, capacity {}", settings.queue_size))
+        } else if self.bytes.load(Ordering::Acquire) >= settings.queue_bytes {
+            Some(format!(
+                "queue full, queue_bytes {} in use",
+                settings.queue_bytes
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Everything sender threads share with the peer.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) counters: Arc<dyn CounterStore>,
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) transport: Arc<dyn TransportFactory>,
+}
+
+impl Shared {
+    pub(crate) fn counters(&self) -> &PeerCounters {
+        self.counters.counters()
+    }
+}
+
+/// Takes every job left in `lane` and counts it as failed, with one log line: no rendering,
+/// no line per request, so that a backlog of millions ends in well under a second.
+pub(crate) fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
+    let mut left = 0u64;
+    for job in lane.rx.try_iter() {
+        lane.release(job.size);
+        left += 1;
+    }
+    if left > 0 {
+        let counters = shared.counters();
+        PeerCounters::sub(&counters.queue_length, left);
+        PeerCounters::add(&counters.failed, left);
+        shared.log.log(&format!(
+            "peer {}: gave up {left} requests to {}: shutdown before they were sent",
+            shared.settings.name, lane.dest
+        ));
+    }
+}
+
+/// One sender thread of one destination.
+pub(crate) struct Worker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) lane: Arc<Lane>,
+    pub(crate) template: Arc<Template>,
+    pub(crate) control: Arc<Control>,
+}
+
+enum End {
+    Sent,
+    Failed(String),
+    Expired(String),
+}
+
+impl Worker {
+    pub(crate) fn run(&self, stop: &Receiver<()>) {
+        let mut transport = self.shared.transport.create();
+        loop {
+            select! {
+                recv(self.lane.rx) -> job => match job {
+                    Ok(job) => self.process(transport.as_mut(), job),
+                    Err(_) => return,
+                },
+                recv(stop) -> _ => break,
+            }
+            // `select!` picks at random among ready operations: past the deadline, stop
+            // taking jobs one by one.
+            if self.control.aborted() {
+                break;
+            }
+        }
+        // Draining: what is queued, until the deadline. What is left then is counted in
+        // bulk (one line per destination, not per request).
+        while !self.control.aborted() {
+            match self.lane.rx.try_recv() {
+                Ok(job) => self.process(transport.as_mut(), job),
+                Err(_) => return,
+            }
+        }
+        fail_lane_leftovers(&self.shared, &self.lane);
+    }
+
+    fn process(&self, transport: &mut dyn Transport, job: Job) {
+        let counters = self.shared.counters();
+        PeerCounters::inc(&counters.in_flight);
+        PeerCounters::dec(&counters.queue_length);
+        self.lane.release(job.size);
+        let end = catch_unwind(AssertUnwindSafe(|| self.attempts(transport, &job)))
+            .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
+        let (counter, verb, reason) = match &end {
+            End::Sent => (&counters.sent, "", ""),
+            End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
+            End::Expired(r) => (&counters.expired, "expired", r.as_str()),
+        };
+        PeerCounters::inc(counter);
+        PeerCounters::dec(&counters.in_flight);
+        if !verb.is_empty() {
+            self.shared.log.log(&format!(
+                "peer {}: {verb} {} {} to {}: {reason}",
+                self.shared.settings.name,
+                String::from_utf8_lossy(&job.snap.method),
+                String::from_utf8_lossy(&job.snap.url),
+                self.lane.dest,
+            ));
+        }
+    }
+
+    fn attempts(&self, transport: &mut dyn Transport, job: &Job) -> End {
+        let settings = &self.shared.settings;
+        let policy = &settings.policy;
+        if self.control.aborted() {
+            return End::Failed("shutdown before it was sent".into());
+        }
+        let prepared = self.template.render(&job.snap, &self.lane.dest);
+        let mut attempts = 0;
+        loop {
+            if self.control.aborted() {
+                return End::Failed("shutdown before it was sent".into());
+            }
+            if policy.is_expired(job.queued_at, Instant::now()) {
+                return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
+            }
+            attempts += 1;
+            let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
+            match policy.decide(attempts, job.queued_at, Instant::now(), &outcome) {
+                Decision::Sent => return End::Sent,
+                Decision::Failed(reason) => return End::Failed(reason),
+                Decision::Expired(reason) => return End::Expired(reason),
+                Decision::RetryAfter(wait) => {
+                    if !self.control.sleep(wait) {
+                        return End::Failed(format!("{outcome}; shutdown before the retry"));
+                    }
+                    // Counted when the retry is about to happen, not when it was planned.
+                    PeerCounters::inc(&self.shared.counters().retried);
+                }
+            }
+        }
+    }
+}
