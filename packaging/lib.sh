@@ -294,10 +294,11 @@ BASE_ROOT=""
 ensure_root() {
     local kind=$1 dir="$DEB_CACHE/$1" stamp="$DEB_CACHE/$1.stamp" mirror sources recipe why fd
     command -v mmdebstrap >/dev/null || { log "installing mmdebstrap on this machine"; ensure_debs mmdebstrap || die "cannot install mmdebstrap (apt-get install mmdebstrap)"; }
-    # DEB_MIRROR replaces the mirrors of the machine's apt sources (tests use an
-    # unreachable one); the security archive comes only from those sources.
-    if [ -n "${DEB_MIRROR:-}" ]; then
-        sources=$(root_sources "$DEB_MIRROR")
+    # DEB_MIRROR (or scripts/lib/debian.sh's DEBIAN_MIRROR) replaces the mirrors of the
+    # machine's apt sources (tests use an unreachable one); the security archive comes
+    # only from those sources.
+    if [ -n "${DEB_MIRROR:-${DEBIAN_MIRROR:-}}" ]; then
+        sources=$(root_sources "${DEB_MIRROR:-$DEBIAN_MIRROR}")
     else
         mirror=$(mirror_uri)
         [ -n "$mirror" ] || die "no Debian mirror found in this machine's apt sources (/etc/apt/sources.list*); set DEB_MIRROR"
