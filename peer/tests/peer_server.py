@@ -4,9 +4,14 @@ it to a JSON-lines log with the headers in order, duplicates kept, bytes preserv
 (latin-1 round trip), so that a test can check exactly what the VMOD sent.
 
   peer_server.py --port-file F --log F [--port N] [--status 200] [--cert C --key K]
+                 [--listen-when FILE]
 
 Binds 127.0.0.1 (port 0: any free port), writes the port number to --port-file once it
 listens, serves HTTP/1.1 with keep-alive, or HTTPS with --cert/--key.
+With --listen-when, the port is written as soon as it is bound, and the server only starts
+listening once FILE exists (polled for at most 120 s): until then connections to the port
+are refused, a "down" destination that comes up on the same port without the port ever
+being free for another process to take.
 """
 import argparse
 import base64
@@ -14,6 +19,7 @@ import json
 import os
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -25,6 +31,7 @@ def main():
     ap.add_argument("--status", type=int, default=200)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--listen-when")
     args = ap.parse_args()
     lock = threading.Lock()
 
@@ -60,16 +67,30 @@ def main():
             self.end_headers()
             self.wfile.write(payload)
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler, bind_and_activate=False)
+    server.server_bind()
+    if args.listen_when:
+        write_port(args.port_file, server.server_address[1])
+        deadline = time.monotonic() + 120
+        while not os.path.exists(args.listen_when):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"peer_server: {args.listen_when} did not appear within 120 s")
+            time.sleep(0.05)
+    server.server_activate()
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    tmp = args.port_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(server.server_address[1]))
-    os.rename(tmp, args.port_file)
+    if not args.listen_when:
+        write_port(args.port_file, server.server_address[1])
     server.serve_forever()
+
+
+def write_port(path, port):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.rename(tmp, path)
 
 
 if __name__ == "__main__":
