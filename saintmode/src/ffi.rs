@@ -1,7 +1,8 @@
 //! The entry points Varnish calls: the functions named by the generated
 //! `vcc_saintmode_if.h`, the director callbacks and the PRIV destructor. Each converts its
 //! arguments, calls plain Rust (`instance`, and through it `object`, `blame`, `report`) and
-//! converts the result, inside a panic guard; the Varnish primitives are in `varnish`.
+//! converts the result, inside a panic guard; the Varnish primitives are the shared crate
+//! `vmod-rt`'s.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::ptr;
@@ -12,6 +13,10 @@ use varnish::ffi::{
     vdi_methods, vmod_priv, vmod_priv_methods, vrt_ctx, vsb, VslTag, VCL_BACKEND, VCL_BOOL,
     VCL_DURATION, VCL_INT, VCL_STRING, VCL_TIME, VDI_METHODS_MAGIC, VMOD_PRIV_METHODS_MAGIC,
 };
+use vmod_rt::{
+    busyobj_of, check_ctx, director_of, fail_in, guard_callback, guard_event, guard_task, log,
+    priv_release, priv_vcl_ref, vsb_append, ws_copy, Event, SyncMethods,
+};
 
 use crate::clock::{Clock, Monotonic};
 use crate::instance::{
@@ -19,17 +24,13 @@ use crate::instance::{
     HANDLE_MAGIC,
 };
 use crate::report::{list_text, status_json, Snapshot};
-use crate::varnish::{
-    busyobj_of, check_ctx, director_of, fail, guard_callback, guard_task, log, priv_arc_release,
-    priv_vcl_ref, vsb_append, ws_copy_str, SyncMethods, VCL_EVENT_COLD, VCL_EVENT_WARM,
-};
 
 static VERSION: &CStr = c"saintmode-0.1.0";
 
 unsafe extern "C" fn registry_fini(_ctx: *const vrt_ctx, p: *mut c_void) {
     guard_callback("saintmode registry fini", (), || {
         // SAFETY: the Arc stored by `priv_vcl_arc`, released once here.
-        unsafe { priv_arc_release::<Registry>(p) }
+        unsafe { priv_release::<Registry>(p) }
     });
 }
 
@@ -109,7 +110,7 @@ unsafe extern "C" fn dir_list(
         let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, object_of(be)) else {
             return;
         };
-        vsb_append(vsb, &list_text(&o.snapshot(ctx), pflag != 0, jflag != 0));
+        let _ = vsb_append(vsb, &list_text(&o.snapshot(ctx), pflag != 0, jflag != 0));
     });
 }
 
@@ -169,14 +170,14 @@ pub unsafe extern "C" fn vmod_saintmode__init(
     backend: VCL_BACKEND,
     threshold: VCL_INT,
 ) {
+    // SAFETY: Varnish passes a valid ctx.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return;
+    };
     guard_task(ctx, "saintmode.saintmode()", (), || {
-        // SAFETY: Varnish passes a valid ctx.
-        let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-            return;
-        };
         // SAFETY: forwarded from Varnish as is.
         if let Err(msg) = unsafe { init(ctx, handle, vcl_name, priv_vcl, backend, threshold) } {
-            fail(ctx, &format!("saintmode.saintmode(): {msg}"));
+            fail_in(ctx, "saintmode.saintmode()", msg);
         }
     });
 }
@@ -227,6 +228,10 @@ pub unsafe extern "C" fn vmod_saintmode_backend(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_BACKEND {
+    // SAFETY: Varnish passes a valid ctx.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return VCL_BACKEND(ptr::null());
+    };
     guard_task(ctx, "sm.backend()", VCL_BACKEND(ptr::null()), || {
         // SAFETY: per the contract.
         let o = unsafe { object_from(handle) };
@@ -243,10 +248,13 @@ pub unsafe extern "C" fn vmod_saintmode_blacklist_count(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_INT {
+    // SAFETY: Varnish passes a valid ctx.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return VCL_INT(0);
+    };
     guard_task(ctx, "sm.blacklist_count()", VCL_INT(0), || {
         // SAFETY: per the contract.
-        let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, unsafe { object_from(handle) })
-        else {
+        let Some(o) = (unsafe { object_from(handle) }) else {
             return VCL_INT(0);
         };
         let (count, crossing) = o.core.live_count(Monotonic.now(), ctx.now.0);
@@ -278,10 +286,13 @@ pub unsafe extern "C" fn vmod_saintmode_is_healthy(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_BOOL {
+    // SAFETY: Varnish passes a valid ctx.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return VCL_BOOL(0);
+    };
     guard_task(ctx, "sm.is_healthy()", VCL_BOOL(0), || {
         // SAFETY: per the contract.
-        let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, unsafe { object_from(handle) })
-        else {
+        let Some(o) = (unsafe { object_from(handle) }) else {
             return VCL_BOOL(0);
         };
         let digest = task_digest(ctx);
@@ -330,11 +341,11 @@ unsafe fn blacklist_entry(
     expires: VCL_DURATION,
     function: &str,
 ) {
+    // SAFETY: Varnish passes a valid ctx.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return;
+    };
     guard_task(ctx, function, (), || {
-        // SAFETY: Varnish passes a valid ctx.
-        let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-            return;
-        };
         // SAFETY: this VMOD's PRIV_VCL.
         let registry = unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) };
         if let Err(why) = blacklist(ctx, registry, expires.0 .0) {
@@ -350,26 +361,25 @@ unsafe fn blacklist_entry(
 /// Called by Varnish with a valid ctx and this VMOD's PRIV_VCL.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_status(ctx: *const vrt_ctx, priv_vcl: *mut vmod_priv) -> VCL_STRING {
+    // SAFETY: Varnish passes a valid ctx.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return VCL_STRING(ptr::null());
+    };
     guard_task(ctx, "saintmode.status()", VCL_STRING(ptr::null()), || {
-        // SAFETY: Varnish passes a valid ctx.
-        let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-            return VCL_STRING(ptr::null());
-        };
         // SAFETY: this VMOD's PRIV_VCL.
         let objects: Vec<Arc<Object>> =
             unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) }
                 .map(|r| r.objects.read().clone())
                 .unwrap_or_default();
         let snapshots: Vec<Snapshot> = objects.iter().map(|o| o.snapshot(ctx)).collect();
-        let copy = ws_copy_str(ctx, &status_json(&snapshots));
-        if copy.is_null() {
+        ws_copy(ctx, status_json(&snapshots).as_bytes()).unwrap_or_else(|_| {
             log(
                 ctx,
                 VslTag::VclError,
                 "saintmode.status(): workspace overflow",
             );
-        }
-        VCL_STRING(copy)
+            VCL_STRING(ptr::null())
+        })
     })
 }
 
@@ -388,17 +398,20 @@ pub unsafe extern "C" fn vmod_version(_ctx: *const vrt_ctx) -> VCL_STRING {
 /// Called by Varnish with a valid ctx and this VMOD's PRIV_VCL.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_event(
-    _ctx: *const vrt_ctx,
+    ctx: *const vrt_ctx,
     priv_vcl: *mut vmod_priv,
     event: c_uint,
 ) -> c_int {
-    // A panic refuses a WARM event (non-zero); other events cannot be refused.
-    let on_panic = c_int::from(event == VCL_EVENT_WARM);
-    guard_callback("saintmode event", on_panic, || {
+    // SAFETY: Varnish passes a valid ctx.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return 0;
+    };
+    let event = Event::from_raw(event);
+    guard_event(ctx, "saintmode", event, || {
         let hidden = match event {
-            VCL_EVENT_COLD => true,
-            VCL_EVENT_WARM => false,
-            _ => return 0,
+            Event::Cold => true,
+            Event::Warm => false,
+            _ => return Ok::<(), std::convert::Infallible>(()),
         };
         // SAFETY: this VMOD's PRIV_VCL.
         if let Some(registry) = unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) } {
@@ -408,6 +421,6 @@ pub unsafe extern "C" fn vmod_event(
                 }
             }
         }
-        0
+        Ok(())
     })
 }
