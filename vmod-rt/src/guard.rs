@@ -249,7 +249,10 @@ mod tests {
             EventVerdict::Log("no".into())
         );
         for e in [Event::Cold, Event::Discard, Event::Other] {
-            assert_eq!(event_verdict(e, err(), true), EventVerdict::Log("no".into()));
+            assert_eq!(
+                event_verdict(e, err(), true),
+                EventVerdict::Log("no".into())
+            );
         }
     }
 
