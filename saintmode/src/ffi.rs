@@ -110,7 +110,8 @@ unsafe extern "C" fn dir_list(
         let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, object_of(be)) else {
             return;
         };
-        let _ = vsb_append(vsb, &list_text(&o.snapshot(ctx), pflag != 0, jflag != 0));
+        // SAFETY: `vsb` is the buffer of this `backend.list` call.
+        let _ = unsafe { vsb_append(vsb, &list_text(&o.snapshot(ctx), pflag != 0, jflag != 0)) };
     });
 }
 

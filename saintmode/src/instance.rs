@@ -187,7 +187,7 @@ pub(crate) fn trail_of(ctx: &vrt_ctx, create: bool) -> *mut FetchTrail {
     if busyobj_of(ctx).is_none() || !ctx.req.is_null() {
         return ptr::null_mut();
     }
-    let p = priv_task(ctx, (&raw const TRAIL_KEY).cast::<c_void>(), create);
+    let p = priv_task(ctx, &TRAIL_KEY, create);
     // SAFETY: NULL or this task's slot for our key, used by this thread only, alive for the
     // task; no other reference to it exists during this call.
     let Some(p) = (unsafe { p.as_mut() }) else {

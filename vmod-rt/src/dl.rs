@@ -63,7 +63,11 @@ type VsbBcat = unsafe extern "C" fn(*mut vsb, *const c_void, isize) -> c_int;
 /// make the linker bind it to libvarnishapi (which exports it too) and add that library as a
 /// dependency of the VMOD, so loading fails where libvarnishapi is not on the loader path
 /// (e.g. a private prefix). varnishd exports the symbol to its VMODs: look it up once.
-pub fn vsb_append(vsb: *mut vsb, text: &str) -> bool {
+///
+/// # Safety
+/// `vsb` is NULL or a buffer varnishd handed over for this call (a `list` callback's, an
+/// event's `ctx->msg`), not used by another thread meanwhile.
+pub unsafe fn vsb_append(vsb: *mut vsb, text: &str) -> bool {
     static BCAT: OnceLock<usize> = OnceLock::new();
     let addr = *BCAT.get_or_init(|| {
         // SAFETY: RTLD_DEFAULT (NULL on glibc) and a NUL-terminated name.
@@ -78,6 +82,7 @@ pub fn vsb_append(vsb: *mut vsb, text: &str) -> bool {
     // SAFETY: a non-NULL `VSB_bcat` has this C signature (vsb.h: int VSB_bcat(struct vsb *,
     // const void *, ssize_t)).
     let bcat = unsafe { std::mem::transmute::<usize, VsbBcat>(addr) };
-    // SAFETY: `vsb` is a live buffer of varnishd; we append `len` bytes from `text`.
+    // SAFETY: `vsb` is a live buffer of varnishd (per the caller, not NULL: checked above);
+    // we append `len` bytes from `text`, alive during the call.
     unsafe { bcat(vsb, text.as_ptr().cast::<c_void>(), len) == 0 }
 }

@@ -146,7 +146,10 @@ pub fn guard_event<E: Display>(
     match event_verdict(event, result, !ctx.msg.is_null()) {
         EventVerdict::Done => 0,
         EventVerdict::Refuse(msg) => {
-            if !vsb_append(ctx.msg, &msg) {
+            // SAFETY: ctx.msg is the event's message buffer (Varnish gives one for LOAD and
+            // WARM; `event_verdict` refuses only when it is not NULL), used by the CLI thread
+            // that runs this event.
+            if !unsafe { vsb_append(ctx.msg, &msg) } {
                 log_raw(VslTag::Error, &msg);
             }
             1

@@ -81,9 +81,12 @@ pub unsafe fn priv_release<T>(p: *mut c_void) {
 }
 
 /// The task's PRIV slot for `key` (created when `create`): NULL outside a task or when
-/// the workspace is exhausted, else a slot valid until the task ends.
-pub fn priv_task(ctx: &vrt_ctx, key: *const c_void, create: bool) -> *mut vmod_priv {
-    // SAFETY: a checked task context; VRT_priv_task(_get) return NULL or the task's slot.
+/// the workspace is exhausted, else a slot valid until the task ends. Only the address of
+/// `key` matters: a `static` of the module makes it unique.
+pub fn priv_task<K>(ctx: &vrt_ctx, key: &'static K, create: bool) -> *mut vmod_priv {
+    let key = ptr::from_ref(key).cast::<c_void>();
+    // SAFETY: a checked task context; `key` is only compared as an address;
+    // VRT_priv_task(_get) return NULL or the task's slot.
     unsafe {
         if create {
             ffi::VRT_priv_task(ctx, key)
