@@ -403,12 +403,7 @@ pub unsafe extern "C" fn vmod_event(
     priv_vcl: *mut vmod_priv,
     event: c_uint,
 ) -> c_int {
-    // SAFETY: Varnish passes a valid ctx.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return 0;
-    };
-    let event = Event::from_raw(event);
-    guard_event(ctx, "saintmode", event, || {
+    let f = |_: &vrt_ctx, event: Event| {
         let hidden = match event {
             Event::Cold => true,
             Event::Warm => false,
@@ -423,5 +418,7 @@ pub unsafe extern "C" fn vmod_event(
             }
         }
         Ok(())
-    })
+    };
+    // SAFETY: the context Varnish passed to this event function.
+    unsafe { guard_event(ctx, "saintmode", event, f) }
 }

@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use varnish::ffi::{self, vrt_ctx, VslTag};
 
-use crate::ctx::{fail, log_raw};
+use crate::ctx::{check_ctx, fail, log_raw};
 use crate::dl::vsb_append;
 
 /// The VCL temperature events, as Varnish numbers them.
@@ -130,17 +130,26 @@ pub fn guard_task<T>(ctx: &vrt_ctx, function: &str, default: T, f: impl FnOnce()
     })
 }
 
-/// Runs an event function's body for `module`. An error or a panic in LOAD or WARM refuses
-/// the event with the message in the CLI answer; in COLD and DISCARD it is only logged.
-pub fn guard_event<E: Display>(
-    ctx: &vrt_ctx,
+/// The whole body of `module`'s `$Event` function: checks the context, names the event and
+/// runs `f`. An error or a panic in LOAD or WARM refuses the event with the message in the
+/// CLI answer; in COLD and DISCARD it is only logged. A bad context is ignored (0).
+///
+/// # Safety
+/// `ctx` is NULL or the context Varnish passed to the event function, valid for the call.
+pub unsafe fn guard_event<E: Display>(
+    ctx: *const vrt_ctx,
     module: &str,
-    event: Event,
-    f: impl FnOnce() -> Result<(), E>,
+    event: c_uint,
+    f: impl FnOnce(&vrt_ctx, Event) -> Result<(), E>,
 ) -> c_int {
+    // SAFETY: per the caller.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return 0;
+    };
+    let event = Event::from_raw(event);
     let result = catch(|| {
         test_panic(module, event.name());
-        f().map_err(|e| e.to_string())
+        f(ctx, event).map_err(|e| e.to_string())
     })
     .unwrap_or_else(|payload| Err(event_panic_message(module, event, &payload)));
     match event_verdict(event, result, !ctx.msg.is_null()) {

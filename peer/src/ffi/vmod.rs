@@ -127,12 +127,7 @@ pub unsafe extern "C" fn vmod_event_function(
     priv_: *mut vmod_priv,
     event: c_uint,
 ) -> c_int {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return 0;
-    };
-    let event = Event::from_raw(event);
-    guard_event(ctx, "peer", event, || {
+    let f = |ctx: &vrt_ctx, event: Event| {
         let Some(peers) = peers(ctx, priv_) else {
             return Ok::<(), WarmError>(());
         };
@@ -145,7 +140,9 @@ pub unsafe extern "C" fn vmod_event_function(
             Event::Load | Event::Other => {}
         }
         Ok(())
-    })
+    };
+    // SAFETY: the context Varnish passed to this event function.
+    unsafe { guard_event(ctx, "peer", event, f) }
 }
 
 /// `peer.set(host, port)`.
