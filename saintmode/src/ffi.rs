@@ -171,16 +171,14 @@ pub unsafe extern "C" fn vmod_saintmode__init(
     backend: VCL_BACKEND,
     threshold: VCL_INT,
 ) {
-    // SAFETY: Varnish passes a valid ctx.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return;
-    };
-    guard_task(ctx, "saintmode.saintmode()", (), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: forwarded from Varnish as is.
         if let Err(msg) = unsafe { init(ctx, handle, vcl_name, priv_vcl, backend, threshold) } {
             fail_in(ctx, "saintmode.saintmode()", msg);
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "saintmode.saintmode()", (), body) };
 }
 
 /// Object destructor: unregisters, deletes the director, destroys the counters.
@@ -229,15 +227,13 @@ pub unsafe extern "C" fn vmod_saintmode_backend(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_BACKEND {
-    // SAFETY: Varnish passes a valid ctx.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return VCL_BACKEND(ptr::null());
-    };
-    guard_task(ctx, "sm.backend()", VCL_BACKEND(ptr::null()), || {
+    let body = |_: &vrt_ctx| {
         // SAFETY: per the contract.
         let o = unsafe { object_from(handle) };
         VCL_BACKEND(o.map_or(ptr::null(), |o| o.director.load(Ordering::Acquire)))
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "sm.backend()", VCL_BACKEND(ptr::null()), body) }
 }
 
 /// `sm.blacklist_count()` and `sm.denylist_count()`.
@@ -249,11 +245,7 @@ pub unsafe extern "C" fn vmod_saintmode_blacklist_count(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_INT {
-    // SAFETY: Varnish passes a valid ctx.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return VCL_INT(0);
-    };
-    guard_task(ctx, "sm.blacklist_count()", VCL_INT(0), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: per the contract.
         let Some(o) = (unsafe { object_from(handle) }) else {
             return VCL_INT(0);
@@ -261,7 +253,9 @@ pub unsafe extern "C" fn vmod_saintmode_blacklist_count(
         let (count, crossing) = o.core.live_count(Monotonic.now(), ctx.now.0);
         o.log_crossing(ctx, crossing);
         VCL_INT(i64::try_from(count).unwrap_or(i64::MAX))
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "sm.blacklist_count()", VCL_INT(0), body) }
 }
 
 /// `sm.denylist_count()`.
@@ -287,11 +281,7 @@ pub unsafe extern "C" fn vmod_saintmode_is_healthy(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_BOOL {
-    // SAFETY: Varnish passes a valid ctx.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return VCL_BOOL(0);
-    };
-    guard_task(ctx, "sm.is_healthy()", VCL_BOOL(0), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: per the contract.
         let Some(o) = (unsafe { object_from(handle) }) else {
             return VCL_BOOL(0);
@@ -303,7 +293,9 @@ pub unsafe extern "C" fn vmod_saintmode_is_healthy(
             true,
             ptr::null_mut(),
         )))
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "sm.is_healthy()", VCL_BOOL(0), body) }
 }
 
 /// `saintmode.blacklist(expires)`.
@@ -342,17 +334,15 @@ unsafe fn blacklist_entry(
     expires: VCL_DURATION,
     function: &str,
 ) {
-    // SAFETY: Varnish passes a valid ctx.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return;
-    };
-    guard_task(ctx, function, (), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: this VMOD's PRIV_VCL.
         let registry = unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) };
         if let Err(why) = blacklist(ctx, registry, expires.0 .0) {
             log(ctx, VslTag::VclError, &format!("{function}: {why}"));
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, function, (), body) };
 }
 
 /// `saintmode.status()`. On workspace overflow it logs and returns NULL (no string), as the
@@ -362,11 +352,7 @@ unsafe fn blacklist_entry(
 /// Called by Varnish with a valid ctx and this VMOD's PRIV_VCL.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_status(ctx: *const vrt_ctx, priv_vcl: *mut vmod_priv) -> VCL_STRING {
-    // SAFETY: Varnish passes a valid ctx.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return VCL_STRING(ptr::null());
-    };
-    guard_task(ctx, "saintmode.status()", VCL_STRING(ptr::null()), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: this VMOD's PRIV_VCL.
         let objects: Vec<Arc<Object>> =
             unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) }
@@ -381,7 +367,9 @@ pub unsafe extern "C" fn vmod_status(ctx: *const vrt_ctx, priv_vcl: *mut vmod_pr
             );
             VCL_STRING(ptr::null())
         })
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "saintmode.status()", VCL_STRING(ptr::null()), body) }
 }
 
 /// `saintmode.version()`.

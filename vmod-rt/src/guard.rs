@@ -117,12 +117,25 @@ pub fn event_verdict(event: Event, result: Result<(), String>, has_msg: bool) ->
     }
 }
 
-/// Runs the body of a VCL function (a task, `vcl_init` or `vcl_fini`): a panic fails the
-/// task with a `<function>: internal error (panic): ...` message and returns `default`.
-pub fn guard_task<T>(ctx: &vrt_ctx, function: &str, default: T, f: impl FnOnce() -> T) -> T {
+/// The body of a VCL function (a task, `vcl_init` or `vcl_fini`), run with its checked
+/// context: a bad context returns `default`; a panic fails the task with a
+/// `<function>: internal error (panic): ...` message and returns `default`.
+///
+/// # Safety
+/// `ctx` is NULL or the context Varnish passed to the VCL function, valid for the call.
+pub unsafe fn guard_task<T>(
+    ctx: *const vrt_ctx,
+    function: &str,
+    default: T,
+    f: impl FnOnce(&vrt_ctx) -> T,
+) -> T {
+    // SAFETY: per the caller.
+    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
+        return default;
+    };
     catch(|| {
         test_panic(module_of(function), function);
-        f()
+        f(ctx)
     })
     .unwrap_or_else(|payload| {
         fail(ctx, &panic_message(function, &payload));

@@ -12,9 +12,9 @@ use varnish::ffi::{
 };
 
 use vmod_rt::{
-    check_ctx, fail_in, guard_callback, guard_event, guard_task, log, log_raw, pin_module,
-    priv_release, priv_vcl, server_identity, strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_copy,
-    Event, VscSegment,
+    fail_in, guard_callback, guard_event, guard_task, log, log_raw, pin_module, priv_release,
+    priv_vcl, server_identity, strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_copy, Event,
+    VscSegment,
 };
 
 use super::request::snapshot;
@@ -156,11 +156,7 @@ pub unsafe extern "C" fn vmod_set(
     host: VCL_STRING,
     port: VCL_INT,
 ) {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return;
-    };
-    guard_task(ctx, "peer.set()", (), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: VCL string argument.
         let host = unsafe { vcl_bytes(host) };
         match Destination::parse_bytes(host, port.0) {
@@ -171,7 +167,9 @@ pub unsafe extern "C" fn vmod_set(
             }
             Err(e) => fail_in(ctx, "peer.set()", format_args!("host/port: {e}")),
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "peer.set()", (), body) };
 }
 
 /// `peer.queue_req()` / `peer.enqueue_req()`.
@@ -180,10 +178,8 @@ pub unsafe extern "C" fn vmod_set(
 /// Called by Varnish with valid arguments.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_queue_req(ctx: *const vrt_ctx, priv_: *mut vmod_priv) {
-    // SAFETY: pointer from Varnish.
-    if let Some(ctx) = unsafe { check_ctx(ctx) } {
-        queue_default(ctx, priv_, "peer.queue_req()", None);
-    }
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { queue_default(ctx, priv_, "peer.queue_req()", None) };
 }
 
 /// `peer.queue_req_body(body)` / `peer.enqueue_req_body()`.
@@ -196,25 +192,30 @@ pub unsafe extern "C" fn vmod_queue_req_body(
     priv_: *mut vmod_priv,
     body: VCL_STRANDS,
 ) {
-    // SAFETY: pointer from Varnish.
-    if let Some(ctx) = unsafe { check_ctx(ctx) } {
-        // SAFETY: the STRANDS argument of this call.
-        let body = unsafe { strands_bytes(body) };
-        queue_default(ctx, priv_, "peer.queue_req_body()", Some(body));
-    }
+    // SAFETY: the STRANDS argument of this call.
+    let body = unsafe { strands_bytes(body) };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { queue_default(ctx, priv_, "peer.queue_req_body()", Some(body)) };
 }
 
-fn queue_default(ctx: &vrt_ctx, priv_: *mut vmod_priv, fname: &str, body: Option<Vec<u8>>) {
-    guard_task(ctx, fname, (), || {
-        match peers(ctx, priv_).and_then(VclPeers::default_peer) {
-            Some(peer) => queue(ctx, fname, &peer, body, b"", b""),
-            None => log(
-                ctx,
-                VslTag::VclError,
-                &format!("{fname}: no destination (call peer.set() in vcl_init), nothing queued"),
-            ),
-        }
-    });
+/// # Safety
+/// `ctx` is NULL or the context Varnish passed to the calling entry point.
+unsafe fn queue_default(
+    ctx: *const vrt_ctx,
+    priv_: *mut vmod_priv,
+    fname: &str,
+    body: Option<Vec<u8>>,
+) {
+    let run = |ctx: &vrt_ctx| match peers(ctx, priv_).and_then(VclPeers::default_peer) {
+        Some(peer) => queue(ctx, fname, &peer, body, b"", b""),
+        None => log(
+            ctx,
+            VslTag::VclError,
+            &format!("{fname}: no destination (call peer.set() in vcl_init), nothing queued"),
+        ),
+    };
+    // SAFETY: per the caller.
+    unsafe { guard_task(ctx, fname, (), run) };
 }
 
 /// `peer.pending()`.
@@ -223,13 +224,9 @@ fn queue_default(ctx: &vrt_ctx, priv_: *mut vmod_priv, fname: &str, body: Option
 /// Called by Varnish with valid arguments.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_pending(ctx: *const vrt_ctx, priv_: *mut vmod_priv) -> VCL_INT {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return VCL_INT(0);
-    };
-    guard_task(ctx, "peer.pending()", VCL_INT(0), || {
-        vcl_int(peers(ctx, priv_).map_or(0, VclPeers::pending))
-    })
+    let body = |ctx: &vrt_ctx| vcl_int(peers(ctx, priv_).map_or(0, VclPeers::pending));
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "peer.pending()", VCL_INT(0), body) }
 }
 
 fn set_default_timeout(
@@ -243,17 +240,15 @@ fn set_default_timeout(
         DefaultTimeout::Total => "peer.set_timeout()",
         DefaultTimeout::Drain => "peer.set_drain_timeout()",
     };
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return;
-    };
-    guard_task(ctx, fname, (), || {
+    let body = |ctx: &vrt_ctx| {
         if let Some(peers) = peers(ctx, priv_) {
             if let Err(e) = peers.set_default_timeout(which, ms.0) {
                 fail_in(ctx, fname, e);
             }
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, fname, (), body) };
 }
 
 /// `peer.set_connect_timeout(ms)`.
@@ -292,18 +287,16 @@ pub unsafe extern "C" fn vmod_set_drain_timeout(
 }
 
 fn escaped(ctx: *const vrt_ctx, fname: &str, s: VCL_STRING, f: fn(&[u8]) -> Vec<u8>) -> VCL_STRING {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return VCL_STRING(std::ptr::null());
-    };
-    guard_task(ctx, fname, VCL_STRING(std::ptr::null()), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: VCL string argument.
         let s = unsafe { vcl_bytes(s) };
         ws_copy(ctx, &f(s)).unwrap_or_else(|e| {
             fail_in(ctx, fname, e);
             VCL_STRING(std::ptr::null())
         })
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, fname, VCL_STRING(std::ptr::null()), body) }
 }
 
 /// `peer.json_string(s)`.
@@ -370,15 +363,11 @@ pub unsafe extern "C" fn vmod_peer__init(
     credentials: VCL_ENUM,
     proxy: VCL_STRING,
 ) {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return;
-    };
     // SAFETY: objp is where Varnish stores the object; NULL checked.
     let Some(objp) = (unsafe { objp.as_mut() }) else {
         return;
     };
-    guard_task(ctx, "peer.peer()", (), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: the object name and the string arguments are VCL strings of this call (an
         // ENUM is one too).
         let (name, ca_file, credentials, proxy) = unsafe {
@@ -413,7 +402,9 @@ pub unsafe extern "C" fn vmod_peer__init(
             Ok(peer) => *objp = Box::into_raw(Box::new(PeerObject { peer })),
             Err(e) => fail_in(ctx, "peer.peer()", e),
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "peer.peer()", (), body) };
 }
 
 /// Frees a peer object.
@@ -446,14 +437,11 @@ unsafe fn with_obj<T>(
     f: impl FnOnce(&vrt_ctx, &Peer) -> T,
 ) -> T {
     // SAFETY: per the caller.
-    let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-        return default;
-    };
-    // SAFETY: per the caller.
     let Some(obj) = (unsafe { obj.as_ref() }) else {
         return default;
     };
-    guard_task(ctx, fname, default, || f(ctx, &obj.peer))
+    // SAFETY: per the caller.
+    unsafe { guard_task(ctx, fname, default, |ctx| f(ctx, &obj.peer)) }
 }
 
 /// `x.add_destination(destination, port)`.
