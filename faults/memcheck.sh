@@ -108,8 +108,7 @@ for vtc in "${VTCS[@]}"; do
     t0=$(date +%s)
     rc=0
     MEMCHECK_LOGDIR="$logdir" PATH="$WORK/bin:$PATH" timeout --kill-after=10 300 \
-        varnishtest -t 240 -D "vmod=$SO/libvmod_$own.so" -D "vmod_peer=$SO/libvmod_peer.so" \
-        -D "vmod_saintmode=$SO/libvmod_saintmode.so" -D "root=$ROOT" "$vtc" \
+        scripts/vtc-run.sh --so "$SO" --own "$own" --timeout 240 "$vtc" \
         > "$logdir/varnishtest.out" 2>&1 || rc=$?
     mv "$logdir/varnishtest.out" "target/memcheck/${name//\//_}.varnishtest.out"
     cls="$(python3 faults/memcheck_classify.py "$logdir")"

@@ -16,8 +16,9 @@ import sys
 
 # Module names (unsymbolized frames), source paths, and crate names in legacy (vmod_peer::)
 # or v0 (..20vmod_peer_..., ..9vmod_peer...) mangled symbols.
-OURS = re.compile(r"libvmod_peer|libvmod_saintmode|vmod_peer::|vmod_saintmode::|"
-                  r"\d(vmod_peer|vmod_saintmode)|/peer/src/|/saintmode/src/|/vmod-build/src/|"
+OURS = re.compile(r"libvmod_peer|libvmod_saintmode|vmod_peer::|vmod_saintmode::|vmod_rt::|"
+                  r"\d(vmod_peer|vmod_saintmode|vmod_rt)|/peer/src/|/saintmode/src/|/vmod-rt/src/|"
+                  r"/vmod-build/src/|"
                   r"\.cargo/registry/")
 # A report starts with "Direct leak", "Indirect leak" or "==<exe>==<pid>==ERROR: ..." (the exe
 # part only with log_exe_name=1).

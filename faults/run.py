@@ -509,10 +509,9 @@ def run_vtcs(prefix):
     check(vtcs, "no faults/bad_input_catalogue_*.vtc")
     failed = []
     for f in vtcs:
-        out = subprocess.run(["varnishtest", "-q", "-t", "120",
-                              "-D", f"vmod_peer={os.path.join(ROOT, 'target/release/libvmod_peer.so')}",
-                              "-D", f"vmod_saintmode={os.path.join(ROOT, 'target/release/libvmod_saintmode.so')}",
-                              "-D", f"root={ROOT}",
+        # scripts/vtc-run.sh defines the macros (${vmod_peer}, ${vmod_saintmode}, ${root}...).
+        out = subprocess.run([os.path.join(ROOT, "scripts/vtc-run.sh"), "--so", os.path.join(ROOT, "target/release"),
+                              "--timeout", "120", "--", "-q",
                               os.path.join(ROOT, "faults", f)], capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             failed.append(f)

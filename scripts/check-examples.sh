@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles every examples/*.vcl with `varnishd -C` (plain `import peer;` /
-# `import saintmode;` through vmod_path) and runs examples/tests/*.vtc, which load the
-# examples into a varnishd and exercise them. Last line: "N passed, M failed".
+# `import saintmode;` through vmod_path) and runs examples/tests/*.vtc (through
+# scripts/vtc-run.sh, which defines their macros), which load the examples into a varnishd
+# and exercise them. Last line: "N passed, M failed".
 #   scripts/check-examples.sh [--release|--debug]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,9 +26,7 @@ for vcl in "$ROOT"/examples/*.vcl; do
 done
 for vtc in "$ROOT"/examples/tests/*.vtc; do
     name=$(basename "$vtc")
-    if varnishtest -t 120 -D vmod_path="$VMOD_PATH" -D root="$ROOT" \
-        -D vmod_peer="$ART/libvmod_peer.so" -D vmod_saintmode="$ART/libvmod_saintmode.so" \
-        "$vtc" >"$TMP/out" 2>&1; then
+    if "$ROOT/scripts/vtc-run.sh" --so "$ART" --timeout 120 "$vtc" >"$TMP/out" 2>&1; then
         echo "ok      vtc $name"; passed=$((passed+1))
     else
         echo "FAILED  vtc $name"

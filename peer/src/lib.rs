@@ -2,9 +2,9 @@
 //! APIs) from background threads, so that the Varnish worker never waits for them.
 //!
 //! `ffi` is the only module with raw pointers: `ffi::vmod` (the VCL entry points declared in
-//! `vmod.vcc`, which only convert), `ffi::vrt` (the Varnish primitives), `ffi::request`
-//! (reading a request) and `ffi::curl`. The rest is plain Rust with unit tests: `config`
-//! (arguments, defaults, bounds), `vcl` (a VCL's peers and its temperature), `snapshot` (the
+//! `vmod.vcc`, which only convert), `ffi::request` (reading a request) and `ffi::curl`; the
+//! Varnish primitives they use come from the shared crate `vmod-rt`. The rest is plain Rust
+//! with unit tests: `config` (arguments, defaults, bounds), `vcl` (a VCL's peers and its temperature), `snapshot` (the
 //! copy of a request and its wire form), `dest` (destinations), `policy` (retries),
 //! `sender` (queues and threads), `transport` (libcurl), `stats` (counters), `escape`.
 

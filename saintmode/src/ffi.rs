@@ -1,7 +1,8 @@
 //! The entry points Varnish calls: the functions named by the generated
 //! `vcc_saintmode_if.h`, the director callbacks and the PRIV destructor. Each converts its
 //! arguments, calls plain Rust (`instance`, and through it `object`, `blame`, `report`) and
-//! converts the result, inside a panic guard; the Varnish primitives are in `varnish`.
+//! converts the result, inside a panic guard; the Varnish primitives are the shared crate
+//! `vmod-rt`'s.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::ptr;
@@ -12,23 +13,23 @@ use varnish::ffi::{
     vdi_methods, vmod_priv, vmod_priv_methods, vrt_ctx, vsb, VslTag, VCL_BACKEND, VCL_BOOL,
     VCL_DURATION, VCL_INT, VCL_STRING, VCL_TIME, VDI_METHODS_MAGIC, VMOD_PRIV_METHODS_MAGIC,
 };
+use vmod_rt::{
+    busyobj_of, check_ctx, director_of, fail_in, guard_callback, guard_event, guard_task, log,
+    priv_release, priv_vcl_ref, vsb_append, ws_copy, Event, SyncMethods,
+};
 
 use crate::instance::{
     blacklist, init, object_from, object_of, task_digest, trail_of, Handle, Object, Registry,
     HANDLE_MAGIC,
 };
 use crate::report::{list_text, status_json, Snapshot};
-use crate::varnish::{
-    busyobj_of, check_ctx, director_of, fail, guard_callback, guard_task, log, priv_arc_release,
-    priv_vcl_ref, vsb_append, ws_copy_str, SyncMethods, VCL_EVENT_COLD, VCL_EVENT_WARM,
-};
 
 static VERSION: &CStr = c"saintmode-0.1.0";
 
 unsafe extern "C" fn registry_fini(_ctx: *const vrt_ctx, p: *mut c_void) {
     guard_callback("saintmode registry fini", (), || {
         // SAFETY: the Arc stored by `priv_vcl_arc`, released once here.
-        unsafe { priv_arc_release::<Registry>(p) }
+        unsafe { priv_release::<Registry>(p) }
     });
 }
 
@@ -108,7 +109,8 @@ unsafe extern "C" fn dir_list(
         let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, object_of(be)) else {
             return;
         };
-        vsb_append(vsb, &list_text(&o.snapshot(ctx), pflag != 0, jflag != 0));
+        // SAFETY: `vsb` is the buffer of this `backend.list` call.
+        let _ = unsafe { vsb_append(vsb, &list_text(&o.snapshot(ctx), pflag != 0, jflag != 0)) };
     });
 }
 
@@ -168,16 +170,14 @@ pub unsafe extern "C" fn vmod_saintmode__init(
     backend: VCL_BACKEND,
     threshold: VCL_INT,
 ) {
-    guard_task(ctx, "saintmode.saintmode()", (), || {
-        // SAFETY: Varnish passes a valid ctx.
-        let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-            return;
-        };
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: forwarded from Varnish as is.
         if let Err(msg) = unsafe { init(ctx, handle, vcl_name, priv_vcl, backend, threshold) } {
-            fail(ctx, &format!("saintmode.saintmode(): {msg}"));
+            fail_in(ctx, "saintmode.saintmode()", msg);
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "saintmode.saintmode()", (), body) };
 }
 
 /// Object destructor: unregisters, deletes the director, destroys the counters.
@@ -226,11 +226,13 @@ pub unsafe extern "C" fn vmod_saintmode_backend(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_BACKEND {
-    guard_task(ctx, "sm.backend()", VCL_BACKEND(ptr::null()), || {
+    let body = |_: &vrt_ctx| {
         // SAFETY: per the contract.
         let o = unsafe { object_from(handle) };
         VCL_BACKEND(o.map_or(ptr::null(), |o| o.director.load(Ordering::Acquire)))
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "sm.backend()", VCL_BACKEND(ptr::null()), body) }
 }
 
 /// `sm.blacklist_count()` and `sm.denylist_count()`.
@@ -242,15 +244,16 @@ pub unsafe extern "C" fn vmod_saintmode_blacklist_count(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_INT {
-    guard_task(ctx, "sm.blacklist_count()", VCL_INT(0), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: per the contract.
-        let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, unsafe { object_from(handle) })
-        else {
+        let Some(o) = (unsafe { object_from(handle) }) else {
             return VCL_INT(0);
         };
         let count = o.live_count(ctx).live.live;
         VCL_INT(i64::try_from(count).unwrap_or(i64::MAX))
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "sm.blacklist_count()", VCL_INT(0), body) }
 }
 
 /// `sm.denylist_count()`.
@@ -276,10 +279,9 @@ pub unsafe extern "C" fn vmod_saintmode_is_healthy(
     ctx: *const vrt_ctx,
     handle: *const Handle,
 ) -> VCL_BOOL {
-    guard_task(ctx, "sm.is_healthy()", VCL_BOOL(0), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: per the contract.
-        let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, unsafe { object_from(handle) })
-        else {
+        let Some(o) = (unsafe { object_from(handle) }) else {
             return VCL_BOOL(0);
         };
         let digest = task_digest(ctx);
@@ -289,7 +291,9 @@ pub unsafe extern "C" fn vmod_saintmode_is_healthy(
             true,
             ptr::null_mut(),
         )))
-    })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "sm.is_healthy()", VCL_BOOL(0), body) }
 }
 
 /// `saintmode.blacklist(expires)`.
@@ -328,17 +332,15 @@ unsafe fn blacklist_entry(
     expires: VCL_DURATION,
     function: &str,
 ) {
-    guard_task(ctx, function, (), || {
-        // SAFETY: Varnish passes a valid ctx.
-        let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-            return;
-        };
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: this VMOD's PRIV_VCL.
         let registry = unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) };
         if let Err(why) = blacklist(ctx, registry, expires.0 .0) {
             log(ctx, VslTag::VclError, &format!("{function}: {why}"));
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, function, (), body) };
 }
 
 /// `saintmode.status()`. On workspace overflow it logs and returns NULL (no string), as the
@@ -348,27 +350,24 @@ unsafe fn blacklist_entry(
 /// Called by Varnish with a valid ctx and this VMOD's PRIV_VCL.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_status(ctx: *const vrt_ctx, priv_vcl: *mut vmod_priv) -> VCL_STRING {
-    guard_task(ctx, "saintmode.status()", VCL_STRING(ptr::null()), || {
-        // SAFETY: Varnish passes a valid ctx.
-        let Some(ctx) = (unsafe { check_ctx(ctx) }) else {
-            return VCL_STRING(ptr::null());
-        };
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: this VMOD's PRIV_VCL.
         let objects: Vec<Arc<Object>> =
             unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) }
                 .map(|r| r.objects.read().clone())
                 .unwrap_or_default();
         let snapshots: Vec<Snapshot> = objects.iter().map(|o| o.snapshot(ctx)).collect();
-        let copy = ws_copy_str(ctx, &status_json(&snapshots));
-        if copy.is_null() {
+        ws_copy(ctx, status_json(&snapshots).as_bytes()).unwrap_or_else(|_| {
             log(
                 ctx,
                 VslTag::VclError,
                 "saintmode.status(): workspace overflow",
             );
-        }
-        VCL_STRING(copy)
-    })
+            VCL_STRING(ptr::null())
+        })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "saintmode.status()", VCL_STRING(ptr::null()), body) }
 }
 
 /// `saintmode.version()`.
@@ -386,17 +385,15 @@ pub unsafe extern "C" fn vmod_version(_ctx: *const vrt_ctx) -> VCL_STRING {
 /// Called by Varnish with a valid ctx and this VMOD's PRIV_VCL.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_event(
-    _ctx: *const vrt_ctx,
+    ctx: *const vrt_ctx,
     priv_vcl: *mut vmod_priv,
     event: c_uint,
 ) -> c_int {
-    // A panic refuses a WARM event (non-zero); other events cannot be refused.
-    let on_panic = c_int::from(event == VCL_EVENT_WARM);
-    guard_callback("saintmode event", on_panic, || {
+    let f = |_: &vrt_ctx, event: Event| {
         let hidden = match event {
-            VCL_EVENT_COLD => true,
-            VCL_EVENT_WARM => false,
-            _ => return 0,
+            Event::Cold => true,
+            Event::Warm => false,
+            _ => return Ok::<(), std::convert::Infallible>(()),
         };
         // SAFETY: this VMOD's PRIV_VCL.
         if let Some(registry) = unsafe { priv_vcl_ref::<Registry>(priv_vcl, &REGISTRY_METHODS.0) } {
@@ -406,6 +403,8 @@ pub unsafe extern "C" fn vmod_event(
                 }
             }
         }
-        0
-    })
+        Ok(())
+    };
+    // SAFETY: the context Varnish passed to this event function.
+    unsafe { guard_event(ctx, "saintmode", event, f) }
 }

@@ -23,10 +23,13 @@ use crate::report::{
     crossing_line, listing_detail, listing_line, no_backend_line, veto_line, Snapshot,
 };
 use crate::stats::Stats;
-use crate::varnish::{
-    busyobj_of, director_name, director_of, log, priv_task, priv_vcl_arc, req_of, ws_alloc,
-    SyncMethods, VscSegment, VCL_MET_BACKEND_ERROR, VCL_MET_BACKEND_RESPONSE, VCL_MET_DELIVER,
-    VCL_MET_HIT, VCL_MET_MISS, VCL_MET_PASS, VCL_MET_PIPE, VCL_MET_PURGE,
+use vmod_rt::ctx::{
+    VCL_MET_BACKEND_ERROR, VCL_MET_BACKEND_RESPONSE, VCL_MET_DELIVER, VCL_MET_HIT, VCL_MET_MISS,
+    VCL_MET_PASS, VCL_MET_PIPE, VCL_MET_PURGE,
+};
+use vmod_rt::{
+    busyobj_of, director_name, director_of, log, priv_task, priv_vcl_arc, req_of, test_panic,
+    ws_alloc, SyncMethods, VscSegment,
 };
 
 /// Client subroutines that run after `vcl_hash`, where `req->digest` is the request's.
@@ -204,7 +207,7 @@ pub(crate) fn trail_of(ctx: &vrt_ctx, create: bool) -> *mut FetchTrail {
     if busyobj_of(ctx).is_none() || !ctx.req.is_null() {
         return ptr::null_mut();
     }
-    let p = priv_task(ctx, (&raw const TRAIL_KEY).cast::<c_void>(), create);
+    let p = priv_task(ctx, &TRAIL_KEY, create);
     // SAFETY: NULL or this task's slot for our key, used by this thread only, alive for the
     // task; no other reference to it exists during this call.
     let Some(p) = (unsafe { p.as_mut() }) else {
@@ -259,11 +262,9 @@ pub(crate) unsafe fn init(
     // SAFETY: NUL-terminated instance name from VCC.
     let name = unsafe { CStr::from_ptr(vcl_name) };
     let name_str = name.to_string_lossy().into_owned();
-    // A test-only trigger (debug builds): proves that a panic here fails vcl.load.
-    #[cfg(debug_assertions)]
-    if name_str == "panic_in_init_for_test" {
-        panic!("test-only panic trigger");
-    }
+    // Debug builds: VMOD_SAINTMODE_TEST_PANIC=<object name> panics here, to prove that a
+    // panic fails vcl.load (panic_in_init_fails_vcl_load.vtc).
+    test_panic("saintmode", &name_str);
     if director_of(backend).is_none() {
         return Err(format!(
             "{name_str}: backend argument must be a backend or director, not none"
@@ -272,20 +273,18 @@ pub(crate) unsafe fn init(
     let threshold = usize::try_from(threshold.0)
         .map_err(|_| format!("{name_str}: threshold must be >= 0 (got {})", threshold.0))?;
     // SAFETY: the PRIV_VCL of this VMOD, passed by Varnish; the fini releases the Arc.
-    let registry = unsafe { priv_vcl_arc::<Registry>(priv_vcl, &REGISTRY_METHODS.0) }
+    let registry = unsafe { priv_vcl_arc(priv_vcl, &REGISTRY_METHODS.0, Registry::default) }
         .ok_or_else(|| format!("{name_str}: PRIV_VCL unavailable"))?;
     if ctx.vcl.0.is_null() {
         return Err(format!("{name_str}: no VCL in this context"));
     }
-    // SAFETY: ctx->vcl is the VCL being loaded; VCL_Name returns its NUL-terminated name.
-    let vcl = unsafe { CStr::from_ptr(varnish::ffi::VCL_Name(ctx.vcl.0)) }.to_string_lossy();
-    let stats = VscSegment::<Stats>::new(VSC_CLASS, &format!("{vcl}.{name_str}"));
+    let stats = VscSegment::<Stats>::new(VSC_CLASS, &vmod_rt::vcl_name(ctx), &name_str);
 
     let core = Saintmode::new(name_str.clone(), director_name(backend), threshold);
     if let Some(seg) = &stats {
         // SAFETY: the segment lives in `Object::stats` until `__fini`, which detaches the
         // block before dropping it; no task runs on this VCL by then.
-        unsafe { core.attach_stats(seg.block()) };
+        unsafe { core.attach_stats(seg.as_ptr()) };
     }
     let mut wrapped = VCL_BACKEND(ptr::null());
     // SAFETY: takes a reference on the wrapped director, dropped by `dir_release`.

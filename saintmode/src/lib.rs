@@ -12,8 +12,11 @@
 //!
 //! Talking to Varnish (compiled out of unit tests: varnishd's symbols exist only once it
 //! loads the VMOD):
-//! - `varnish`: the Varnish primitives (checks, VSL, VSC, PRIV, workspace, panic guards);
-//! - `ffi`: the entry points, each a thin conversion around the modules above.
+//! - `ffi`: the entry points, each a thin conversion around the modules above;
+//! - `instance`: the Varnish-side object (director, wrapped backend, registry, trail).
+//!
+//! The Varnish primitives (checks, VSL, VSC, PRIV, workspace, panic guards) are the shared
+//! crate `vmod-rt`'s.
 
 pub mod blacklist;
 pub mod blame;
@@ -26,8 +29,6 @@ pub mod stats;
 mod ffi;
 #[cfg(not(test))]
 mod instance;
-#[cfg(not(test))]
-mod varnish;
 
 #[cfg(not(test))]
 extern "C" {

@@ -10,8 +10,10 @@ mod vtc {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
+    use vmod_build::vtc;
+
     pub fn run(path: &Path) {
-        vmod_build::vtc::run("saintmode", path);
+        vtc::run("saintmode", path);
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -44,36 +46,20 @@ mod vtc {
             );
             return;
         };
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let libdir = Command::new("pkg-config")
             .args(["--variable=libdir", "varnishapi"])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
-        let out = Command::new("varnishtest")
-            .arg("-t")
-            .arg(env::var("VTC_TIMEOUT").unwrap_or_else(|_| "120".into()))
-            .arg("-D")
-            .arg(format!("vmod={}", so.display()))
-            .arg(manifest.join(path))
-            .env("LD_LIBRARY_PATH", libdir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run varnishtest: {e}"));
-        if !out.status.success() {
-            let log = String::from_utf8_lossy(&out.stdout);
-            let lines: Vec<&str> = log.lines().collect();
-            let failing: Vec<&str> = lines
-                .iter()
-                .copied()
-                .filter(|l| l.starts_with("----"))
-                .collect();
+        let so_text = so.display().to_string();
+        let macros = [("vmod", so_text.as_str())];
+        let env = [("LD_LIBRARY_PATH", libdir.as_str())];
+        if let Err(report) = vtc::run_with("saintmode", path, &macros, &env) {
             panic!(
                 "{} passes with this module but FAILS with varnish-modules' C module ({}): \
-                 an unintended difference?\n{}\n[... last lines ...]\n{}",
+                 an unintended difference?\n{report}",
                 path.display(),
                 so.display(),
-                failing.join("\n"),
-                lines[lines.len().saturating_sub(60)..].join("\n")
             );
         }
     }

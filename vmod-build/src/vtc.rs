@@ -1,6 +1,6 @@
-//! Runs one `.vtc` file through `varnishtest` with both VMODs of the workspace made
-//! available as macros: `${vmod}` (the crate's own), `${vmod_peer}`, `${vmod_saintmode}`,
-//! and `${root}` (the workspace root, for examples and helper scripts).
+//! Runs one `.vtc` file through `scripts/vtc-run.sh`, the one definition of the macros a VTC
+//! of this repository gets (`${vmod}`: the crate's own module, `${vmod_peer}`,
+//! `${vmod_saintmode}`, `${vmod_path}`, `${root}`); the shell tools use the same script.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -19,53 +19,57 @@ fn artifact_dir() -> PathBuf {
         .expect("test binary in target/<profile>/deps")
 }
 
-fn vmod_path(dir: &Path, name: &str) -> PathBuf {
+fn check_built(dir: &Path, name: &str) {
     let path = dir.join(format!("libvmod_{name}.so"));
     assert!(
         path.exists(),
         "{} not found: build the VMODs first (`cargo build` or `make build`)",
         path.display()
     );
-    path
 }
 
-/// Runs `varnishtest` on `vtc` (relative to the crate's manifest dir) and panics with
-/// its verbose output when it fails. Exit code 77 (a `feature` the machine lacks) is
-/// reported as skipped on stderr.
-pub fn run(own_vmod: &str, vtc: &Path) {
+/// How a run ended when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// varnishtest exit 77: a `feature` the machine lacks.
+    Skipped,
+}
+
+/// Runs `varnishtest` on `vtc` (relative to the crate's manifest dir) with the macros of
+/// `scripts/vtc-run.sh` for `own_vmod`, then `extra_macros` (which replace macros of the same
+/// name), with `env` added to varnishtest's environment. A failure is the failing lines
+/// (`----`) and the end of the verbose log.
+pub fn run_with(
+    own_vmod: &str,
+    vtc: &Path,
+    extra_macros: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Result<Verdict, String> {
     let dir = artifact_dir();
+    for name in ["peer", "saintmode"] {
+        check_built(&dir, name);
+    }
     let manifest =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest
-        .parent()
-        .expect("crate inside the workspace")
-        .to_path_buf();
+    let root = manifest.parent().expect("crate inside the workspace");
     let file = manifest.join(vtc);
-    let timeout = env::var("VTC_TIMEOUT").unwrap_or_else(|_| "120".into());
-    let mut cmd = Command::new("varnishtest");
-    cmd.arg("-t")
-        .arg(&timeout)
-        .arg("-D")
-        .arg(format!("vmod={}", vmod_path(&dir, own_vmod).display()))
-        .arg("-D")
-        .arg(format!("vmod_peer={}", vmod_path(&dir, "peer").display()))
-        .arg("-D")
-        .arg(format!(
-            "vmod_saintmode={}",
-            vmod_path(&dir, "saintmode").display()
-        ))
-        .arg("-D")
-        .arg(format!("root={}", root.display()))
-        .arg(&file);
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts/vtc-run.sh"))
+        .arg("--so")
+        .arg(&dir)
+        .arg("--own")
+        .arg(own_vmod);
+    for (name, value) in extra_macros {
+        cmd.arg("-D").arg(format!("{name}={value}"));
+    }
+    cmd.arg("--").arg(&file).envs(env.iter().copied());
     let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run varnishtest ({e}): `eval \"$(make -s env)\"` puts it on PATH")
+        panic!("cannot run scripts/vtc-run.sh ({e}): `eval \"$(make -s env)\"` puts varnishtest on PATH")
     });
     match out.status.code() {
-        Some(0) => {}
-        Some(77) => eprintln!(
-            "SKIPPED {}: varnishtest exit 77 (missing feature)",
-            file.display()
-        ),
+        Some(0) => Ok(Verdict::Passed),
+        Some(77) => Ok(Verdict::Skipped),
         _ => {
             // The verbose log is long; the failing lines ("----") and the end matter.
             let log = String::from_utf8_lossy(&out.stdout);
@@ -76,14 +80,27 @@ pub fn run(own_vmod: &str, vtc: &Path) {
                 .filter(|l| l.starts_with("----"))
                 .collect();
             let tail = &lines[lines.len().saturating_sub(120)..];
-            panic!(
+            Err(format!(
                 "varnishtest {} failed ({}):\n{}\n[... last lines ...]\n{}\n{}",
                 file.display(),
                 out.status,
                 failing.join("\n"),
                 tail.join("\n"),
                 String::from_utf8_lossy(&out.stderr)
-            )
+            ))
         }
+    }
+}
+
+/// [`run_with`] with no extra macros: panics with the log when the VTC fails; a skip (exit
+/// 77) is reported on stderr.
+pub fn run(own_vmod: &str, vtc: &Path) {
+    match run_with(own_vmod, vtc, &[], &[]) {
+        Ok(Verdict::Passed) => {}
+        Ok(Verdict::Skipped) => eprintln!(
+            "SKIPPED {}: varnishtest exit 77 (missing feature)",
+            vtc.display()
+        ),
+        Err(report) => panic!("{report}"),
     }
 }

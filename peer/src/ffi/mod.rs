@@ -1,8 +1,8 @@
 //! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls),
-//! `vrt` (the Varnish primitives it uses), `request` (reading a request out of Varnish's
-//! structures) and `curl` (libcurl options set from bytes).
+//! `request` (reading a request out of Varnish's structures) and `curl` (libcurl options set
+//! from bytes). The Varnish primitives they use are the shared crate `vmod-rt`'s.
 //!
-//! `vmod`, `vrt` and `request` are left out of unit-test builds and of builds without the
+//! `vmod` and `request` are left out of unit-test builds and of builds without the
 //! `vmod` feature: they link against symbols only varnishd provides, which a test or bench
 //! executable does not have.
 
@@ -11,7 +11,5 @@ mod curl;
 mod request;
 #[cfg(all(not(test), feature = "vmod"))]
 mod vmod;
-#[cfg(all(not(test), feature = "vmod"))]
-mod vrt;
 
 pub use curl::{curl_set_method, curl_set_post_body, curl_set_url, CurlHeaderList};

@@ -11,11 +11,13 @@ use varnish::ffi::{
     VCL_ENUM, VCL_INT, VCL_STRANDS, VCL_STRING,
 };
 
-use super::request::snapshot;
-use super::vrt::{
-    ctx_ref, fail, free_priv, guard_event, guard_task, log_ctx, log_raw, pin_module, priv_vcl,
-    server_identity, strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_string, Event, VscSegment,
+use vmod_rt::{
+    fail_in, guard_callback, guard_event, guard_task, log, log_raw, pin_module, priv_release,
+    priv_vcl, server_identity, strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_copy, Event,
+    VscSegment,
 };
+
+use super::request::snapshot;
 use crate::config::PeerArgs;
 use crate::dest::Destination;
 use crate::escape;
@@ -73,8 +75,10 @@ impl Services for Varnishd {
 }
 
 unsafe extern "C" fn free_vcl_peers(_ctx: *const vrt_ctx, p: *mut std::ffi::c_void) {
-    // SAFETY: `p` is what `peers()` stored in the PRIV_VCL: a VclPeers.
-    unsafe { free_priv::<VclPeers>(p) };
+    guard_callback("peer: freeing a VCL's state", (), || {
+        // SAFETY: `p` is what `peers()` stored in the PRIV_VCL for a VclPeers, released once.
+        unsafe { priv_release::<VclPeers>(p) }
+    });
 }
 
 static VCL_PEERS_METHODS: vmod_priv_methods = vmod_priv_methods {
@@ -102,7 +106,7 @@ fn queue(
     url: &[u8],
 ) {
     for line in queue_on(peer, fname, || snapshot(ctx, body, method, url)) {
-        log_ctx(ctx, VslTag::VclError, &line);
+        log(ctx, VslTag::VclError, &line);
     }
 }
 
@@ -123,12 +127,7 @@ pub unsafe extern "C" fn vmod_event_function(
     priv_: *mut vmod_priv,
     event: c_uint,
 ) -> c_int {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
-        return 0;
-    };
-    let event = Event::from_raw(event);
-    guard_event(ctx, event, || {
+    let f = |ctx: &vrt_ctx, event: Event| {
         let Some(peers) = peers(ctx, priv_) else {
             return Ok::<(), WarmError>(());
         };
@@ -141,7 +140,9 @@ pub unsafe extern "C" fn vmod_event_function(
             Event::Load | Event::Other => {}
         }
         Ok(())
-    })
+    };
+    // SAFETY: the context Varnish passed to this event function.
+    unsafe { guard_event(ctx, "peer", event, f) }
 }
 
 /// `peer.set(host, port)`.
@@ -155,11 +156,7 @@ pub unsafe extern "C" fn vmod_set(
     host: VCL_STRING,
     port: VCL_INT,
 ) {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
-        return;
-    };
-    guard_task(ctx, "peer.set()", (), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: VCL string argument.
         let host = unsafe { vcl_bytes(host) };
         match Destination::parse_bytes(host, port.0) {
@@ -168,9 +165,11 @@ pub unsafe extern "C" fn vmod_set(
                     peers.set_default_destination(dest);
                 }
             }
-            Err(e) => fail(ctx, &format!("peer.set(): host/port: {e}")),
+            Err(e) => fail_in(ctx, "peer.set()", format_args!("host/port: {e}")),
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "peer.set()", (), body) };
 }
 
 /// `peer.queue_req()` / `peer.enqueue_req()`.
@@ -179,10 +178,8 @@ pub unsafe extern "C" fn vmod_set(
 /// Called by Varnish with valid arguments.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_queue_req(ctx: *const vrt_ctx, priv_: *mut vmod_priv) {
-    // SAFETY: pointer from Varnish.
-    if let Some(ctx) = unsafe { ctx_ref(ctx) } {
-        queue_default(ctx, priv_, "peer.queue_req()", None);
-    }
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { queue_default(ctx, priv_, "peer.queue_req()", None) };
 }
 
 /// `peer.queue_req_body(body)` / `peer.enqueue_req_body()`.
@@ -195,25 +192,30 @@ pub unsafe extern "C" fn vmod_queue_req_body(
     priv_: *mut vmod_priv,
     body: VCL_STRANDS,
 ) {
-    // SAFETY: pointer from Varnish.
-    if let Some(ctx) = unsafe { ctx_ref(ctx) } {
-        // SAFETY: the STRANDS argument of this call.
-        let body = unsafe { strands_bytes(body) };
-        queue_default(ctx, priv_, "peer.queue_req_body()", Some(body));
-    }
+    // SAFETY: the STRANDS argument of this call.
+    let body = unsafe { strands_bytes(body) };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { queue_default(ctx, priv_, "peer.queue_req_body()", Some(body)) };
 }
 
-fn queue_default(ctx: &vrt_ctx, priv_: *mut vmod_priv, fname: &str, body: Option<Vec<u8>>) {
-    guard_task(ctx, fname, (), || {
-        match peers(ctx, priv_).and_then(VclPeers::default_peer) {
-            Some(peer) => queue(ctx, fname, &peer, body, b"", b""),
-            None => log_ctx(
-                ctx,
-                VslTag::VclError,
-                &format!("{fname}: no destination (call peer.set() in vcl_init), nothing queued"),
-            ),
-        }
-    });
+/// # Safety
+/// `ctx` is NULL or the context Varnish passed to the calling entry point.
+unsafe fn queue_default(
+    ctx: *const vrt_ctx,
+    priv_: *mut vmod_priv,
+    fname: &str,
+    body: Option<Vec<u8>>,
+) {
+    let run = |ctx: &vrt_ctx| match peers(ctx, priv_).and_then(VclPeers::default_peer) {
+        Some(peer) => queue(ctx, fname, &peer, body, b"", b""),
+        None => log(
+            ctx,
+            VslTag::VclError,
+            &format!("{fname}: no destination (call peer.set() in vcl_init), nothing queued"),
+        ),
+    };
+    // SAFETY: per the caller.
+    unsafe { guard_task(ctx, fname, (), run) };
 }
 
 /// `peer.pending()`.
@@ -222,13 +224,9 @@ fn queue_default(ctx: &vrt_ctx, priv_: *mut vmod_priv, fname: &str, body: Option
 /// Called by Varnish with valid arguments.
 #[no_mangle]
 pub unsafe extern "C" fn vmod_pending(ctx: *const vrt_ctx, priv_: *mut vmod_priv) -> VCL_INT {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
-        return VCL_INT(0);
-    };
-    guard_task(ctx, "peer.pending()", VCL_INT(0), || {
-        vcl_int(peers(ctx, priv_).map_or(0, VclPeers::pending))
-    })
+    let body = |ctx: &vrt_ctx| vcl_int(peers(ctx, priv_).map_or(0, VclPeers::pending));
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "peer.pending()", VCL_INT(0), body) }
 }
 
 fn set_default_timeout(
@@ -242,17 +240,15 @@ fn set_default_timeout(
         DefaultTimeout::Total => "peer.set_timeout()",
         DefaultTimeout::Drain => "peer.set_drain_timeout()",
     };
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
-        return;
-    };
-    guard_task(ctx, fname, (), || {
+    let body = |ctx: &vrt_ctx| {
         if let Some(peers) = peers(ctx, priv_) {
             if let Err(e) = peers.set_default_timeout(which, ms.0) {
-                fail(ctx, &format!("{fname}: {e}"));
+                fail_in(ctx, fname, e);
             }
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, fname, (), body) };
 }
 
 /// `peer.set_connect_timeout(ms)`.
@@ -291,15 +287,16 @@ pub unsafe extern "C" fn vmod_set_drain_timeout(
 }
 
 fn escaped(ctx: *const vrt_ctx, fname: &str, s: VCL_STRING, f: fn(&[u8]) -> Vec<u8>) -> VCL_STRING {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
-        return VCL_STRING(std::ptr::null());
-    };
-    guard_task(ctx, fname, VCL_STRING(std::ptr::null()), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: VCL string argument.
         let s = unsafe { vcl_bytes(s) };
-        ws_string(ctx, fname, &f(s))
-    })
+        ws_copy(ctx, &f(s)).unwrap_or_else(|e| {
+            fail_in(ctx, fname, e);
+            VCL_STRING(std::ptr::null())
+        })
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, fname, VCL_STRING(std::ptr::null()), body) }
 }
 
 /// `peer.json_string(s)`.
@@ -366,15 +363,11 @@ pub unsafe extern "C" fn vmod_peer__init(
     credentials: VCL_ENUM,
     proxy: VCL_STRING,
 ) {
-    // SAFETY: pointer from Varnish.
-    let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
-        return;
-    };
     // SAFETY: objp is where Varnish stores the object; NULL checked.
     let Some(objp) = (unsafe { objp.as_mut() }) else {
         return;
     };
-    guard_task(ctx, "peer.peer()", (), || {
+    let body = |ctx: &vrt_ctx| {
         // SAFETY: the object name and the string arguments are VCL strings of this call (an
         // ENUM is one too).
         let (name, ca_file, credentials, proxy) = unsafe {
@@ -407,9 +400,11 @@ pub unsafe extern "C" fn vmod_peer__init(
         };
         match peers.new_peer(&name, &args) {
             Ok(peer) => *objp = Box::into_raw(Box::new(PeerObject { peer })),
-            Err(e) => fail(ctx, &format!("peer.peer(): {e}")),
+            Err(e) => fail_in(ctx, "peer.peer()", e),
         }
-    });
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, "peer.peer()", (), body) };
 }
 
 /// Frees a peer object.
@@ -426,12 +421,7 @@ pub unsafe extern "C" fn vmod_peer__fini(objp: *mut *mut PeerObject) {
     if !obj.is_null() {
         // SAFETY: made by Box::into_raw in __init, freed once (the slot is now NULL).
         let obj = unsafe { Box::from_raw(obj) };
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(obj))).is_err() {
-            log_raw(
-                VslTag::Error,
-                "peer.peer(): internal error (panic) while freeing",
-            );
-        }
+        guard_callback("peer.peer() fini", (), move || drop(obj));
     }
 }
 
@@ -447,14 +437,11 @@ unsafe fn with_obj<T>(
     f: impl FnOnce(&vrt_ctx, &Peer) -> T,
 ) -> T {
     // SAFETY: per the caller.
-    let Some(ctx) = (unsafe { ctx_ref(ctx) }) else {
-        return default;
-    };
-    // SAFETY: per the caller.
     let Some(obj) = (unsafe { obj.as_ref() }) else {
         return default;
     };
-    guard_task(ctx, fname, default, || f(ctx, &obj.peer))
+    // SAFETY: per the caller.
+    unsafe { guard_task(ctx, fname, default, |ctx| f(ctx, &obj.peer)) }
 }
 
 /// `x.add_destination(destination, port)`.
@@ -477,7 +464,7 @@ pub unsafe extern "C" fn vmod_peer_add_destination(
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = added {
-            fail(ctx, &format!("{F}: {}: destination: {e}", peer.name()));
+            fail_in(ctx, F, format_args!("{}: destination: {e}", peer.name()));
         }
     };
     // SAFETY: pointers from Varnish; `f` reads only this call's arguments.
@@ -500,7 +487,7 @@ pub unsafe extern "C" fn vmod_peer_set_header(
         // SAFETY: VCL string arguments.
         let (name, value) = unsafe { (vcl_bytes(name), vcl_bytes(value)) };
         if let Err(e) = peer.set_header(name, value) {
-            fail(ctx, &format!("{F}: {}: {e}", peer.name()));
+            fail_in(ctx, F, format_args!("{}: {e}", peer.name()));
         }
     };
     // SAFETY: pointers from Varnish; `f` reads only this call's arguments.
@@ -522,7 +509,7 @@ pub unsafe extern "C" fn vmod_peer_unset_header(
         // SAFETY: VCL string argument.
         let name = unsafe { vcl_bytes(name) };
         if let Err(e) = peer.unset_header(name) {
-            fail(ctx, &format!("{F}: {}: {e}", peer.name()));
+            fail_in(ctx, F, format_args!("{}: {e}", peer.name()));
         }
     };
     // SAFETY: pointers from Varnish; `f` reads only this call's arguments.
