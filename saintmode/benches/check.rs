@@ -170,11 +170,7 @@ fn main() {
     // Every listed object in turn: the whole table is touched (L2 misses included). The
     // figure of issue 16: the worst of the three, what a busy director sees.
     let all: Vec<Digest> = (0..100_000).map(digest).collect();
-    report(
-        "saintmode_check_ns_100000",
-        &time_checks(&full, &all),
-        "ns",
-    );
+    report("saintmode_check_ns_100000", &time_checks(&full, &all), "ns");
     drop(full);
 
     // Memory: live heap bytes per entry, total and per 25 000-entry step (the slope is what
