@@ -243,6 +243,11 @@ impl Peer {
         })
     }
 
+    /// True when the peer has a destination (it is configured from then on).
+    pub fn has_destination(&self) -> bool {
+        !self.frozen().lanes.is_empty()
+    }
+
     /// True when at least one destination queue has room: otherwise a caller need not
     /// even take a snapshot ([`Peer::drop_all`] counts the loss).
     pub fn has_room(&self) -> bool {

@@ -192,9 +192,16 @@ impl VclPeers {
 
     /// Warm event: starts every peer's threads. On failure the peers already started are
     /// stopped again (the VCL stays cold).
+    ///
+    /// A named peer without a destination fails it (and so `vcl.load`): it would take a
+    /// snapshot on every call only to drop it. `vcl_init` cannot fail that at its end, but
+    /// the warm event that follows it at once can, before any request runs.
     pub fn warm(&self) -> Result<(), WarmError> {
         self.make_default_peer().map_err(WarmError::Default)?;
         let all = self.all();
+        if let Some(empty) = all.iter().find(|p| !p.has_destination()) {
+            return Err(WarmError::NoDestination(empty.name().to_string()));
+        }
         for (i, peer) in all.iter().enumerate() {
             if let Err(e) = peer.start() {
                 for started in &all[..i] {
@@ -249,7 +256,11 @@ pub fn queue_on(
             peer.count_refused();
             return vec![format!("{fname}: peer {name}: refused, {e}")];
         }
-        Err(e) => return vec![format!("{fname}: peer {name}: {e}")],
+        Err(e) => {
+            // Every loss is counted: this one in `refused`, like a body not cached.
+            peer.count_refused();
+            return vec![format!("{fname}: peer {name}: {e}")];
+        }
     };
     match peer.enqueue(snap) {
         Ok(report) => report
@@ -258,6 +269,8 @@ pub fn queue_on(
             .map(|dest| format!("peer {name}: dropped for {dest}"))
             .collect(),
         Err(EnqueueError::NoDestination) => {
+            // Not reached from VCL: a VCL with such a peer does not go warm.
+            peer.count_refused();
             vec![format!(
                 "{fname}: peer {name} has no destination, nothing queued"
             )]
@@ -273,6 +286,8 @@ pub fn queue_on(
 pub enum WarmError {
     Default(DefaultPeerError),
     Start(StartError),
+    /// A named peer (`new x = peer.peer()`) was given no destination.
+    NoDestination(String),
 }
 
 impl std::fmt::Display for WarmError {
@@ -280,6 +295,10 @@ impl std::fmt::Display for WarmError {
         match self {
             WarmError::Default(e) => write!(f, "peer: default peer: {e}"),
             WarmError::Start(e) => e.fmt(f),
+            WarmError::NoDestination(name) => write!(
+                f,
+                "peer: {name} has no destination: call {name}.add_destination() in vcl_init"
+            ),
         }
     }
 }

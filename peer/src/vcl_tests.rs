@@ -168,3 +168,37 @@ fn warm_cold_warm_restarts_and_a_cold_vcl_keeps_its_queue() {
     vcl.discard();
     assert_eq!(vcl.pending(), 0);
 }
+
+#[test]
+fn a_named_peer_without_destination_fails_the_warm_event_naming_it() {
+    let (vcl, _) = vcl();
+    let ok = vcl.new_peer("ok", &PeerArgs::default()).unwrap();
+    ok.add_destination(Destination::parse("dead", 1).unwrap())
+        .unwrap();
+    vcl.new_peer("nodest", &PeerArgs::default()).unwrap();
+    let e = vcl.warm().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "peer: nodest has no destination: call nodest.add_destination() in vcl_init"
+    );
+    vcl.discard();
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_taken_is_counted_as_refused() {
+    let (vcl, _) = vcl();
+    let p = vcl.new_peer("p", &PeerArgs::default()).unwrap();
+    p.add_destination(Destination::parse("dead", 1).unwrap())
+        .unwrap();
+    for e in [
+        SnapshotError::NoRequest,
+        SnapshotError::BodyUnreadable,
+        SnapshotError::BodyNotCached,
+    ] {
+        let lines = queue_on(&p, "p.queue_req()", || Err(e));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+    }
+    assert_eq!(p.counters().refused.load(Ordering::Relaxed), 3);
+    assert_eq!(p.pending(), 0);
+    vcl.discard();
+}
