@@ -192,16 +192,9 @@ impl VclPeers {
 
     /// Warm event: starts every peer's threads. On failure the peers already started are
     /// stopped again (the VCL stays cold).
-    ///
-    /// A named peer without a destination fails it (and so `vcl.load`): it would take a
-    /// snapshot on every call only to drop it. `vcl_init` cannot fail that at its end, but
-    /// the warm event that follows it at once can, before any request runs.
     pub fn warm(&self) -> Result<(), WarmError> {
         self.make_default_peer().map_err(WarmError::Default)?;
         let all = self.all();
-        if let Some(empty) = all.iter().find(|p| !p.has_destination()) {
-            return Err(WarmError::NoDestination(empty.name().to_string()));
-        }
         for (i, peer) in all.iter().enumerate() {
             if let Err(e) = peer.start() {
                 for started in &all[..i] {
@@ -242,6 +235,15 @@ pub fn queue_on(
     take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
 ) -> Vec<String> {
     let name = peer.name();
+    // A peer given no destination in vcl_init (a VCL may keep one unused): refused before
+    // a snapshot is taken, and counted, so that the loss shows in varnishstat.
+    if !peer.has_destination() {
+        peer.count_refused();
+        return vec![format!(
+            "{fname}: peer {name} has no destination (add one with \
+             {name}.add_destination() in vcl_init); nothing queued"
+        )];
+    }
     if !peer.has_room() {
         return peer
             .drop_all()
@@ -269,7 +271,7 @@ pub fn queue_on(
             .map(|dest| format!("peer {name}: dropped for {dest}"))
             .collect(),
         Err(EnqueueError::NoDestination) => {
-            // Not reached from VCL: a VCL with such a peer does not go warm.
+            // Checked above; kept for callers of enqueue() that did not.
             peer.count_refused();
             vec![format!(
                 "{fname}: peer {name} has no destination, nothing queued"
@@ -286,8 +288,6 @@ pub fn queue_on(
 pub enum WarmError {
     Default(DefaultPeerError),
     Start(StartError),
-    /// A named peer (`new x = peer.peer()`) was given no destination.
-    NoDestination(String),
 }
 
 impl std::fmt::Display for WarmError {
@@ -295,10 +295,6 @@ impl std::fmt::Display for WarmError {
         match self {
             WarmError::Default(e) => write!(f, "peer: default peer: {e}"),
             WarmError::Start(e) => e.fmt(f),
-            WarmError::NoDestination(name) => write!(
-                f,
-                "peer: {name} has no destination: call {name}.add_destination() in vcl_init"
-            ),
         }
     }
 }

@@ -170,17 +170,23 @@ fn warm_cold_warm_restarts_and_a_cold_vcl_keeps_its_queue() {
 }
 
 #[test]
-fn a_named_peer_without_destination_fails_the_warm_event_naming_it() {
+fn a_peer_without_destination_takes_no_snapshot_and_counts_the_call_as_refused() {
     let (vcl, _) = vcl();
-    let ok = vcl.new_peer("ok", &PeerArgs::default()).unwrap();
-    ok.add_destination(Destination::parse("dead", 1).unwrap())
-        .unwrap();
-    vcl.new_peer("nodest", &PeerArgs::default()).unwrap();
-    let e = vcl.warm().unwrap_err().to_string();
+    let p = vcl.new_peer("nodest", &PeerArgs::default()).unwrap();
+    vcl.warm().unwrap();
+    let lines = queue_on(&p, "nodest.queue_req()", || {
+        panic!("no snapshot may be taken for a peer without destination")
+    });
     assert_eq!(
-        e,
-        "peer: nodest has no destination: call nodest.add_destination() in vcl_init"
+        lines,
+        vec![
+            "nodest.queue_req(): peer nodest has no destination (add one with \
+             nodest.add_destination() in vcl_init); nothing queued"
+                .to_string()
+        ]
     );
+    assert_eq!(p.counters().refused.load(Ordering::Relaxed), 1);
+    assert_eq!(p.counters().queued.load(Ordering::Relaxed), 0);
     vcl.discard();
 }
 
