@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Settings;
 use crate::dest::Destination;
-use crate::policy::Decision;
+use crate::policy::{Decision, Outcome};
 use crate::sender::{EventLog, Transport, TransportFactory};
 use crate::snapshot::{Snapshot, Template};
 use crate::stats::{CounterStore, PeerCounters};
@@ -308,8 +308,9 @@ impl Worker {
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
             let decision = policy.decide(attempts, job.queued_at, Instant::now(), &outcome);
-            if !matches!(decision, Decision::Sent) && self.control.restarting() {
-                // The transfer was cut short for a new generation: it sends it again.
+            if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
+                // The transfer was cut short for a new generation: it sends it again. (An
+                // answer, even an error status, stands: it is decided on as usual.)
                 return End::Resumed;
             }
             match decision {
