@@ -397,9 +397,12 @@ impl Peer {
         Ok(generation)
     }
 
+    /// Stops a generation that is being replaced or could not start in full: at once, and
+    /// without giving up its queues (the next generation, or the discard, takes them).
     fn stop_generation(&self, mut generation: Generation) {
-        Self::signal_drain(&mut generation, Duration::ZERO);
-        self.join(generation, None);
+        generation.stop = None;
+        generation.control.abort_for_restart();
+        self.join(generation, Some(Instant::now() + RESTART_JOIN));
     }
 
     /// Cold event: the threads send what is queued until the queues are empty or the

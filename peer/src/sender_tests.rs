@@ -650,3 +650,51 @@ fn discard_after_a_restart_gives_up_what_is_left_exactly_once() {
     assert_eq!(p.pending(), 0);
     assert_eq!(c.sent.load(Ordering::Relaxed), 0);
 }
+
+thread_local! {
+    static SPAWNED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts the first thread asked for on this test thread, fails the next ones.
+fn second_spawn_fails(
+    name: String,
+    f: Box<dyn FnOnce() + Send>,
+) -> std::io::Result<JoinHandle<()>> {
+    let n = SPAWNED.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    if n == 1 {
+        std::thread::Builder::new().name(name).spawn(f)
+    } else {
+        Err(std::io::Error::other("no more threads"))
+    }
+}
+
+#[test]
+fn a_start_that_fails_halfway_gives_up_nothing() {
+    let script = Arc::new(Script::default());
+    script.hang.lock().push("http://a:1".into());
+    let log = Arc::new(Lines::default());
+    let p = peer(
+        Settings {
+            concurrency: 2,
+            ..fast()
+        },
+        &script,
+        &log,
+    )
+    .with_spawn(second_spawn_fails);
+    p.add_destination(Destination::parse("a", 1).unwrap())
+        .unwrap();
+    for i in 0..5 {
+        p.enqueue(snap(&format!("/{i}"))).unwrap();
+    }
+    assert!(p.start().is_err());
+    let c = p.counters();
+    assert_eq!(c.failed.load(Ordering::Relaxed), 0, "{:?}", log.0.lock());
+    assert_eq!(p.pending(), 5);
+    p.stop();
+    assert_eq!(c.failed.load(Ordering::Relaxed), 5);
+    assert_eq!(p.pending(), 0);
+}
