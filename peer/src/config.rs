@@ -88,7 +88,7 @@ pub struct Settings {
     pub ca_file: Option<PathBuf>,
     pub drain_timeout: Duration,
     /// `None`: no proxy, whatever varnishd's environment says.
-    pub proxy: Option<String>,
+    pub proxy: Option<ProxyUrl>,
     pub copy_headers: bool,
     pub credentials: Credentials,
 }
@@ -249,10 +249,43 @@ pub fn drain_timeout(arg: &'static str, secs: f64) -> Result<Duration, ConfigErr
     )
 }
 
-fn proxy(s: &str) -> Result<Option<String>, ConfigError> {
+/// A proxy URL. It may carry `user:password@`: its `Debug` hides that, like every message
+/// that shows it ([`redact_userinfo`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl(String);
+
+impl ProxyUrl {
+    /// The URL as given, credentials included: for libcurl only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_userinfo(&self.0))
+    }
+}
+
+/// `s` with the `user:password` of its authority replaced by `***`: safe for a log line or
+/// the CLI.
+pub fn redact_userinfo(s: &str) -> String {
+    let Some(scheme_end) = s.find("://").map(|i| i + 3) else {
+        return s.to_string();
+    };
+    let rest = &s[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &s[..scheme_end], &rest[at..]),
+        None => s.to_string(),
+    }
+}
+
+fn proxy(s: &str) -> Result<Option<ProxyUrl>, ConfigError> {
     if s.is_empty() {
         return Ok(None);
     }
+    // Compared as bytes: a string slice at a scheme's length may cut a UTF-8 character.
     let scheme_ok = [
         "http://",
         "https://",
@@ -261,11 +294,11 @@ fn proxy(s: &str) -> Result<Option<String>, ConfigError> {
         "socks5h://",
     ]
     .iter()
-    .any(|p| s.len() > p.len() && s[..p.len()].eq_ignore_ascii_case(p));
+    .any(|p| s.len() > p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()));
     if !scheme_ok || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConfigError::Proxy(s.to_string()));
+        return Err(ConfigError::Proxy(redact_userinfo(s)));
     }
-    Ok(Some(s.to_string()))
+    Ok(Some(ProxyUrl(s.to_string())))
 }
 
 /// Checks every argument and makes the settings of the peer `name`.
@@ -469,6 +502,51 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s.proxy.as_deref(), Some("http://127.0.0.1:3128"));
+        assert_eq!(
+            s.proxy.as_ref().map(ProxyUrl::as_str),
+            Some("http://127.0.0.1:3128")
+        );
+    }
+
+    #[test]
+    fn a_proxy_with_non_ascii_bytes_is_refused_without_a_panic() {
+        for bad in [
+            "http:/\u{e9}\u{e9}",
+            "\u{e9}",
+            "socks5\u{e9}://x",
+            "h\u{1f600}tp://x",
+        ] {
+            assert!(
+                refused(|a| a.proxy = bad.into()).starts_with("proxy \""),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_credentials_never_show_in_errors_or_debug() {
+        let e = refused(|a| a.proxy = "ftp://alice:s3cret@proxy.example:21".into());
+        assert!(!e.contains("s3cret") && !e.contains("alice"), "{e}");
+        assert!(e.contains("ftp://***@proxy.example:21"), "{e}");
+        let s = settings_from(
+            "x",
+            &PeerArgs {
+                proxy: "http://alice:s3cret@127.0.0.1:3128/p@th".into(),
+                ..PeerArgs::default()
+            },
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://***@127.0.0.1:3128/p@th"), "{shown}");
+        assert_eq!(
+            s.proxy.as_ref().map(ProxyUrl::as_str),
+            Some("http://alice:s3cret@127.0.0.1:3128/p@th")
+        );
+        assert_eq!(redact_userinfo("no scheme@x"), "no scheme@x");
+        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
     }
 }

@@ -130,13 +130,18 @@ impl RetryPolicy {
         if attempts >= self.max_attempts {
             return Decision::Failed(format!("{outcome} after {attempts} attempts"));
         }
-        // The destination's own Retry-After, when it gave one, instead of our backoff;
-        // bounded by max_backoff like any wait, and by max_age below.
+        // The destination's own Retry-After, when it gave one, instead of our backoff, and
+        // in full: an API that throttles may punish a retry that comes early (longer bans,
+        // a revoked token). max_backoff caps our own guesses, not its answer; max_age bounds
+        // both (below: a wait past it gives the request up now).
         let wait = match outcome {
-            Outcome::Throttled { retry_after, .. } => (*retry_after).min(self.max_backoff),
+            Outcome::Throttled { retry_after, .. } => *retry_after,
             _ => self.backoff_after(attempts),
         };
-        if self.is_expired(queued_at, now + wait) {
+        if now
+            .checked_add(wait)
+            .is_none_or(|then| self.is_expired(queued_at, then))
+        {
             return Decision::Expired(format!(
                 "{outcome} after {attempts} attempts, next one past max_age {:?}",
                 self.max_age
@@ -152,7 +157,7 @@ impl RetryPolicy {
 pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
     let value = std::str::from_utf8(value).ok()?.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Clamp absurd values; max_backoff bounds the wait anyway.
+        // Clamp absurd values; max_age bounds the wait anyway.
         return Some(Duration::from_secs(
             value.parse::<u64>().unwrap_or(u64::MAX).min(1 << 32),
         ));
@@ -314,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_replaces_the_backoff_within_max_backoff_and_max_age() {
+    fn retry_after_replaces_the_backoff_in_full_bounded_only_by_max_age() {
         let p = policy();
         let t = Instant::now();
         let throttled = |secs: f64| Outcome::Throttled {
@@ -329,11 +334,20 @@ mod tests {
             p.decide(1, t, t, &throttled(0.25)),
             Decision::RetryAfter(Duration::from_millis(250))
         );
-        // Capped by max_backoff (300 ms here).
+        // Not capped by max_backoff (300 ms here): the destination's wait, in full...
         assert_eq!(
-            p.decide(3, t, t, &throttled(3600.0)),
-            Decision::RetryAfter(Duration::from_millis(300))
+            p.decide(3, t, t, &throttled(2.0)),
+            Decision::RetryAfter(Duration::from_secs(2))
         );
+        // ...unless it ends past max_age (10 s here): then given up now, as expired.
+        assert!(matches!(
+            p.decide(3, t, t, &throttled(3600.0)),
+            Decision::Expired(_)
+        ));
+        assert!(matches!(
+            p.decide(3, t, t, &throttled(f64::from(u32::MAX))),
+            Decision::Expired(_)
+        ));
         // Past max_age: given up now rather than retried after it.
         let late = t + Duration::from_millis(9_900);
         assert!(matches!(

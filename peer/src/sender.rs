@@ -6,12 +6,11 @@
 //! Modelled on tracing-appender's worker: lossy `try_send` with a dropped counter, named
 //! threads, a stop signal, and a join bounded in time.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use crate::config::Settings;
@@ -25,6 +24,11 @@ use crate::worker::{fail_lane_leftovers, Job, Lane, Shared, Worker};
 /// Extra time given to threads after the drain deadline: aborting a transfer in progress
 /// takes until libcurl's next progress check (0.1 s).
 pub const JOIN_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a warm event waits for the threads of the generation it replaces: they are
+/// aborted, so they stop at libcurl's next progress check (0.1 s). A thread still running
+/// after that is left to finish detached; the request it held goes back to its queue.
+pub const RESTART_JOIN: Duration = Duration::from_secs(2);
 
 /// Sends one prepared request. One instance per sender thread, so it may keep a
 /// connection open between calls.
@@ -230,22 +234,18 @@ impl Peer {
             let lanes = setup
                 .dests
                 .into_iter()
-                .map(|dest| {
-                    let (tx, rx) = unbounded();
-                    Arc::new(Lane {
-                        dest: Arc::new(dest),
-                        tx,
-                        rx,
-                        len: AtomicUsize::new(0),
-                        bytes: AtomicUsize::new(0),
-                    })
-                })
+                .map(|dest| Arc::new(Lane::new(dest)))
                 .collect();
             Frozen {
                 lanes,
                 template: Arc::new(setup.template),
             }
         })
+    }
+
+    /// True when the peer has a destination (it is configured from then on).
+    pub fn has_destination(&self) -> bool {
+        !self.frozen().lanes.is_empty()
     }
 
     /// True when at least one destination queue has room: otherwise a caller need not
@@ -326,9 +326,12 @@ impl Peer {
         self.counters().pending()
     }
 
-    /// Starts the sender threads (warm event). Threads of a previous generation that is
-    /// still draining are joined first, without holding the lock. If a thread cannot be
-    /// started, those already started are stopped and the error returned.
+    /// Starts the sender threads (warm event). A previous generation still draining is
+    /// aborted at once and joined for at most [`RESTART_JOIN`], without holding the lock:
+    /// the warm event answers promptly on the CLI, and what it had not sent stays queued
+    /// (the request in flight goes back to the head of its queue) for the new threads.
+    /// If a thread cannot be started, those already started are stopped and the error
+    /// returned.
     pub fn start(&self) -> Result<(), StartError> {
         let old = {
             let mut running = self.running.lock();
@@ -338,7 +341,8 @@ impl Peer {
             running.take()
         };
         if let Some(old) = old {
-            self.join(old, None);
+            old.control.abort_for_restart();
+            self.join(old, Some(Instant::now() + RESTART_JOIN));
         }
         let generation = self.spawn_generation()?;
         let replaced = self.running.lock().replace(generation);
@@ -393,9 +397,12 @@ impl Peer {
         Ok(generation)
     }
 
+    /// Stops a generation that is being replaced or could not start in full: at once, and
+    /// without giving up its queues (the next generation, or the discard, takes them).
     fn stop_generation(&self, mut generation: Generation) {
-        Self::signal_drain(&mut generation, Duration::ZERO);
-        self.join(generation, None);
+        generation.stop = None;
+        generation.control.abort_for_restart();
+        self.join(generation, Some(Instant::now() + RESTART_JOIN));
     }
 
     /// Cold event: the threads send what is queued until the queues are empty or the

@@ -576,3 +576,125 @@ fn start_does_not_hold_the_lock_while_joining_the_previous_threads() {
     wait_until(|| p.counters().sent.load(Ordering::Relaxed) == 1);
     p.stop();
 }
+
+#[test]
+fn warm_again_while_draining_answers_at_once_and_keeps_the_backlog_in_order() {
+    let script = Arc::new(Script::default());
+    script.hang.lock().push("http://dead:1".into());
+    let log = Arc::new(Lines::default());
+    let p = peer(
+        Settings {
+            drain_timeout: Duration::from_secs(5),
+            ..fast()
+        },
+        &script,
+        &log,
+    );
+    p.add_destination(Destination::parse("dead", 1).unwrap())
+        .unwrap();
+    p.start().unwrap();
+    for i in 0..10 {
+        p.enqueue(snap(&format!("/{i}"))).unwrap();
+    }
+    wait_until(|| p.counters().in_flight.load(Ordering::Relaxed) == 1);
+    p.begin_drain();
+    let started = Instant::now();
+    p.start().unwrap();
+    // Well before the drain deadline (5 s), which the old code joined to.
+    assert!(started.elapsed() < RESTART_JOIN + Duration::from_secs(1));
+    let c = p.counters();
+    assert_eq!(c.failed.load(Ordering::Relaxed), 0);
+    assert_eq!(c.queued.load(Ordering::Relaxed), 10);
+    assert_eq!(p.pending(), 10);
+    script.hang.lock().clear();
+    wait_until(|| c.sent.load(Ordering::Relaxed) == 10);
+    let urls: Vec<String> = script
+        .sent
+        .lock()
+        .iter()
+        .map(|(_, u)| String::from_utf8_lossy(u).into_owned())
+        .collect();
+    let expect: Vec<String> = (0..10).map(|i| format!("http://dead:1/{i}")).collect();
+    assert_eq!(urls, expect, "the request in flight keeps its place");
+    assert_eq!(p.pending(), 0);
+    assert_eq!(c.failed.load(Ordering::Relaxed), 0);
+    p.stop();
+}
+
+#[test]
+fn discard_after_a_restart_gives_up_what_is_left_exactly_once() {
+    let script = Arc::new(Script::default());
+    script.hang.lock().push("http://dead:1".into());
+    let log = Arc::new(Lines::default());
+    let p = peer(
+        Settings {
+            drain_timeout: Duration::from_millis(300),
+            ..fast()
+        },
+        &script,
+        &log,
+    );
+    p.add_destination(Destination::parse("dead", 1).unwrap())
+        .unwrap();
+    p.start().unwrap();
+    for i in 0..5 {
+        p.enqueue(snap(&format!("/{i}"))).unwrap();
+    }
+    wait_until(|| p.counters().in_flight.load(Ordering::Relaxed) == 1);
+    p.begin_drain();
+    p.start().unwrap();
+    wait_until(|| p.counters().in_flight.load(Ordering::Relaxed) == 1);
+    p.stop();
+    let c = p.counters();
+    assert_eq!(c.failed.load(Ordering::Relaxed), 5);
+    assert_eq!(p.pending(), 0);
+    assert_eq!(c.sent.load(Ordering::Relaxed), 0);
+}
+
+thread_local! {
+    static SPAWNED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts the first thread asked for on this test thread, fails the next ones.
+fn second_spawn_fails(
+    name: String,
+    f: Box<dyn FnOnce() + Send>,
+) -> std::io::Result<JoinHandle<()>> {
+    let n = SPAWNED.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    if n == 1 {
+        std::thread::Builder::new().name(name).spawn(f)
+    } else {
+        Err(std::io::Error::other("no more threads"))
+    }
+}
+
+#[test]
+fn a_start_that_fails_halfway_gives_up_nothing() {
+    let script = Arc::new(Script::default());
+    script.hang.lock().push("http://a:1".into());
+    let log = Arc::new(Lines::default());
+    let p = peer(
+        Settings {
+            concurrency: 2,
+            ..fast()
+        },
+        &script,
+        &log,
+    )
+    .with_spawn(second_spawn_fails);
+    p.add_destination(Destination::parse("a", 1).unwrap())
+        .unwrap();
+    for i in 0..5 {
+        p.enqueue(snap(&format!("/{i}"))).unwrap();
+    }
+    assert!(p.start().is_err());
+    let c = p.counters();
+    assert_eq!(c.failed.load(Ordering::Relaxed), 0, "{:?}", log.0.lock());
+    assert_eq!(p.pending(), 5);
+    p.stop();
+    assert_eq!(c.failed.load(Ordering::Relaxed), 5);
+    assert_eq!(p.pending(), 0);
+}

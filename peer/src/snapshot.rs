@@ -23,6 +23,8 @@ const NOT_COPIED: &[&str] = &[
     "upgrade",
     "content-length",
     "transfer-encoding",
+    "trailer",
+    "proxy-authenticate",
 ];
 
 /// A request as it was when `queue_req()` was called. Bytes, not strings: Varnish does not
@@ -170,6 +172,9 @@ impl Credentials {
 const CREDENTIALS: &[&str] = &["authorization", "cookie"];
 /// Never copied.
 const PROXY_CREDENTIALS: &str = "proxy-authorization";
+/// Who the client is, as seen by this cache: copied where credentials are
+/// ([`Credentials`]), since an API (a URL destination) is someone else's.
+const CLIENT_IDENTITY: &[&str] = &["x-forwarded-for", "via"];
 
 /// Why no snapshot was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,13 +445,19 @@ impl Template {
             // destination reads first.
             || eq(MARKER_HEADER.as_bytes())
             || eq(PROXY_CREDENTIALS.as_bytes())
-            || (CREDENTIALS.iter().any(|n| eq(n.as_bytes())) && !self.credentials.forwarded_to(dest))
+            || (CREDENTIALS.iter().chain(CLIENT_IDENTITY).any(|n| eq(n.as_bytes()))
+                && !self.credentials.forwarded_to(dest))
+            // The client's expectation is about its own body: a copied `Expect: 100-continue`
+            // makes libcurl wait up to 1 s for an interim answer before every POST copy.
+            // Only `.set_header()` can ask for one (a fixed header, below).
+            || eq(b"expect")
             // Hop-by-hop headers the client named in its Connection header (RFC 9110 7.6.1).
             || hop.iter().any(|n| eq(n))
             || (snap.h2 && eq(b"scheme"))
-            // The client's Host is not the name of an https destination: libcurl sends the
-            // URL's, which the certificate and SNI are checked against.
-            || (dest.https && eq(b"host"))
+            // The client's Host is not the name of a URL destination (an API, http or
+            // https): libcurl sends the URL's, which the certificate and SNI are checked
+            // against. A host + port destination is a cache of the same site: it gets it.
+            || (dest.is_url && eq(b"host"))
             || self.unset.iter().any(|n| eq(n))
             || self.fixed.iter().any(|(n, _)| eq(n))
     }
@@ -481,6 +492,15 @@ impl Template {
             {
                 lines.push(format!("{default}:").into_bytes());
             }
+        }
+        // A request that libcurl sends without a body carries no framing at all; for the
+        // methods that define a body, some APIs answer 411 Length Required to that.
+        if snap.body.is_none()
+            && [&b"POST"[..], b"PUT", b"PATCH"]
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&snap.method))
+        {
+            lines.push(b"Content-Length: 0".to_vec());
         }
         Prepared {
             method: snap.method.clone(),
@@ -674,10 +694,16 @@ mod tests {
     }
 
     #[test]
-    fn https_destinations_get_the_host_of_their_url() {
-        let lines = rendered(&copying(), &snap(), "https://api.example", 0);
-        assert!(!lines.iter().any(|l| l.starts_with("Host")), "{lines:?}");
-        let lines = rendered(&copying(), &snap(), "http://cache2:8080", 0);
+    fn url_destinations_get_the_host_of_their_url_and_caches_the_clients() {
+        for url in [
+            "https://api.example",
+            "http://api.example/v1",
+            "http://cache2:8080",
+        ] {
+            let lines = rendered(&copying(), &snap(), url, 0);
+            assert!(!lines.iter().any(|l| l.starts_with("Host")), "{lines:?}");
+        }
+        let lines = rendered(&copying(), &snap(), "cache2", 8080);
         assert!(lines.contains(&"Host: www.example.com".to_string()));
         let fixed = Template {
             fixed: vec![(b"Host".to_vec(), b"purge.example".to_vec())],
@@ -685,6 +711,85 @@ mod tests {
         };
         let lines = rendered(&fixed, &snap(), "https://api.example", 0);
         assert!(lines.contains(&"Host: purge.example".to_string()));
+    }
+
+    #[test]
+    fn client_address_and_via_go_where_credentials_go() {
+        let mut s = snap();
+        s.headers.push(b"X-Forwarded-For", b"192.0.2.7");
+        s.headers.push(b"Via", b"1.1 varnish (Varnish/7.7)");
+        let has = |lines: &[String], name: &str| lines.iter().any(|l| l.starts_with(name));
+        let cache = rendered(&copying(), &s, "10.0.0.2", 80);
+        assert!(has(&cache, "X-Forwarded-For") && has(&cache, "Via"));
+        for url in ["http://api.example/v1", "https://api.example"] {
+            let api = rendered(&copying(), &s, url, 0);
+            assert!(
+                !has(&api, "X-Forwarded-For") && !has(&api, "Via"),
+                "{api:?}"
+            );
+        }
+        let forward = Template {
+            credentials: Credentials::Forward,
+            ..copying()
+        };
+        let api = rendered(&forward, &s, "http://api.example/v1", 0);
+        assert!(has(&api, "X-Forwarded-For") && has(&api, "Via"));
+    }
+
+    #[test]
+    fn trailer_proxy_authenticate_and_expect_are_never_copied() {
+        let mut s = snap();
+        s.headers.push(b"Trailer", b"X-Sum");
+        s.headers.push(b"Proxy-Authenticate", b"Basic");
+        s.headers.push(b"Expect", b"100-continue");
+        let lines = rendered(&copying(), &s, "10.0.0.2", 80);
+        assert!(!lines.iter().any(|l| l.starts_with("Trailer")), "{lines:?}");
+        assert!(!lines.iter().any(|l| l.starts_with("Proxy-Authenticate")));
+        assert!(
+            !lines.iter().any(|l| l.starts_with("Expect: ")),
+            "{lines:?}"
+        );
+        // libcurl is told not to add its own Expect either.
+        assert!(lines.contains(&"Expect:".to_string()), "{lines:?}");
+        assert!(Template::check_set_header(b"Trailer", b"X-Sum").is_err());
+        // A fixed Expect is the only way to send one.
+        let fixed = Template {
+            fixed: vec![(b"Expect".to_vec(), b"100-continue".to_vec())],
+            ..copying()
+        };
+        let lines = rendered(&fixed, &s, "10.0.0.2", 80);
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("Expect"))
+                .collect::<Vec<_>>(),
+            vec!["Expect: 100-continue"]
+        );
+    }
+
+    #[test]
+    fn a_post_put_or_patch_without_body_says_content_length_0() {
+        for method in ["POST", "put", "PATCH"] {
+            let mut s = snap();
+            s.method = method.as_bytes().to_vec();
+            let lines = rendered(&copying(), &s, "10.0.0.2", 80);
+            assert!(
+                lines.contains(&"Content-Length: 0".to_string()),
+                "{lines:?}"
+            );
+            s.body = Some(Arc::new(b"x".to_vec()));
+            let lines = rendered(&copying(), &s, "10.0.0.2", 80);
+            assert!(!lines.iter().any(|l| l.starts_with("Content-Length")));
+        }
+        for method in ["GET", "PURGE", "DELETE"] {
+            let mut s = snap();
+            s.method = method.as_bytes().to_vec();
+            let lines = rendered(&copying(), &s, "10.0.0.2", 80);
+            assert!(
+                !lines.iter().any(|l| l.starts_with("Content-Length")),
+                "{lines:?}"
+            );
+        }
     }
 
     #[test]

@@ -84,7 +84,12 @@ fn configure(
     easy.signal(false)?;
     // Never a proxy from varnishd's environment (`https_proxy` would route API tokens through
     // whatever it names): "" disables them; only the `proxy` argument sets one.
-    easy.proxy(settings.proxy.as_deref().unwrap_or(""))?;
+    easy.proxy(
+        settings
+            .proxy
+            .as_ref()
+            .map_or("", crate::config::ProxyUrl::as_str),
+    )?;
     crate::ffi::curl_set_url(easy, &req.url)?;
     // Send the path as queued: libcurl would otherwise resolve "." and ".." segments, and a
     // copied `PURGE /a/../b` would purge `/b` at the destination.

@@ -235,6 +235,15 @@ pub fn queue_on(
     take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
 ) -> Vec<String> {
     let name = peer.name();
+    // A peer given no destination in vcl_init (a VCL may keep one unused): refused before
+    // a snapshot is taken, and counted, so that the loss shows in varnishstat.
+    if !peer.has_destination() {
+        peer.count_refused();
+        return vec![format!(
+            "{fname}: peer {name} has no destination (add one with \
+             {name}.add_destination() in vcl_init); nothing queued"
+        )];
+    }
     if !peer.has_room() {
         return peer
             .drop_all()
@@ -249,7 +258,11 @@ pub fn queue_on(
             peer.count_refused();
             return vec![format!("{fname}: peer {name}: refused, {e}")];
         }
-        Err(e) => return vec![format!("{fname}: peer {name}: {e}")],
+        Err(e) => {
+            // Every loss is counted: this one in `refused`, like a body not cached.
+            peer.count_refused();
+            return vec![format!("{fname}: peer {name}: {e}")];
+        }
     };
     match peer.enqueue(snap) {
         Ok(report) => report
@@ -258,6 +271,8 @@ pub fn queue_on(
             .map(|dest| format!("peer {name}: dropped for {dest}"))
             .collect(),
         Err(EnqueueError::NoDestination) => {
+            // Checked above; kept for callers of enqueue() that did not.
+            peer.count_refused();
             vec![format!(
                 "{fname}: peer {name} has no destination, nothing queued"
             )]

@@ -168,3 +168,43 @@ fn warm_cold_warm_restarts_and_a_cold_vcl_keeps_its_queue() {
     vcl.discard();
     assert_eq!(vcl.pending(), 0);
 }
+
+#[test]
+fn a_peer_without_destination_takes_no_snapshot_and_counts_the_call_as_refused() {
+    let (vcl, _) = vcl();
+    let p = vcl.new_peer("nodest", &PeerArgs::default()).unwrap();
+    vcl.warm().unwrap();
+    let lines = queue_on(&p, "nodest.queue_req()", || {
+        panic!("no snapshot may be taken for a peer without destination")
+    });
+    assert_eq!(
+        lines,
+        vec![
+            "nodest.queue_req(): peer nodest has no destination (add one with \
+             nodest.add_destination() in vcl_init); nothing queued"
+                .to_string()
+        ]
+    );
+    assert_eq!(p.counters().refused.load(Ordering::Relaxed), 1);
+    assert_eq!(p.counters().queued.load(Ordering::Relaxed), 0);
+    vcl.discard();
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_taken_is_counted_as_refused() {
+    let (vcl, _) = vcl();
+    let p = vcl.new_peer("p", &PeerArgs::default()).unwrap();
+    p.add_destination(Destination::parse("dead", 1).unwrap())
+        .unwrap();
+    for e in [
+        SnapshotError::NoRequest,
+        SnapshotError::BodyUnreadable,
+        SnapshotError::BodyNotCached,
+    ] {
+        let lines = queue_on(&p, "p.queue_req()", || Err(e));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+    }
+    assert_eq!(p.counters().refused.load(Ordering::Relaxed), 3);
+    assert_eq!(p.pending(), 0);
+    vcl.discard();
+}

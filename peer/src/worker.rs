@@ -1,8 +1,9 @@
 //! One sender thread of one destination and what it works with: the destination's queue
 //! (bounded in requests and bytes), the stop deadline, and the retry loop of one request.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,19 +12,37 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Settings;
 use crate::dest::Destination;
-use crate::policy::Decision;
+use crate::policy::{Decision, Outcome};
 use crate::sender::{EventLog, Transport, TransportFactory};
 use crate::snapshot::{Snapshot, Template};
 use crate::stats::{CounterStore, PeerCounters};
+
+/// How long a sender thread may wait for a job before it looks at its lane's resumed jobs
+/// again (they are handed back without waking anyone, see [`Lane::resume`]).
+const RESUME_POLL: Duration = Duration::from_secs(1);
 
 /// The stop deadline of one generation of sender threads, and the wait that honours it.
 #[derive(Debug, Default)]
 pub struct Control {
     deadline: Mutex<Option<Instant>>,
     changed: Condvar,
+    /// Stopped because the VCL went warm again: a new generation takes over the queues, so
+    /// nothing is given up (the request in flight goes back to its lane).
+    restarting: AtomicBool,
 }
 
 impl Control {
+    /// Stops this generation at once for a new one (a warm event while it drains).
+    pub(crate) fn abort_for_restart(&self) {
+        self.restarting.store(true, Ordering::Release);
+        self.set_deadline(Instant::now());
+    }
+
+    /// True when this generation was stopped for a new one.
+    pub(crate) fn restarting(&self) -> bool {
+        self.restarting.load(Ordering::Acquire)
+    }
+
     /// Sets (or brings forward) the moment after which nothing more is attempted.
     pub(crate) fn set_deadline(&self, at: Instant) {
         let mut deadline = self.deadline.lock();
@@ -70,9 +89,36 @@ pub(crate) struct Lane {
     pub(crate) rx: Receiver<Job>,
     pub(crate) len: AtomicUsize,
     pub(crate) bytes: AtomicUsize,
+    /// Jobs a stopped generation had taken and handed back unsent: taken before the
+    /// channel, so they keep their place ahead of what was queued after them.
+    pub(crate) resumed: Mutex<VecDeque<Job>>,
 }
 
 impl Lane {
+    pub(crate) fn new(dest: Destination) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Lane {
+            dest: Arc::new(dest),
+            tx,
+            rx,
+            len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            resumed: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Hands back a job taken but not sent: it counts in the queue again, above its bounds
+    /// if need be (it had its room before).
+    fn resume(&self, job: Job) {
+        self.len.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(job.size, Ordering::AcqRel);
+        self.resumed.lock().push_back(job);
+    }
+
+    fn take_resumed(&self) -> Option<Job> {
+        self.resumed.lock().pop_front()
+    }
+
     /// Reserves room for a job of `size` bytes, or says why there is none.
     pub(crate) fn reserve(&self, size: usize, settings: &Settings) -> Result<(), String> {
         if self.len.fetch_add(1, Ordering::AcqRel) >= settings.queue_size {
@@ -129,7 +175,8 @@ impl Shared {
 /// no line per request, so that a backlog of millions ends in well under a second.
 pub(crate) fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
     let mut left = 0u64;
-    for job in lane.rx.try_iter() {
+    let resumed = std::mem::take(&mut *lane.resumed.lock());
+    for job in resumed.into_iter().chain(lane.rx.try_iter()) {
         lane.release(job.size);
         left += 1;
     }
@@ -156,18 +203,25 @@ enum End {
     Sent,
     Failed(String),
     Expired(String),
+    /// Not sent, handed back to the lane for the next generation.
+    Resumed,
 }
 
 impl Worker {
     pub(crate) fn run(&self, stop: &Receiver<()>) {
         let mut transport = self.shared.transport.create();
         loop {
-            select! {
-                recv(self.lane.rx) -> job => match job {
-                    Ok(job) => self.process(transport.as_mut(), job),
-                    Err(_) => return,
-                },
-                recv(stop) -> _ => break,
+            if let Some(job) = self.lane.take_resumed() {
+                self.process(transport.as_mut(), job);
+            } else {
+                select! {
+                    recv(self.lane.rx) -> job => match job {
+                        Ok(job) => self.process(transport.as_mut(), job),
+                        Err(_) => return,
+                    },
+                    recv(stop) -> _ => break,
+                    default(RESUME_POLL) => {}
+                }
             }
             // `select!` picks at random among ready operations: past the deadline, stop
             // taking jobs one by one.
@@ -178,12 +232,29 @@ impl Worker {
         // Draining: what is queued, until the deadline. What is left then is counted in
         // bulk (one line per destination, not per request).
         while !self.control.aborted() {
-            match self.lane.rx.try_recv() {
+            match self
+                .lane
+                .take_resumed()
+                .ok_or(())
+                .or_else(|()| self.lane.rx.try_recv())
+            {
                 Ok(job) => self.process(transport.as_mut(), job),
                 Err(_) => return,
             }
         }
-        fail_lane_leftovers(&self.shared, &self.lane);
+        // Stopped for a new generation (warm again): the queue is kept for it.
+        if !self.control.restarting() {
+            fail_lane_leftovers(&self.shared, &self.lane);
+        }
+    }
+
+    /// What becomes of a request when this generation stops before it is sent.
+    fn stopped(&self, reason: impl FnOnce() -> String) -> End {
+        if self.control.restarting() {
+            End::Resumed
+        } else {
+            End::Failed(reason())
+        }
     }
 
     fn process(&self, transport: &mut dyn Transport, job: Job) {
@@ -194,6 +265,14 @@ impl Worker {
         let end = catch_unwind(AssertUnwindSafe(|| self.attempts(transport, &job)))
             .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
         let (counter, verb, reason) = match &end {
+            End::Resumed => {
+                // Back in the queue: counted there again, before it leaves in_flight, so
+                // that pending() never dips while it moves.
+                PeerCounters::inc(&counters.queue_length);
+                PeerCounters::dec(&counters.in_flight);
+                self.lane.resume(job);
+                return;
+            }
             End::Sent => (&counters.sent, "", ""),
             End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
             End::Expired(r) => (&counters.expired, "expired", r.as_str()),
@@ -215,26 +294,32 @@ impl Worker {
         let settings = &self.shared.settings;
         let policy = &settings.policy;
         if self.control.aborted() {
-            return End::Failed("shutdown before it was sent".into());
+            return self.stopped(|| "shutdown before it was sent".into());
         }
         let prepared = self.template.render(&job.snap, &self.lane.dest);
         let mut attempts = 0;
         loop {
             if self.control.aborted() {
-                return End::Failed("shutdown before it was sent".into());
+                return self.stopped(|| "shutdown before it was sent".into());
             }
             if policy.is_expired(job.queued_at, Instant::now()) {
                 return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
             }
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
-            match policy.decide(attempts, job.queued_at, Instant::now(), &outcome) {
+            let decision = policy.decide(attempts, job.queued_at, Instant::now(), &outcome);
+            if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
+                // The transfer was cut short for a new generation: it sends it again. (An
+                // answer, even an error status, stands: it is decided on as usual.)
+                return End::Resumed;
+            }
+            match decision {
                 Decision::Sent => return End::Sent,
                 Decision::Failed(reason) => return End::Failed(reason),
                 Decision::Expired(reason) => return End::Expired(reason),
                 Decision::RetryAfter(wait) => {
                     if !self.control.sleep(wait) {
-                        return End::Failed(format!("{outcome}; shutdown before the retry"));
+                        return self.stopped(|| format!("{outcome}; shutdown before the retry"));
                     }
                     // Counted when the retry is about to happen, not when it was planned.
                     PeerCounters::inc(&self.shared.counters().retried);

@@ -21,6 +21,7 @@ use super::request::snapshot;
 use crate::config::PeerArgs;
 use crate::dest::Destination;
 use crate::escape;
+use crate::magic::{Tagged, PEER_OBJECT_MAGIC};
 use crate::sender::{EventLog, Peer, TransportFactory};
 use crate::stats::{CounterStore, LocalCounters, PeerCounters};
 use crate::transport::CurlFactory;
@@ -331,10 +332,9 @@ pub unsafe extern "C" fn vmod_version(_ctx: *const vrt_ctx) -> VCL_STRING {
 // ---------------------------------------------------------------------------------------
 // The peer object
 
-/// What `new x = peer.peer()` points to.
-pub struct PeerObject {
-    peer: Arc<Peer>,
-}
+/// What `new x = peer.peer()` points to: tagged with [`PEER_OBJECT_MAGIC`], checked before
+/// every use.
+pub type PeerObject = Tagged<Arc<Peer>>;
 
 /// `new x = peer.peer(...)`.
 ///
@@ -399,7 +399,7 @@ pub unsafe extern "C" fn vmod_peer__init(
             return;
         };
         match peers.new_peer(&name, &args) {
-            Ok(peer) => *objp = Box::into_raw(Box::new(PeerObject { peer })),
+            Ok(peer) => *objp = Box::into_raw(Box::new(Tagged::new(PEER_OBJECT_MAGIC, peer))),
             Err(e) => fail_in(ctx, "peer.peer()", e),
         }
     };
@@ -418,6 +418,15 @@ pub unsafe extern "C" fn vmod_peer__fini(objp: *mut *mut PeerObject) {
         return;
     };
     let obj = std::mem::replace(slot, null_mut());
+    // SAFETY: NULL or the object made by __init, not yet freed (the slot held it).
+    if unsafe { obj.as_ref() }.is_some_and(|o| !o.is(PEER_OBJECT_MAGIC)) {
+        // Not ours, or already freed: leaked rather than freed twice.
+        log_raw(
+            VslTag::Error,
+            "peer.peer(): bad object magic at fini, not freed",
+        );
+        return;
+    }
     if !obj.is_null() {
         // SAFETY: made by Box::into_raw in __init, freed once (the slot is now NULL).
         let obj = unsafe { Box::from_raw(obj) };
@@ -440,8 +449,17 @@ unsafe fn with_obj<T>(
     let Some(obj) = (unsafe { obj.as_ref() }) else {
         return default;
     };
+    let Some(peer) = obj.get(PEER_OBJECT_MAGIC) else {
+        // SAFETY: per the caller.
+        unsafe {
+            guard_task(ctx, fname, (), |ctx| {
+                fail_in(ctx, fname, "not a peer object (bad magic)");
+            });
+        }
+        return default;
+    };
     // SAFETY: per the caller.
-    unsafe { guard_task(ctx, fname, default, |ctx| f(ctx, &obj.peer)) }
+    unsafe { guard_task(ctx, fname, default, |ctx| f(ctx, peer)) }
 }
 
 /// `x.add_destination(destination, port)`.
