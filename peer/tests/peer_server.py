@@ -4,14 +4,16 @@ it to a JSON-lines log with the headers in order, duplicates kept, bytes preserv
 (latin-1 round trip), so that a test can check exactly what the VMOD sent.
 
   peer_server.py --port-file F --log F [--port N] [--status 200] [--cert C --key K]
-                 [--listen-when FILE]
+                 [--listen-when FILE | --refuse]
 
 Binds 127.0.0.1 (port 0: any free port), writes the port number to --port-file once it
 listens, serves HTTP/1.1 with keep-alive, or HTTPS with --cert/--key.
 With --listen-when, the port is written as soon as it is bound, and the server only starts
 listening once FILE exists (polled for at most 120 s): until then connections to the port
 are refused, a "down" destination that comes up on the same port without the port ever
-being free for another process to take.
+being free for another process to take. With --refuse, the port is written once bound and
+never listened on: a dead destination (connections refused) for as long as the process runs
+(at most 600 s), which no other process can take over.
 """
 import argparse
 import base64
@@ -32,6 +34,7 @@ def main():
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--listen-when")
+    ap.add_argument("--refuse", action="store_true")
     args = ap.parse_args()
     lock = threading.Lock()
 
@@ -69,6 +72,10 @@ def main():
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler, bind_and_activate=False)
     server.server_bind()
+    if args.refuse:
+        write_port(args.port_file, server.server_address[1])
+        time.sleep(600)
+        return
     if args.listen_when:
         write_port(args.port_file, server.server_address[1])
         deadline = time.monotonic() + 120
