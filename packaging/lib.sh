@@ -322,11 +322,40 @@ ensure_root() {
         why=$(root_sane "$kind" "$dir.new") || { remove_tree "$dir.new"; die "the new $kind root fails its sanity check: $why"; }
         remove_tree "$dir"
         mv "$dir.new" "$dir"
-        [ "$kind" != build ] || remove_tree "$DEB_CACHE/cargo-target"
+        # Objects compiled against the old root's headers are not reused.
+        [ "$kind" != build ] || remove_tree "$DEB_CACHE/cargo-targets"
         printf '%s\nmade %s\n' "$recipe" "$(date -u +%FT%TZ)" > "$stamp"
     fi
     flock -s "$fd"
     BASE_ROOT=$dir
+}
+
+# source_files DIR: the files of a checkout sent into a build root, NUL-separated and
+# relative to DIR: what git tracks plus untracked, not ignored files (local edits
+# included, target/ excluded); outside git, every file but target/.
+source_files() {
+    if git -C "$1" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        (cd "$1" && git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done)
+    else
+        (cd "$1" && find . -path ./target -prune -o -type f -printf '%P\0')
+    fi
+}
+
+# copy_sources DIR DEST: copies source_files DIR into DEST with every mtime set to now
+# (tar --touch). cargo decides what to rebuild by comparing source mtimes with the last
+# build's: a tree copied with its own, older mtimes over a target dir last used by newer
+# sources would be taken as already built, and the package would ship the other code.
+copy_sources() {
+    mkdir -p "$2"
+    (source_files "$1" | (cd "$1" && tar --null -T - -cf -)) | tar --touch -xf - -C "$2"
+}
+
+# deb_target_cache DIR: the cargo target dir kept between package builds of the checkout
+# at DIR (one per checkout, keyed on its absolute path: checkouts never share objects).
+deb_target_cache() {
+    local abs
+    abs=$(cd "$1" && pwd -P)
+    printf '%s/cargo-targets/%s\n' "$DEB_CACHE" "$(printf '%s' "$abs" | sha256sum | cut -c1-16)"
 }
 
 # root_session_start BASE: a throwaway overlay over BASE with /proc and /dev, in

@@ -114,7 +114,7 @@ diverted() { # diverted yes|no: both diversions registered, or none
 snapshot() {
     in_root sh -c 'find / -xdev \( -path /proc -o -path /dev -o -path /tmp -o -path /run -o -path /srv \
             -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg -o -path /var/log \) -prune \
-            -o -printf "%p %y %s %m %u\n" | sort
+            -o -printf "%p %y %s %m %u %l\n" | sort
         md5sum '"$VMODDIR"'/* /usr/share/man/man3/vmod_saintmode* 2>/dev/null' > "$1"
 }
 same_snapshot() { diff "$1" "$2" | head -n 20; cmp -s "$1" "$2"; }
@@ -136,7 +136,7 @@ compiles_with_varnish_modules_saintmode() { # `import saintmode;` is varnish-mod
 files_gone() { # files_gone LIST: none of the files dpkg -L listed is left, except where
     local f left=()  # another package's file is back (varnish-modules' after undiverting)
     while IFS= read -r f; do
-        [ -f "$MERGED$f" ] || continue
+        [ -e "$MERGED$f" ] || [ -L "$MERGED$f" ] || continue   # files, directories, symlinks
         in_root dpkg-query -S "$f" 2>/dev/null | grep -qv '^varnish-vmod-' || left+=("$f")
     done < "$1"
     [ "${#left[@]}" -eq 0 ] || { printf 'left behind: %s\n' "${left[@]}"; return 1; }
@@ -159,7 +159,7 @@ check "apt-get install ./$(basename "${debs[0]}") ./$(basename "${debs[1]}") pul
 [ "$failed" -eq 0 ] || finish     # nothing below can work without the packages
 new_pkgs=$(sed -n '/^The following NEW packages/,/^[^ ]/{/^  /p}' "$SCRATCH/apt.log" | tr -s ' \n' '  ')
 echo "# apt installed $(wc -w <<<"$new_pkgs") packages:$new_pkgs" | fold -s -w 100 | sed '2,$s/^/#   /'
-pulled_varnish() { grep -qw varnish <<<"$new_pkgs" || { echo "varnish is not among the new packages: $new_pkgs"; return 1; }; }
+pulled_varnish() { tr ' ' '\n' <<<"$new_pkgs" | grep -qx varnish || { echo "varnish is not among the new packages: $new_pkgs"; return 1; }; }
 check "apt pulled Debian's varnish in as a dependency" pulled_varnish
 varnishd_version=$(in_root varnishd -V 2>&1 | sed -n 1p)
 echo "# varnishd: $varnishd_version ($(in_root dpkg-query -W -f '${Package} ${Version}' varnish))"
@@ -194,6 +194,15 @@ OURS=(varnish-vmod-peer varnish-vmod-saintmode)
 check "apt-get install varnish-modules next to ours: nothing removed" apt_quiet install varnish-modules
 check "xkey and var (varnish-modules) and our saintmode load and work in one VCL" \
     vtc /srv/vmod-rs/packaging/tests/deb/with_varnish_modules.vtc
+ours_loaded() { # saintmode.version() compiles (ours), varnish-modules' copy at its diverted name
+    printf 'vcl 4.1;\nimport saintmode;\nbackend b { .host = "127.0.0.1"; .port = "9"; }\nsub vcl_recv { set req.http.v = saintmode.version(); }\n' > "$MERGED/tmp/ours.vcl"
+    in_root varnishd -C -n /tmp/vcc -f /tmp/ours.vcl >/dev/null || return 1
+    in_root sh -c "sed -n 's|  *| /|p' /var/lib/dpkg/info/varnish-modules.md5sums | grep -F libvmod_saintmode.so | sed 's|\$|.varnish-modules|' | (cd / && md5sum -c)"
+}
+reinstall_them() { apt_quiet install --reinstall varnish-modules && diverted yes && ours_loaded; }
+check "apt-get install --reinstall varnish-modules while diverted: its saintmode lands on the diverted name, ours stays loaded" reinstall_them
+reinstall_ours() { apt_quiet install --reinstall "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" && diverted yes && ours_loaded; }
+check "apt-get install --reinstall of ours (upgrade path of the maintainer scripts): still diverted, ours loaded" reinstall_ours
 in_root dpkg -L "${OURS[@]}" > "$SCRATCH/ours.list"
 check "apt-get remove ${OURS[*]}" apt_quiet remove "${OURS[@]}"
 removed_clean() { files_gone "$SCRATCH/ours.list" && diverted no; }
@@ -213,15 +222,22 @@ purged_clean() { # apt-get purge what remove left in the config-files state (pos
 }
 check "apt-get purge after remove: neither package left, not even as config-files" purged_clean
 
-# ----- 2. same root, now with varnish-modules and without ours: install ours, remove, purge
-# The libraries ours depend on stayed installed after the purge above (apt removes no
-# dependencies by itself), so the snapshot diff sees exactly what our packages change.
+# ----- 2. a fresh root with varnish-modules and our packages' dependencies, never ours:
+# install ours, remove, install, purge; every time the root must be as in that snapshot.
+fresh_root
+deps_of_ours() { # the Depends of ours that are real packages (varnishabi-* are varnish's Provides)
+    local deb
+    for deb in "${debs[@]}"; do dpkg-deb -f "$deb" Depends; done | tr ',' '\n' \
+        | sed -e 's/|.*//' -e 's/(.*)//' -e 's/[[:space:]]//g' | grep -v -e '^$' -e '^varnishabi-' | sort -u
+}
+mapfile -t DEPS < <(deps_of_ours)
 only_varnish_modules() {
+    apt_quiet install varnish-modules "${DEPS[@]}" || return 1
     in_root dpkg-query -W -f '${Status}\n' varnish-modules | grep -qx 'install ok installed' \
         || { echo "varnish-modules is not installed"; return 1; }
     not_installed "${OURS[@]}"
 }
-check "varnish-modules installed, ours purged: the starting point of the install-remove cycle" only_varnish_modules
+check "fresh root + apt-get install varnish-modules ${DEPS[*]}: the snapshot before ours ever ran" only_varnish_modules
 snapshot "$SCRATCH/before"
 check "apt-get install of ours next to varnish-modules removes nothing" install_ours
 check "xkey, var and our saintmode in one VCL (varnish-modules installed first)" \
@@ -237,18 +253,66 @@ check "apt-get remove: every file as before the install (varnish-modules' saintm
 reinstall() { install_ours && diverted yes; }
 check "install again: diverted again" reinstall
 check "apt-get purge: every file as before, no diversion, no package state" as_before purge
+
+# Someone else's diversion of libvmod_saintmode.so (here the admin's): the install stops in
+# preinst with a message, changes nothing, and dpkg is not left half-done (abort-install).
+SM_SO="$VMODDIR/libvmod_saintmode.so"
+SM_DEB="${debs[1]/#"$OUT"//srv/vmod-rs/debs}"
+foreign_diversion() {
+    in_root dpkg-divert --local --rename --add --divert "$SM_SO.admin" "$SM_SO" >/dev/null || return 1
+    if apt_in_root install "$SM_DEB" >"$SCRATCH/apt.log" 2>&1; then
+        echo "apt-get install succeeded over a local diversion:"; cat "$SCRATCH/apt.log"; return 1
+    fi
+    grep -q "is already diverted by LOCAL" "$SCRATCH/apt.log" || { echo "no clear message:"; tail -n 15 "$SCRATCH/apt.log"; return 1; }
+    local audit; audit=$(in_root dpkg --audit 2>&1)
+    [ -z "$audit" ] || { echo "dpkg --audit: $audit"; return 1; }
+    not_installed varnish-vmod-saintmode || return 1
+    [ "$(in_root dpkg-divert --listpackage "$SM_SO")" = LOCAL ] || { echo "the local diversion is gone: $(in_root dpkg-divert --list)"; return 1; }
+    [ -z "$(in_root dpkg-divert --listpackage /usr/share/man/man3/vmod_saintmode.3.gz)" ] || { echo "the man page got diverted"; return 1; }
+    in_root dpkg-divert --local --rename --remove "$SM_SO" >/dev/null || return 1
+    verify_varnish_modules
+}
+check "libvmod_saintmode.so diverted by the admin: install stops naming it, nothing changed, dpkg not half-configured" foreign_diversion
+
+# The former single package varnish-vmod-rs (0.1.0, same .so and man page files,
+# Conflicts: varnish-modules): a stand-in built here is replaced by ours.
+old_package() {
+    local d=/tmp/old-pkg
+    apt_quiet remove varnish-modules || return 1
+    in_root sh -c "rm -rf $d && mkdir -p $d/DEBIAN $d$VMODDIR $d/usr/share/man/man3 \
+        && printf 'old peer\n' > $d$VMODDIR/libvmod_peer.so && printf 'old saintmode\n' > $d$VMODDIR/libvmod_saintmode.so \
+        && printf 'old\n' | gzip -n > $d/usr/share/man/man3/vmod_peer.3.gz && printf 'old\n' | gzip -n > $d/usr/share/man/man3/vmod_saintmode.3.gz \
+        && printf 'Package: varnish-vmod-rs\nVersion: 0.1.0\nArchitecture: all\nMaintainer: x <x@example.org>\nConflicts: varnish-modules\nDescription: old\n' > $d/DEBIAN/control \
+        && dpkg-deb -b $d /tmp/varnish-vmod-rs_0.1.0_all.deb >/dev/null && apt-get -y -q install /tmp/varnish-vmod-rs_0.1.0_all.deb" >"$SCRATCH/apt.log" 2>&1 \
+        || { cat "$SCRATCH/apt.log"; return 1; }
+    apt_in_root install "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" >"$SCRATCH/apt.log" 2>&1 || { cat "$SCRATCH/apt.log"; return 1; }
+    not_installed varnish-vmod-rs || return 1
+    in_root dpkg --verify "${OURS[@]}" || return 1
+    diverted yes
+}
+check "varnish-vmod-rs 0.1.0 (the former single package) installed: apt replaces it with ours (Conflicts/Replaces)" old_package
 root_session_end
 
 # ------------------------------------------------ 3. the cached roots themselves (bad input)
 root_session_end
 t1=$(date +%s)
-"$ROOT/packaging/tests/deb/roots.sh" >"$SCRATCH/roots.log" 2>&1 || true
-grep -E '^(ok|FAIL) - |^    \| ' "$SCRATCH/roots.log" | sed 's/^\(ok\|FAIL\) - /\1 - cached roots: /'
-if read -r p _ f _ < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$SCRATCH/roots.log"); then
-    passed=$((passed + p)) failed=$((failed + f))
-else
-    fail "packaging/tests/deb/roots.sh ran to the end"; sed 's/^/    | /' "$SCRATCH/roots.log" | tail -n 20
-fi
+sub_tests() { # sub_tests PREFIX SCRIPT ARGS...: a test script's ok/FAIL lines, counted here
+    local prefix=$1 p f; shift
+    "$@" >"$SCRATCH/sub.log" 2>&1 || true
+    grep -E '^(ok|FAIL) - |^    \| ' "$SCRATCH/sub.log" | sed "s/^\(ok\|FAIL\) - /\1 - $prefix: /"
+    if read -r p _ f _ < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$SCRATCH/sub.log"); then
+        passed=$((passed + p)) failed=$((failed + f))
+    else
+        fail "$prefix: $* ran to the end"; sed 's/^/    | /' "$SCRATCH/sub.log" | tail -n 20
+    fi
+}
+# This run holds a shared lock on $CHECK_BASE (ensure_root above): roots.sh gets that root
+# instead of choosing one. DEB_ROOT_MAX_AGE_HOURS=0 makes every root count as stale, as a
+# root that turns 24 h old mid-run does: any ensure_root on the real cache would now wait
+# for an exclusive lock this run holds shared (the old deadlock); timeout turns that into
+# a FAIL instead of a hang.
+DEB_ROOT_MAX_AGE_HOURS=0 sub_tests "cached roots" timeout 600 "$ROOT/packaging/tests/deb/roots.sh" "$CHECK_BASE"
+sub_tests "package sources" "$ROOT/packaging/tests/deb/sources.sh"
 
 echo "# ran in Debian 13 roots over $CHECK_BASE with $varnishd_version ($((t1 - t0)) s in the roots, $(($(date +%s) - t1)) s for roots.sh)"
 finish

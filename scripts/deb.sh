@@ -64,14 +64,7 @@ mkdir -p "$OUT"
 
 # Everything the build reads from this machine: the files sent into the root, the
 # toolchain and the root itself. Unchanged inputs and packages present: nothing to do.
-source_files() {
-    if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-        (cd "$ROOT" && git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done)
-    else
-        (cd "$ROOT" && find . -path ./target -prune -o -type f -printf '%P\0')
-    fi
-}
-inputs=$( { (cd "$ROOT" && source_files | sort -z | xargs -0 sha256sum); "$toolchain/bin/rustc" -vV; cat "$DEB_CACHE/build.stamp"; } | sha256sum | cut -d' ' -f1)
+inputs=$( { (cd "$ROOT" && source_files "$ROOT" | sort -z | xargs -0 sha256sum); "$toolchain/bin/rustc" -vV; cat "$DEB_CACHE/build.stamp"; } | sha256sum | cut -d' ' -f1)
 if [ "$force" = 0 ] && [ "$clean" = 0 ] && [ -f "$OUT/inputs" ] && [ "$(cat "$OUT/inputs")" = "$inputs" ]; then
     cands=("$OUT"/varnish-vmod-peer_"$deb_version"_*.deb "$OUT"/varnish-vmod-saintmode_"$deb_version"_*.deb)
     if [ -f "${cands[0]}" ] && [ -f "${cands[1]}" ] && [ -f "$OUT/lintian.txt" ]; then
@@ -84,14 +77,17 @@ rm -f "$OUT/inputs"
 trap 'root_session_end' EXIT
 root_session_start "$BASE_ROOT"
 
-# The source tree: what git tracks plus untracked, not ignored files (local edits
-# included, target/ excluded).
-mkdir -p "$MERGED/build/src"
-(cd "$ROOT" && source_files | tar --null -T - -cf -) | tar -xf - -C "$MERGED/build/src"
+# The source tree (packaging/lib.sh's source_files), every mtime set to now.
+copy_sources "$ROOT" "$MERGED/build/src"
 
 bind_into "$toolchain" /opt/rust-toolchain ro
 bind_into "$registry" /root/.cargo/registry
-target_cache="$DEB_CACHE/cargo-target"
+# This checkout's own cargo target dir, locked exclusively for the whole build: another
+# build of the same checkout waits, --clean never deletes it under a running build.
+target_cache=$(deb_target_cache "$ROOT")
+mkdir -p "$(dirname "$target_cache")"
+exec {target_lock}>"$target_cache.lock"
+flock -w 1800 -x "$target_lock" || die "timed out waiting for $target_cache.lock (another build of this checkout?)"
 [ "$clean" = 0 ] || remove_tree "$target_cache"
 mkdir -p "$target_cache"
 bind_into "$target_cache" /build/target
