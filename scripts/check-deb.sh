@@ -58,13 +58,26 @@ if [ "$build" = 1 ]; then
         finish
     fi
 fi
-version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
+# The version deb.sh built: debian/changelog's + `+varnish<libvarnishapi-dev version>`.
+[ -f "$OUT/version" ] || die "no $OUT/version: run make deb (or drop --no-build)"
+version=$(cat "$OUT/version")
 debs=()
 for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
     cands=("$OUT/${pkg}_${version}_"*.deb); deb=${cands[0]}
     [ -f "$deb" ] || die "no $OUT/${pkg}_${version}_*.deb: run make deb (or drop --no-build)"
     debs+=("$deb")
 done
+
+copyright_current() { python3 "$ROOT/packaging/gen-copyright.py" --check && grep -c '^Files: registry/' "$ROOT/debian/copyright"; }
+check "debian/copyright names every crate Cargo.lock links into the modules (packaging/gen-copyright.py --check)" copyright_current
+shipped_copyright() { # the .deb carries that file, byte for byte
+    local deb d
+    for deb in "${debs[@]}"; do
+        d=$(basename "$deb" | cut -d_ -f1)
+        dpkg-deb --fsys-tarfile "$deb" | tar -xOf - "./usr/share/doc/$d/copyright" | cmp - "$ROOT/debian/copyright" || return 1
+    done
+}
+check "both packages ship that debian/copyright as /usr/share/doc/<package>/copyright" shipped_copyright
 
 ensure_root check
 CHECK_BASE=$BASE_ROOT
@@ -136,6 +149,7 @@ compiles_with_varnish_modules_saintmode() { # `import saintmode;` is varnish-mod
 files_gone() { # files_gone LIST: none of the files dpkg -L listed is left, except where
     local f left=()  # another package's file is back (varnish-modules' after undiverting)
     while IFS= read -r f; do
+        case "$f" in /.|/) continue ;; /*) ;; *) continue ;; esac   # dpkg -L's "diverted by" notes
         [ -e "$MERGED$f" ] || [ -L "$MERGED$f" ] || continue   # files, directories, symlinks
         in_root dpkg-query -S "$f" 2>/dev/null | grep -qv '^varnish-vmod-' || left+=("$f")
     done < "$1"

@@ -11,9 +11,14 @@
 #
 # Output in target/debian/: the two .deb (plus -dbgsym .deb), .changes, .buildinfo,
 # build.log and lintian.txt; the .deb paths on stdout.
-# Rust: the host's toolchain (`rustc --print sysroot`) is bind-mounted read-only, the
-# host's cargo registry cache read-write, the host's CA bundle copied in (Debian 13's
-# rustc 1.85 cannot build Cargo.lock: see debian/README.source).
+# Rust: the host's toolchain (`rustc --print sysroot`) is bind-mounted read-only (Debian
+# 13's rustc 1.85 cannot build Cargo.lock: see debian/README.source). Crates: `cargo fetch
+# --locked` on this machine, with its cargo configuration, then the registry is
+# bind-mounted read-only and the package builds with `cargo build --frozen` in a network
+# namespace of its own: no download during the build (Policy 4.9).
+# Version: debian/changelog's plus `+varnish<version of libvarnishapi-dev in the root>`
+# (a binNMU-style, binary-only changelog entry added in the root): a rebuild against a
+# varnish update, whose strict ABI id changes, is an upgrade for apt.
 # Depends: dh_varnishabi --strict (varnishabi-<VRT major.minor>, varnishabi-strict-<id>
 # of the headers built against) and dpkg-shlibdeps.
 # Needs root (mount, chroot) and network access to the Debian archive when the cached
@@ -51,12 +56,18 @@ case "$toolchain" in
     /|/usr|/usr/local) die "the Rust toolchain is installed system-wide (sysroot $toolchain): its bin/ cannot be put into the Debian 13 root without shadowing Debian's; install one with rustup" ;;
 esac
 [ -x "$toolchain/bin/cargo" ] || die "no cargo in the toolchain $toolchain (rustup component add cargo?)"
-registry="${CARGO_HOME:-$HOME/.cargo}/registry"
-mkdir -p "$registry"
-ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
-[ -f "$ca" ] || die "no CA bundle at $ca (set SSL_CERT_FILE): cargo in the root could not verify the registry"
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+registry="$cargo_home/registry"
+# debian/copyright lists the crates Cargo.lock links in: regenerated with it.
+python3 "$ROOT/packaging/gen-copyright.py" --check || die "debian/copyright is stale"
+# Every crate of Cargo.lock, downloaded here with this machine's cargo configuration
+# (mirrors, proxies, CA) and under cargo's own lock on its registry cache.
+(cd "$ROOT" && cargo fetch --locked -q) || die "cargo fetch --locked failed: the package build needs every crate of Cargo.lock in $registry"
 
 ensure_root build
+# binNMU-style version suffix: the varnish headers built against.
+varnish_version=$(chroot "$BASE_ROOT" dpkg-query -W -f '${Version}' libvarnishapi-dev) || die "no libvarnishapi-dev in $BASE_ROOT"
+deb_version="$deb_version+varnish${varnish_version//[-:]/.}"
 log "build root: $BASE_ROOT (Debian $(cat "$BASE_ROOT/etc/debian_version"), $(sed -n 's/.* sources=\(.*\) variant=.*/\1/p' "$DEB_CACHE/build.stamp" | grep -Eo 'trixie[a-z-]*' | paste -sd' '), $(sed -n 2p "$DEB_CACHE/build.stamp"))"
 
 OUT="$ROOT/target/debian"
@@ -64,10 +75,10 @@ mkdir -p "$OUT"
 
 # Everything the build reads from this machine: the files sent into the root, the
 # toolchain and the root itself. Unchanged inputs and packages present: nothing to do.
-inputs=$( { (cd "$ROOT" && source_files "$ROOT" | sort -z | xargs -0 sha256sum); "$toolchain/bin/rustc" -vV; cat "$DEB_CACHE/build.stamp"; } | sha256sum | cut -d' ' -f1)
+inputs=$( { (cd "$ROOT" && source_files "$ROOT" | sort -z | xargs -0 sha256sum); "$toolchain/bin/rustc" -vV; cat "$DEB_CACHE/build.stamp"; echo "$deb_version"; } | sha256sum | cut -d' ' -f1)
 if [ "$force" = 0 ] && [ "$clean" = 0 ] && [ -f "$OUT/inputs" ] && [ "$(cat "$OUT/inputs")" = "$inputs" ]; then
     cands=("$OUT"/varnish-vmod-peer_"$deb_version"_*.deb "$OUT"/varnish-vmod-saintmode_"$deb_version"_*.deb)
-    if [ -f "${cands[0]}" ] && [ -f "${cands[1]}" ] && [ -f "$OUT/lintian.txt" ]; then
+    if [ -f "${cands[0]}" ] && [ -f "${cands[1]}" ] && [ -f "$OUT/lintian.txt" ] && [ -f "$OUT/version" ]; then
         log "up to date: ${cands[*]#"$ROOT"/} built from the same sources, toolchain and root (--force rebuilds)"
         printf '%s\n' "${cands[@]}"
         exit 0
@@ -81,7 +92,11 @@ root_session_start "$BASE_ROOT"
 copy_sources "$ROOT" "$MERGED/build/src"
 
 bind_into "$toolchain" /opt/rust-toolchain ro
-bind_into "$registry" /root/.cargo/registry
+bind_into "$registry" /root/.cargo/registry ro
+# The machine's cargo configuration (source replacement names the registry directory).
+for f in config.toml config; do
+    [ ! -f "$cargo_home/$f" ] || cp "$cargo_home/$f" "$MERGED/root/.cargo/$f"
+done
 # This checkout's own cargo target dir, locked exclusively for the whole build: another
 # build of the same checkout waits, --clean never deletes it under a running build.
 target_cache=$(deb_target_cache "$ROOT")
@@ -91,17 +106,26 @@ flock -w 1800 -x "$target_lock" || die "timed out waiting for $target_cache.lock
 [ "$clean" = 0 ] || remove_tree "$target_cache"
 mkdir -p "$target_cache"
 bind_into "$target_cache" /build/target
-mkdir -p "$MERGED/etc/ssl/certs"
-cp -L "$ca" "$MERGED/etc/ssl/certs/ca-certificates.crt"
+
+# The binNMU-style entry: binary-only=yes, so the source version stays the changelog's
+# and dh_installchangelogs ships the entry as changelog.Debian.<arch>.gz. Its date and
+# signature are the previous entry's (reproducible: SOURCE_DATE_EPOCH comes from it).
+{
+    printf '%s (%s) unstable; urgency=medium, binary-only=yes\n\n' "$(sed -n '1s/ .*//p' "$ROOT/debian/changelog")" "$deb_version"
+    printf '  * Binary-only rebuild against varnish %s (libvarnishapi-dev): both\n    modules are bound to its strict ABI.\n\n' "$varnish_version"
+    grep -m1 '^ -- ' "$ROOT/debian/changelog"
+    echo
+    cat "$ROOT/debian/changelog"
+} > "$MERGED/build/src/debian/changelog"
 
 IN_ROOT_ENV=(PATH=/opt/rust-toolchain/bin:/usr/sbin:/usr/bin:/sbin:/bin
     CARGO_HOME=/root/.cargo CARGO_TARGET_DIR=/build/target CARGO_TERM_COLOR=never
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt
     "DEB_BUILD_OPTIONS=parallel=$(nproc)")
 log "dpkg-buildpackage -b in the root (toolchain: $(in_root rustc --version); log: ${OUT#"$ROOT"/}/build.log)"
-rm -f "$OUT"/*.deb "$OUT"/*.changes "$OUT"/*.buildinfo "$OUT"/lintian.txt
+rm -f "$OUT"/*.deb "$OUT"/*.changes "$OUT"/*.buildinfo "$OUT"/lintian.txt "$OUT"/version
 start=$(date +%s)
-if ! in_root sh -c 'cd /build/src && timeout 1800 dpkg-buildpackage -b -us -uc' >"$OUT/build.log" 2>&1; then
+# unshare --net: no network in the build (only loopback, down).
+if ! in_root unshare --net sh -c 'cd /build/src && timeout 1800 dpkg-buildpackage -b -us -uc' >"$OUT/build.log" 2>&1; then
     sed 's/^/    | /' "$OUT/build.log" | tail -n 40 >&2
     die "dpkg-buildpackage failed in the Debian 13 root (full log: $OUT/build.log)"
 fi
@@ -138,5 +162,6 @@ else
     sed 's/^/    | /' "$OUT/lintian.txt" >&2
     die "lintian reports errors or warnings (above; fix them or justify them in debian/*.lintian-overrides)"
 fi
+echo "$deb_version" > "$OUT/version"
 echo "$inputs" > "$OUT/inputs"
 printf '%s\n' "${debs[@]}"
