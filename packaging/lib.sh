@@ -131,6 +131,19 @@ require_loadable() {
     done
 }
 
+# private_mounts ARGS...: re-runs the calling script (with ARGS) in a mount namespace of
+# its own with private propagation, once (children inherit it). Every mount a root
+# session makes (overlay, /proc, /dev, toolchain, registry, target dir) then exists only
+# in that namespace and dies with its last process, even after a SIGKILL: no mount is
+# ever left on the host, and deleting a dead session's directory later cannot reach
+# through a bind into the host's cargo registry or /dev.
+private_mounts() {
+    [ -z "${VMOD_RS_PRIVATE_MOUNTS:-}" ] || return 0
+    command -v unshare >/dev/null || die "unshare (util-linux) not found"
+    export VMOD_RS_PRIVATE_MOUNTS=1
+    exec unshare --mount --propagation private --kill-child=TERM -- "$0" "$@"
+}
+
 # ------------------------------------------------------------------ Debian 13 roots
 # scripts/deb.sh and scripts/check-deb.sh work in Debian 13 roots made with mmdebstrap
 # and cached in $DEB_CACHE, one directory per kind:

@@ -30,6 +30,7 @@ for arg in "$@"; do
     esac
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (mount, chroot): run as root"
+private_mounts "$@"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/check-deb.XXXXXX")
 trap 'root_session_end; rm -rf "$SCRATCH"' EXIT
@@ -168,6 +169,11 @@ not_installed() { # not_installed PKG...: not even in the config-files state
 t0=$(date +%s)
 fresh_root
 echo "# Debian 13 root: $MERGED (overlay over $CHECK_BASE, Debian $(cat "$MERGED/etc/debian_version"))"
+own_mounts() { # the session's overlay is mounted here, and not in the host's (PID 1's) namespace
+    grep -qF " $MERGED " /proc/self/mountinfo || { echo "$MERGED is not mounted here"; return 1; }
+    ! grep -qF " $MERGED " /proc/1/mountinfo || { echo "$MERGED is visible in PID 1's mount namespace"; return 1; }
+}
+check "the root's mounts live in this run's private mount namespace (gone with it, even after SIGKILL)" own_mounts
 check "fresh root: no varnish installed before ours" not_installed varnish varnish-vmod-peer varnish-vmod-saintmode
 check "apt-get install ./$(basename "${debs[0]}") ./$(basename "${debs[1]}") pulls Debian's varnish, removes nothing" install_ours
 [ "$failed" -eq 0 ] || finish     # nothing below can work without the packages

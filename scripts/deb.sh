@@ -41,6 +41,7 @@ for arg in "$@"; do
     esac
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (mmdebstrap, mount, chroot): run as root"
+private_mounts "$@"
 for tool in rustc cargo git findmnt flock tar; do
     command -v "$tool" >/dev/null || die "$tool not found on this machine"
 done

@@ -19,6 +19,7 @@ ME=roots
 # shellcheck source=../../../scripts/lib/debian.sh
 . "$ROOT/scripts/lib/debian.sh"
 [ "$(id -u)" -eq 0 ] || die "needs root (chroot, mount)"
+private_mounts "$@"
 
 if [ -n "${1:-}" ]; then
     SEED=$1
