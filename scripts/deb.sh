@@ -11,6 +11,8 @@
 #
 # Output in target/debian/: the two .deb (plus -dbgsym .deb), .changes, .buildinfo,
 # build.log and lintian.txt; the .deb paths on stdout.
+# Runs as the unprivileged user nobody inside the root, offline, in a private mount
+# namespace (mounts die with the run).
 # Rust: the host's toolchain (`rustc --print sysroot`) is bind-mounted read-only (Debian
 # 13's rustc 1.85 cannot build Cargo.lock: see debian/README.source). Crates: `cargo fetch
 # --locked` on this machine, with its cargo configuration, then the registry is
@@ -93,10 +95,15 @@ root_session_start "$BASE_ROOT"
 copy_sources "$ROOT" "$MERGED/build/src"
 
 bind_into "$toolchain" /opt/rust-toolchain ro
-bind_into "$registry" /root/.cargo/registry ro
+# The registry's index and downloaded .crate files, read-only; cargo unpacks the crates it
+# needs into a registry/src of the overlay (the host's unpacked copies keep each crate's
+# file modes, some not readable by the unprivileged build user).
+bind_into "$registry/index" /build/cargo-home/registry/index ro
+bind_into "$registry/cache" /build/cargo-home/registry/cache ro
+mkdir -p "$MERGED/build/cargo-home/registry/src"
 # The machine's cargo configuration (source replacement names the registry directory).
 for f in config.toml config; do
-    [ ! -f "$cargo_home/$f" ] || cp "$cargo_home/$f" "$MERGED/root/.cargo/$f"
+    [ ! -f "$cargo_home/$f" ] || cp "$cargo_home/$f" "$MERGED/build/cargo-home/$f"
 done
 # This checkout's own cargo target dir, locked exclusively for the whole build: another
 # build of the same checkout waits, --clean never deletes it under a running build.
@@ -106,6 +113,16 @@ exec {target_lock}>"$target_cache.lock"
 flock -w 1800 -x "$target_lock" || die "timed out waiting for $target_cache.lock (another build of this checkout?)"
 [ "$clean" = 0 ] || remove_tree "$target_cache"
 mkdir -p "$target_cache"
+# The build runs as the root's unprivileged `nobody` (Rules-Requires-Root: no): it owns
+# /build (the .deb files land there), the sources, CARGO_HOME (cargo's locks; the
+# registry in it stays read-only) and this checkout's target dir.
+build_uid=$(chroot "$MERGED" id -u nobody) build_gid=$(chroot "$MERGED" id -g nobody) \
+    || die "no user nobody in the build root"
+mkdir -p "$MERGED/build/home"
+chown "$build_uid:$build_gid" "$MERGED/build" "$MERGED/build/home" "$MERGED/build/cargo-home" \
+    "$MERGED/build/cargo-home/registry" "$MERGED/build/cargo-home/registry/src"
+for f in "$MERGED"/build/cargo-home/config*; do [ ! -f "$f" ] || chown "$build_uid:$build_gid" "$f"; done
+chown -R "$build_uid:$build_gid" "$MERGED/build/src" "$target_cache"
 bind_into "$target_cache" /build/target
 
 # The binNMU-style entry: binary-only=yes, so the source version stays the changelog's
@@ -120,13 +137,14 @@ bind_into "$target_cache" /build/target
 } > "$MERGED/build/src/debian/changelog"
 
 IN_ROOT_ENV=(PATH=/opt/rust-toolchain/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    CARGO_HOME=/root/.cargo CARGO_TARGET_DIR=/build/target CARGO_TERM_COLOR=never
+    CARGO_HOME=/build/cargo-home CARGO_TARGET_DIR=/build/target CARGO_TERM_COLOR=never
     "DEB_BUILD_OPTIONS=parallel=$(nproc)")
-log "dpkg-buildpackage -b in the root (toolchain: $(in_root rustc --version); log: ${OUT#"$ROOT"/}/build.log)"
+log "dpkg-buildpackage -b as nobody, offline, in the root (toolchain: $(in_root rustc --version); log: ${OUT#"$ROOT"/}/build.log)"
 rm -f "$OUT"/*.deb "$OUT"/*.changes "$OUT"/*.buildinfo "$OUT"/lintian.txt "$OUT"/version
 start=$(date +%s)
-# unshare --net: no network in the build (only loopback, down).
-if ! in_root unshare --net sh -c 'cd /build/src && timeout 1800 dpkg-buildpackage -b -us -uc' >"$OUT/build.log" 2>&1; then
+# unshare --net: no network in the build (only loopback, down); runuser: not as root.
+if ! in_root unshare --net runuser -u nobody -- env HOME=/build/home "${IN_ROOT_ENV[@]}" \
+        sh -c 'cd /build/src && timeout 1800 dpkg-buildpackage -b -us -uc' >"$OUT/build.log" 2>&1; then
     sed 's/^/    | /' "$OUT/build.log" | tail -n 40 >&2
     die "dpkg-buildpackage failed in the Debian 13 root (full log: $OUT/build.log)"
 fi
