@@ -387,8 +387,14 @@ root_session_start() {
     SESSION=$(mktemp -d "$DEB_CACHE/run/session.XXXXXX")
     echo "$$" > "$SESSION/pid"
     MERGED="$SESSION/merged"
-    mkdir -p "$SESSION/upper" "$SESSION/work" "$MERGED"
-    mount -t overlay overlay -o "lowerdir=$base,upperdir=$SESSION/upper,workdir=$SESSION/work" "$MERGED" \
+    mkdir -p "$SESSION/rw" "$MERGED"
+    # The overlay's writable layer in memory (a session writes a few hundred MB at most,
+    # thrown away at its end); DEB_SESSION_TMPFS=0 keeps it on disk.
+    if [ "${DEB_SESSION_TMPFS:-1}" = 1 ]; then
+        mount -t tmpfs -o mode=0755 tmpfs "$SESSION/rw" || die "cannot mount a tmpfs at $SESSION/rw"
+    fi
+    mkdir -p "$SESSION/rw/upper" "$SESSION/rw/work"
+    mount -t overlay overlay -o "lowerdir=$base,upperdir=$SESSION/rw/upper,workdir=$SESSION/rw/work" "$MERGED" \
         || die "cannot mount an overlay over $base (overlayfs missing? are you root?)"
     mount -t proc proc "$MERGED/proc" || die "cannot mount /proc in $MERGED"
     # Read-only: device I/O still works, but an `rm -rf` that reaches it while mounted
