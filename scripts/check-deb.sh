@@ -69,6 +69,12 @@ for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
     debs+=("$deb")
 done
 
+built_offline() { # deb.sh: cargo build --frozen, in a network namespace, nothing downloaded
+    grep -q -- '--frozen' "$ROOT/debian/rules" || { echo "debian/rules does not build --frozen"; return 1; }
+    if grep -E 'Downloading|Downloaded|Updating .* index' "$OUT/build.log"; then return 1; fi
+    grep -q 'Finished .release' "$OUT/build.log" || { echo "no cargo build in $OUT/build.log"; return 1; }
+}
+check "the package build ran offline (cargo --frozen, no download in build.log)" built_offline
 copyright_current() { python3 "$ROOT/packaging/gen-copyright.py" --check && grep -c '^Files: registry/' "$ROOT/debian/copyright"; }
 check "debian/copyright names every crate Cargo.lock links into the modules (packaging/gen-copyright.py --check)" copyright_current
 shipped_copyright() { # the .deb carries that file, byte for byte
@@ -194,6 +200,13 @@ provides_match() {
     done
 }
 check "Depends: varnishabi-strict-<40 hex> of both packages is what Debian's varnish Provides" provides_match
+version_names_varnish() { # binNMU-style suffix: the varnish built against is the one apt installed
+    local v; v=$(in_root dpkg-query -W -f '${Version}' varnish)
+    [ "$version" = "$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")+varnish${v//[-:]/.}" ] \
+        || { echo "package version $version, Debian's varnish $v"; return 1; }
+    echo "$version"
+}
+check "the package version ends in +varnish<Debian's varnish version> ($version)" version_names_varnish
 check "plain 'import peer; import saintmode;' in Debian's varnishd (vmod_path $VMODDIR)" \
     vtc /srv/vmod-rs/packaging/tests/install_plain_import.vtc
 check "purge fan-out between two varnishd running examples/purge_fanout.vcl" \
@@ -223,6 +236,21 @@ reinstall_them() { apt_quiet install --reinstall varnish-modules && diverted yes
 check "apt-get install --reinstall varnish-modules while diverted: its saintmode lands on the diverted name, ours stays loaded" reinstall_them
 reinstall_ours() { apt_quiet install --reinstall "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" && diverted yes && ours_loaded; }
 check "apt-get install --reinstall of ours (upgrade path of the maintainer scripts): still diverted, ours loaded" reinstall_ours
+up_from_older() { # an older build of ours (repacked as <version>~old), then this one: an upgrade
+    local deb name
+    in_root rm -rf /tmp/old && mkdir -p "$MERGED/tmp/old"
+    for deb in "${debs[@]}"; do
+        name=$(basename "$deb")
+        in_root sh -c "dpkg-deb -R /srv/vmod-rs/debs/$name /tmp/old/x && sed -i 's/^Version: .*/Version: ${version}~old/' /tmp/old/x/DEBIAN/control \
+            && dpkg-deb -b /tmp/old/x /tmp/old/$name >/dev/null && rm -rf /tmp/old/x" || return 1
+    done
+    apt_quiet install --allow-downgrades "${debs[@]/#"$OUT"//tmp/old}" || return 1
+    [ "$(in_root dpkg-query -W -f '${Version}' varnish-vmod-saintmode)" = "${version}~old" ] || { echo "the older build is not installed"; return 1; }
+    apt_quiet install "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" || return 1
+    [ "$(in_root dpkg-query -W -f '${Version}' varnish-vmod-saintmode)" = "$version" ] || { echo "not upgraded"; return 1; }
+    in_root dpkg --verify "${OURS[@]}" && diverted yes && ours_loaded
+}
+check "downgrade to an older build of ours and upgrade back (preinst/postrm upgrade paths): still diverted, ours loaded" up_from_older
 in_root dpkg -L "${OURS[@]}" > "$SCRATCH/ours.list"
 check "apt-get remove ${OURS[*]}" apt_quiet remove "${OURS[@]}"
 removed_clean() { files_gone "$SCRATCH/ours.list" && diverted no; }
