@@ -8,8 +8,10 @@ and vmod-saintmode in `cargo metadata --locked` for x86_64 Linux, minus proc-mac
 (they run in the compiler, nothing of them is linked). Licence texts: packaging/licenses/.
 
   packaging/gen-copyright.py          rewrite debian/copyright
-  packaging/gen-copyright.py --check  exit 1 when debian/copyright is not what Cargo.lock
-                                      gives (Cargo.lock changed without regenerating)
+  packaging/gen-copyright.py --check [FILE]
+                                      exit 1 when debian/copyright (or FILE) is not what
+                                      Cargo.lock gives (Cargo.lock changed without
+                                      regenerating)
 """
 import json
 import os
@@ -133,13 +135,14 @@ def render(crates):
 
 def main():
     text = render(linked_crates(metadata()))
-    if sys.argv[1:] == ["--check"]:
-        cur = open(OUT, encoding="utf-8").read() if os.path.exists(OUT) else ""
+    if sys.argv[1:2] == ["--check"] and len(sys.argv) <= 3:
+        path = sys.argv[2] if len(sys.argv) == 3 else OUT
+        cur = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
         if cur != text:
-            sys.exit("gen-copyright: debian/copyright does not match Cargo.lock's crates: run packaging/gen-copyright.py")
+            sys.exit("gen-copyright: %s does not match Cargo.lock's crates: run packaging/gen-copyright.py" % path)
         return
     if sys.argv[1:]:
-        sys.exit("usage: packaging/gen-copyright.py [--check]")
+        sys.exit("usage: packaging/gen-copyright.py [--check [FILE]]")
     with open(OUT, "w", encoding="utf-8") as f:
         f.write(text)
 

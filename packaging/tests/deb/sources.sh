@@ -4,7 +4,8 @@
 # even when the changed tree carries older mtimes than the last build in that target dir
 # (the bug: two checkouts shared one target dir, tar kept mtimes, and cargo, which
 # rebuilds by mtime, let the older checkout's package ship the newer checkout's code).
-# A one-file cdylib crate built twice with the host's cargo, offline: about 2 s.
+# A one-file cdylib crate built twice with the host's cargo, offline: about 2 s. Also:
+# debian/copyright's check against Cargo.lock catches a missing crate.
 #
 #   packaging/tests/deb/sources.sh
 #
@@ -50,6 +51,19 @@ if out=$(build_from new && build_from old 2>&1); then
     fi
 else
     fail "building the probe crate"; sed 's/^/    | /' <<<"$out"
+fi
+# debian/copyright against Cargo.lock: a crate missing from it (Cargo.lock gained one,
+# nobody ran the generator) is caught.
+cp "$ROOT/debian/copyright" "$T/copyright.ok"
+awk 'BEGIN{RS=""; ORS="\n\n"} !/^Files: registry\/cfg-if-/' "$ROOT/debian/copyright" | sed '$d' > "$T/copyright.stale"
+if ! python3 "$ROOT/packaging/gen-copyright.py" --check "$T/copyright.ok" >"$T/log" 2>&1; then
+    fail "gen-copyright.py --check on the committed debian/copyright"; sed 's/^/    | /' "$T/log"
+elif cmp -s "$T/copyright.ok" "$T/copyright.stale"; then
+    fail "could not drop a crate stanza from a copy of debian/copyright"
+elif python3 "$ROOT/packaging/gen-copyright.py" --check "$T/copyright.stale" >"$T/log" 2>&1; then
+    fail "gen-copyright.py --check accepts a debian/copyright that lacks a crate of Cargo.lock"
+else
+    ok "gen-copyright.py --check passes debian/copyright and refuses a copy lacking one crate of Cargo.lock"
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
