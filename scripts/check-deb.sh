@@ -7,8 +7,14 @@
 # next to varnish-modules (its xkey and var with our saintmode in one VCL), and
 # `apt-get remove`/`purge` leave the root as it was (a file-by-file snapshot), with
 # varnish-modules' saintmode restored.
-# Last, packaging/tests/deb/roots.sh: the cached roots are remade when stale or broken, and an
-# unreachable archive is named.
+# Also: reinstalls of ours and of varnish-modules while diverted, a downgrade/upgrade of
+# ours, the remove/purge snapshot taken on a fresh root that never had ours, a foreign
+# (admin) diversion of libvmod_saintmode.so (the install stops cleanly), the former
+# varnish-vmod-rs package replaced, the offline build, debian/copyright against Cargo.lock.
+# Last, packaging/tests/deb/roots.sh (given this run's check root, never choosing one
+# itself: that would deadlock on the lock this run holds) and sources.sh: the cached roots
+# are remade when stale or broken, an unreachable archive is named, every checkout has its
+# own cargo target dir and a source change is always rebuilt.
 #
 #   scripts/check-deb.sh [--no-build]    (--no-build: test the .deb already in target/debian)
 #
