@@ -336,7 +336,8 @@ ensure_root() {
         remove_tree "$dir"
         mv "$dir.new" "$dir"
         # Objects compiled against the old root's headers are not reused.
-        [ "$kind" != build ] || remove_tree "$DEB_CACHE/cargo-targets"
+        # (cargo-target: the one directory all checkouts shared before cargo-targets/.)
+        if [ "$kind" = build ]; then remove_tree "$DEB_CACHE/cargo-targets"; remove_tree "$DEB_CACHE/cargo-target"; fi
         printf '%s\nmade %s\n' "$recipe" "$(date -u +%FT%TZ)" > "$stamp"
     fi
     flock -s "$fd"
