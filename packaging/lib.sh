@@ -131,6 +131,19 @@ require_loadable() {
     done
 }
 
+# private_mounts ARGS...: re-runs the calling script (with ARGS) in a mount namespace of
+# its own with private propagation, once (children inherit it). Every mount a root
+# session makes (overlay, /proc, /dev, toolchain, registry, target dir) then exists only
+# in that namespace and dies with its last process, even after a SIGKILL: no mount is
+# ever left on the host, and deleting a dead session's directory later cannot reach
+# through a bind into the host's cargo registry or /dev.
+private_mounts() {
+    [ -z "${VMOD_RS_PRIVATE_MOUNTS:-}" ] || return 0
+    command -v unshare >/dev/null || die "unshare (util-linux) not found"
+    export VMOD_RS_PRIVATE_MOUNTS=1
+    exec unshare --mount --propagation private --kill-child=TERM -- "$0" "$@"
+}
+
 # ------------------------------------------------------------------ Debian 13 roots
 # scripts/deb.sh and scripts/check-deb.sh work in Debian 13 roots made with mmdebstrap
 # and cached in $DEB_CACHE, one directory per kind:
@@ -322,11 +335,41 @@ ensure_root() {
         why=$(root_sane "$kind" "$dir.new") || { remove_tree "$dir.new"; die "the new $kind root fails its sanity check: $why"; }
         remove_tree "$dir"
         mv "$dir.new" "$dir"
-        [ "$kind" != build ] || remove_tree "$DEB_CACHE/cargo-target"
+        # Objects compiled against the old root's headers are not reused.
+        # (cargo-target: the one directory all checkouts shared before cargo-targets/.)
+        if [ "$kind" = build ]; then remove_tree "$DEB_CACHE/cargo-targets"; remove_tree "$DEB_CACHE/cargo-target"; fi
         printf '%s\nmade %s\n' "$recipe" "$(date -u +%FT%TZ)" > "$stamp"
     fi
     flock -s "$fd"
     BASE_ROOT=$dir
+}
+
+# source_files DIR: the files of a checkout sent into a build root, NUL-separated and
+# relative to DIR: what git tracks plus untracked, not ignored files (local edits
+# included, target/ excluded); outside git, every file but target/.
+source_files() {
+    if git -C "$1" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        (cd "$1" && git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done)
+    else
+        (cd "$1" && find . -path ./target -prune -o -type f -printf '%P\0')
+    fi
+}
+
+# copy_sources DIR DEST: copies source_files DIR into DEST with every mtime set to now
+# (tar --touch). cargo decides what to rebuild by comparing source mtimes with the last
+# build's: a tree copied with its own, older mtimes over a target dir last used by newer
+# sources would be taken as already built, and the package would ship the other code.
+copy_sources() {
+    mkdir -p "$2"
+    (source_files "$1" | (cd "$1" && tar --null -T - -cf -)) | tar --touch -xf - -C "$2"
+}
+
+# deb_target_cache DIR: the cargo target dir kept between package builds of the checkout
+# at DIR (one per checkout, keyed on its absolute path: checkouts never share objects).
+deb_target_cache() {
+    local abs
+    abs=$(cd "$1" && pwd -P)
+    printf '%s/cargo-targets/%s\n' "$DEB_CACHE" "$(printf '%s' "$abs" | sha256sum | cut -c1-16)"
 }
 
 # root_session_start BASE: a throwaway overlay over BASE with /proc and /dev, in
@@ -345,8 +388,14 @@ root_session_start() {
     SESSION=$(mktemp -d "$DEB_CACHE/run/session.XXXXXX")
     echo "$$" > "$SESSION/pid"
     MERGED="$SESSION/merged"
-    mkdir -p "$SESSION/upper" "$SESSION/work" "$MERGED"
-    mount -t overlay overlay -o "lowerdir=$base,upperdir=$SESSION/upper,workdir=$SESSION/work" "$MERGED" \
+    mkdir -p "$SESSION/rw" "$MERGED"
+    # The overlay's writable layer in memory (a session writes a few hundred MB at most,
+    # thrown away at its end); DEB_SESSION_TMPFS=0 keeps it on disk.
+    if [ "${DEB_SESSION_TMPFS:-1}" = 1 ]; then
+        mount -t tmpfs -o mode=0755 tmpfs "$SESSION/rw" || die "cannot mount a tmpfs at $SESSION/rw"
+    fi
+    mkdir -p "$SESSION/rw/upper" "$SESSION/rw/work"
+    mount -t overlay overlay -o "lowerdir=$base,upperdir=$SESSION/rw/upper,workdir=$SESSION/rw/work" "$MERGED" \
         || die "cannot mount an overlay over $base (overlayfs missing? are you root?)"
     mount -t proc proc "$MERGED/proc" || die "cannot mount /proc in $MERGED"
     # Read-only: device I/O still works, but an `rm -rf` that reaches it while mounted

@@ -7,8 +7,14 @@
 # next to varnish-modules (its xkey and var with our saintmode in one VCL), and
 # `apt-get remove`/`purge` leave the root as it was (a file-by-file snapshot), with
 # varnish-modules' saintmode restored.
-# Last, packaging/tests/deb/roots.sh: the cached roots are remade when stale or broken, and an
-# unreachable archive is named.
+# Also: reinstalls of ours and of varnish-modules while diverted, a downgrade/upgrade of
+# ours, the remove/purge snapshot taken on a fresh root that never had ours, a foreign
+# (admin) diversion of libvmod_saintmode.so (the install stops cleanly), the former
+# varnish-vmod-rs package replaced, the offline build, debian/copyright against Cargo.lock.
+# Last, packaging/tests/deb/roots.sh (given this run's check root, never choosing one
+# itself: that would deadlock on the lock this run holds) and sources.sh: the cached roots
+# are remade when stale or broken, an unreachable archive is named, every checkout has its
+# own cargo target dir and a source change is always rebuilt.
 #
 #   scripts/check-deb.sh [--no-build]    (--no-build: test the .deb already in target/debian)
 #
@@ -30,6 +36,7 @@ for arg in "$@"; do
     esac
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (mount, chroot): run as root"
+private_mounts "$@"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/check-deb.XXXXXX")
 trap 'root_session_end; rm -rf "$SCRATCH"' EXIT
@@ -58,13 +65,32 @@ if [ "$build" = 1 ]; then
         finish
     fi
 fi
-version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")
+# The version deb.sh built: debian/changelog's + `+varnish<libvarnishapi-dev version>`.
+[ -f "$OUT/version" ] || die "no $OUT/version: run make deb (or drop --no-build)"
+version=$(cat "$OUT/version")
 debs=()
 for pkg in varnish-vmod-peer varnish-vmod-saintmode; do
     cands=("$OUT/${pkg}_${version}_"*.deb); deb=${cands[0]}
     [ -f "$deb" ] || die "no $OUT/${pkg}_${version}_*.deb: run make deb (or drop --no-build)"
     debs+=("$deb")
 done
+
+built_offline() { # deb.sh: cargo build --frozen, in a network namespace, nothing downloaded
+    grep -q -- '--frozen' "$ROOT/debian/rules" || { echo "debian/rules does not build --frozen"; return 1; }
+    if grep -E 'Downloading|Downloaded|Updating .* index' "$OUT/build.log"; then return 1; fi
+    grep -q 'Finished .release' "$OUT/build.log" || { echo "no cargo build in $OUT/build.log"; return 1; }
+}
+check "the package build ran offline (cargo --frozen, no download in build.log)" built_offline
+copyright_current() { python3 "$ROOT/packaging/gen-copyright.py" --check && grep -c '^Files: registry/' "$ROOT/debian/copyright"; }
+check "debian/copyright names every crate Cargo.lock links into the modules (packaging/gen-copyright.py --check)" copyright_current
+shipped_copyright() { # the .deb carries that file, byte for byte
+    local deb d
+    for deb in "${debs[@]}"; do
+        d=$(basename "$deb" | cut -d_ -f1)
+        dpkg-deb --fsys-tarfile "$deb" | tar -xOf - "./usr/share/doc/$d/copyright" | cmp - "$ROOT/debian/copyright" || return 1
+    done
+}
+check "both packages ship that debian/copyright as /usr/share/doc/<package>/copyright" shipped_copyright
 
 ensure_root check
 CHECK_BASE=$BASE_ROOT
@@ -114,7 +140,7 @@ diverted() { # diverted yes|no: both diversions registered, or none
 snapshot() {
     in_root sh -c 'find / -xdev \( -path /proc -o -path /dev -o -path /tmp -o -path /run -o -path /srv \
             -o -path /var/cache -o -path /var/lib/apt -o -path /var/lib/dpkg -o -path /var/log \) -prune \
-            -o -printf "%p %y %s %m %u\n" | sort
+            -o -printf "%p %y %s %m %u %l\n" | sort
         md5sum '"$VMODDIR"'/* /usr/share/man/man3/vmod_saintmode* 2>/dev/null' > "$1"
 }
 same_snapshot() { diff "$1" "$2" | head -n 20; cmp -s "$1" "$2"; }
@@ -136,7 +162,8 @@ compiles_with_varnish_modules_saintmode() { # `import saintmode;` is varnish-mod
 files_gone() { # files_gone LIST: none of the files dpkg -L listed is left, except where
     local f left=()  # another package's file is back (varnish-modules' after undiverting)
     while IFS= read -r f; do
-        [ -f "$MERGED$f" ] || continue
+        case "$f" in /.|/) continue ;; /*) ;; *) continue ;; esac   # dpkg -L's "diverted by" notes
+        [ -e "$MERGED$f" ] || [ -L "$MERGED$f" ] || continue   # files, directories, symlinks
         in_root dpkg-query -S "$f" 2>/dev/null | grep -qv '^varnish-vmod-' || left+=("$f")
     done < "$1"
     [ "${#left[@]}" -eq 0 ] || { printf 'left behind: %s\n' "${left[@]}"; return 1; }
@@ -154,12 +181,17 @@ not_installed() { # not_installed PKG...: not even in the config-files state
 t0=$(date +%s)
 fresh_root
 echo "# Debian 13 root: $MERGED (overlay over $CHECK_BASE, Debian $(cat "$MERGED/etc/debian_version"))"
+own_mounts() { # the session's overlay is mounted here, and not in the host's (PID 1's) namespace
+    grep -qF " $MERGED " /proc/self/mountinfo || { echo "$MERGED is not mounted here"; return 1; }
+    ! grep -qF " $MERGED " /proc/1/mountinfo || { echo "$MERGED is visible in PID 1's mount namespace"; return 1; }
+}
+check "the root's mounts live in this run's private mount namespace (gone with it, even after SIGKILL)" own_mounts
 check "fresh root: no varnish installed before ours" not_installed varnish varnish-vmod-peer varnish-vmod-saintmode
 check "apt-get install ./$(basename "${debs[0]}") ./$(basename "${debs[1]}") pulls Debian's varnish, removes nothing" install_ours
 [ "$failed" -eq 0 ] || finish     # nothing below can work without the packages
 new_pkgs=$(sed -n '/^The following NEW packages/,/^[^ ]/{/^  /p}' "$SCRATCH/apt.log" | tr -s ' \n' '  ')
 echo "# apt installed $(wc -w <<<"$new_pkgs") packages:$new_pkgs" | fold -s -w 100 | sed '2,$s/^/#   /'
-pulled_varnish() { grep -qw varnish <<<"$new_pkgs" || { echo "varnish is not among the new packages: $new_pkgs"; return 1; }; }
+pulled_varnish() { tr ' ' '\n' <<<"$new_pkgs" | grep -qx varnish || { echo "varnish is not among the new packages: $new_pkgs"; return 1; }; }
 check "apt pulled Debian's varnish in as a dependency" pulled_varnish
 varnishd_version=$(in_root varnishd -V 2>&1 | sed -n 1p)
 echo "# varnishd: $varnishd_version ($(in_root dpkg-query -W -f '${Package} ${Version}' varnish))"
@@ -174,6 +206,13 @@ provides_match() {
     done
 }
 check "Depends: varnishabi-strict-<40 hex> of both packages is what Debian's varnish Provides" provides_match
+version_names_varnish() { # binNMU-style suffix: the varnish built against is the one apt installed
+    local v; v=$(in_root dpkg-query -W -f '${Version}' varnish)
+    [ "$version" = "$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog")+varnish${v//[-:]/.}" ] \
+        || { echo "package version $version, Debian's varnish $v"; return 1; }
+    echo "$version"
+}
+check "the package version ends in +varnish<Debian's varnish version> ($version)" version_names_varnish
 check "plain 'import peer; import saintmode;' in Debian's varnishd (vmod_path $VMODDIR)" \
     vtc /srv/vmod-rs/packaging/tests/install_plain_import.vtc
 check "purge fan-out between two varnishd running examples/purge_fanout.vcl" \
@@ -194,6 +233,30 @@ OURS=(varnish-vmod-peer varnish-vmod-saintmode)
 check "apt-get install varnish-modules next to ours: nothing removed" apt_quiet install varnish-modules
 check "xkey and var (varnish-modules) and our saintmode load and work in one VCL" \
     vtc /srv/vmod-rs/packaging/tests/deb/with_varnish_modules.vtc
+ours_loaded() { # saintmode.version() compiles (ours), varnish-modules' copy at its diverted name
+    printf 'vcl 4.1;\nimport saintmode;\nbackend b { .host = "127.0.0.1"; .port = "9"; }\nsub vcl_recv { set req.http.v = saintmode.version(); }\n' > "$MERGED/tmp/ours.vcl"
+    in_root varnishd -C -n /tmp/vcc -f /tmp/ours.vcl >/dev/null || return 1
+    in_root sh -c "sed -n 's|  *| /|p' /var/lib/dpkg/info/varnish-modules.md5sums | grep -F libvmod_saintmode.so | sed 's|\$|.varnish-modules|' | (cd / && md5sum -c)"
+}
+reinstall_them() { apt_quiet install --reinstall varnish-modules && diverted yes && ours_loaded; }
+check "apt-get install --reinstall varnish-modules while diverted: its saintmode lands on the diverted name, ours stays loaded" reinstall_them
+reinstall_ours() { apt_quiet install --reinstall "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" && diverted yes && ours_loaded; }
+check "apt-get install --reinstall of ours (upgrade path of the maintainer scripts): still diverted, ours loaded" reinstall_ours
+up_from_older() { # an older build of ours (repacked as <version>~old), then this one: an upgrade
+    local deb name
+    in_root rm -rf /tmp/old && mkdir -p "$MERGED/tmp/old"
+    for deb in "${debs[@]}"; do
+        name=$(basename "$deb")
+        in_root sh -c "dpkg-deb -R /srv/vmod-rs/debs/$name /tmp/old/x && sed -i 's/^Version: .*/Version: ${version}~old/' /tmp/old/x/DEBIAN/control \
+            && dpkg-deb -b /tmp/old/x /tmp/old/$name >/dev/null && rm -rf /tmp/old/x" || return 1
+    done
+    apt_quiet install --allow-downgrades "${debs[@]/#"$OUT"//tmp/old}" || return 1
+    [ "$(in_root dpkg-query -W -f '${Version}' varnish-vmod-saintmode)" = "${version}~old" ] || { echo "the older build is not installed"; return 1; }
+    apt_quiet install "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" || return 1
+    [ "$(in_root dpkg-query -W -f '${Version}' varnish-vmod-saintmode)" = "$version" ] || { echo "not upgraded"; return 1; }
+    in_root dpkg --verify "${OURS[@]}" && diverted yes && ours_loaded
+}
+check "downgrade to an older build of ours and upgrade back (preinst/postrm upgrade paths): still diverted, ours loaded" up_from_older
 in_root dpkg -L "${OURS[@]}" > "$SCRATCH/ours.list"
 check "apt-get remove ${OURS[*]}" apt_quiet remove "${OURS[@]}"
 removed_clean() { files_gone "$SCRATCH/ours.list" && diverted no; }
@@ -213,15 +276,22 @@ purged_clean() { # apt-get purge what remove left in the config-files state (pos
 }
 check "apt-get purge after remove: neither package left, not even as config-files" purged_clean
 
-# ----- 2. same root, now with varnish-modules and without ours: install ours, remove, purge
-# The libraries ours depend on stayed installed after the purge above (apt removes no
-# dependencies by itself), so the snapshot diff sees exactly what our packages change.
+# ----- 2. a fresh root with varnish-modules and our packages' dependencies, never ours:
+# install ours, remove, install, purge; every time the root must be as in that snapshot.
+fresh_root
+deps_of_ours() { # the Depends of ours that are real packages (varnishabi-* are varnish's Provides)
+    local deb
+    for deb in "${debs[@]}"; do dpkg-deb -f "$deb" Depends; done | tr ',' '\n' \
+        | sed -e 's/|.*//' -e 's/(.*)//' -e 's/[[:space:]]//g' | grep -v -e '^$' -e '^varnishabi-' | sort -u
+}
+mapfile -t DEPS < <(deps_of_ours)
 only_varnish_modules() {
+    apt_quiet install varnish-modules "${DEPS[@]}" || return 1
     in_root dpkg-query -W -f '${Status}\n' varnish-modules | grep -qx 'install ok installed' \
         || { echo "varnish-modules is not installed"; return 1; }
     not_installed "${OURS[@]}"
 }
-check "varnish-modules installed, ours purged: the starting point of the install-remove cycle" only_varnish_modules
+check "fresh root + apt-get install varnish-modules ${DEPS[*]}: the snapshot before ours ever ran" only_varnish_modules
 snapshot "$SCRATCH/before"
 check "apt-get install of ours next to varnish-modules removes nothing" install_ours
 check "xkey, var and our saintmode in one VCL (varnish-modules installed first)" \
@@ -237,18 +307,73 @@ check "apt-get remove: every file as before the install (varnish-modules' saintm
 reinstall() { install_ours && diverted yes; }
 check "install again: diverted again" reinstall
 check "apt-get purge: every file as before, no diversion, no package state" as_before purge
+
+# Someone else's diversion of libvmod_saintmode.so (here the admin's): the install stops in
+# preinst with a message, changes nothing, and dpkg is not left half-done (abort-install).
+SM_SO="$VMODDIR/libvmod_saintmode.so"
+SM_DEB="${debs[1]/#"$OUT"//srv/vmod-rs/debs}"
+foreign_diversion() {
+    local rc=0
+    in_root dpkg-divert --local --rename --add --divert "$SM_SO.admin" "$SM_SO" >/dev/null || return 1
+    stopped_on_foreign_diversion || rc=1
+    in_root dpkg-divert --local --rename --remove "$SM_SO" >/dev/null || return 1
+    [ "$rc" = 0 ] && verify_varnish_modules
+}
+stopped_on_foreign_diversion() {
+    if apt_in_root install "$SM_DEB" >"$SCRATCH/apt.log" 2>&1; then
+        echo "apt-get install succeeded over a local diversion:"; cat "$SCRATCH/apt.log"; return 1
+    fi
+    grep -q "is already diverted by LOCAL" "$SCRATCH/apt.log" || { echo "no clear message:"; tail -n 15 "$SCRATCH/apt.log"; return 1; }
+    local audit; audit=$(in_root dpkg --audit 2>&1)
+    [ -z "$audit" ] || { echo "dpkg --audit: $audit"; return 1; }
+    # Selected for install but not installed, no error flag (reinstreq would be "reinstreq").
+    local st; st=$(in_root dpkg-query -W -f '${Status}' varnish-vmod-saintmode 2>/dev/null || true)
+    case "$st" in ""|*" ok not-installed") ;; *) echo "varnish-vmod-saintmode: $st"; return 1 ;; esac
+    [ "$(in_root dpkg-divert --listpackage "$SM_SO")" = LOCAL ] || { echo "the local diversion is gone: $(in_root dpkg-divert --list)"; return 1; }
+    [ -z "$(in_root dpkg-divert --listpackage /usr/share/man/man3/vmod_saintmode.3.gz)" ] || { echo "the man page got diverted"; return 1; }
+    in_root test -f "$SM_SO.admin" || { echo "the admin's diverted file is gone"; return 1; }
+}
+check "libvmod_saintmode.so diverted by the admin: install stops naming it, nothing changed, dpkg not half-configured" foreign_diversion
+
+# The former single package varnish-vmod-rs (0.1.0, same .so and man page files,
+# Conflicts: varnish-modules): a stand-in built here is replaced by ours.
+old_package() {
+    local d=/tmp/old-pkg
+    apt_quiet remove varnish-modules || return 1
+    in_root sh -c "rm -rf $d && mkdir -p $d/DEBIAN $d$VMODDIR $d/usr/share/man/man3 \
+        && printf 'old peer\n' > $d$VMODDIR/libvmod_peer.so && printf 'old saintmode\n' > $d$VMODDIR/libvmod_saintmode.so \
+        && printf 'old\n' | gzip -n > $d/usr/share/man/man3/vmod_peer.3.gz && printf 'old\n' | gzip -n > $d/usr/share/man/man3/vmod_saintmode.3.gz \
+        && printf 'Package: varnish-vmod-rs\nVersion: 0.1.0\nArchitecture: all\nMaintainer: x <x@example.org>\nConflicts: varnish-modules\nDescription: old\n' > $d/DEBIAN/control \
+        && dpkg-deb -b $d /tmp/varnish-vmod-rs_0.1.0_all.deb >/dev/null && apt-get -y -q install /tmp/varnish-vmod-rs_0.1.0_all.deb" >"$SCRATCH/apt.log" 2>&1 \
+        || { cat "$SCRATCH/apt.log"; return 1; }
+    apt_in_root install "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" >"$SCRATCH/apt.log" 2>&1 || { cat "$SCRATCH/apt.log"; return 1; }
+    not_installed varnish-vmod-rs || return 1
+    in_root dpkg --verify "${OURS[@]}" || return 1
+    diverted yes
+}
+check "varnish-vmod-rs 0.1.0 (the former single package) installed: apt replaces it with ours (Conflicts/Replaces)" old_package
 root_session_end
 
 # ------------------------------------------------ 3. the cached roots themselves (bad input)
 root_session_end
 t1=$(date +%s)
-"$ROOT/packaging/tests/deb/roots.sh" >"$SCRATCH/roots.log" 2>&1 || true
-grep -E '^(ok|FAIL) - |^    \| ' "$SCRATCH/roots.log" | sed 's/^\(ok\|FAIL\) - /\1 - cached roots: /'
-if read -r p _ f _ < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$SCRATCH/roots.log"); then
-    passed=$((passed + p)) failed=$((failed + f))
-else
-    fail "packaging/tests/deb/roots.sh ran to the end"; sed 's/^/    | /' "$SCRATCH/roots.log" | tail -n 20
-fi
+sub_tests() { # sub_tests PREFIX SCRIPT ARGS...: a test script's ok/FAIL lines, counted here
+    local prefix=$1 p f; shift
+    "$@" >"$SCRATCH/sub.log" 2>&1 || true
+    grep -E '^(ok|FAIL) - |^    \| ' "$SCRATCH/sub.log" | sed "s/^\(ok\|FAIL\) - /\1 - $prefix: /"
+    if read -r p _ f _ < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$SCRATCH/sub.log"); then
+        passed=$((passed + p)) failed=$((failed + f))
+    else
+        fail "$prefix: $* ran to the end"; sed 's/^/    | /' "$SCRATCH/sub.log" | tail -n 20
+    fi
+}
+# This run holds a shared lock on $CHECK_BASE (ensure_root above): roots.sh gets that root
+# instead of choosing one. DEB_ROOT_MAX_AGE_HOURS=0 makes every root count as stale, as a
+# root that turns 24 h old mid-run does: any ensure_root on the real cache would now wait
+# for an exclusive lock this run holds shared (the old deadlock); timeout turns that into
+# a FAIL instead of a hang.
+DEB_ROOT_MAX_AGE_HOURS=0 sub_tests "cached roots" timeout 600 "$ROOT/packaging/tests/deb/roots.sh" "$CHECK_BASE"
+sub_tests "package sources" "$ROOT/packaging/tests/deb/sources.sh"
 
 echo "# ran in Debian 13 roots over $CHECK_BASE with $varnishd_version ($((t1 - t0)) s in the roots, $(($(date +%s) - t1)) s for roots.sh)"
 finish

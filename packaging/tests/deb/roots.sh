@@ -3,9 +3,13 @@
 # scratch cache: made when missing, reused while fresh, remade when stale, broken,
 # half-made or of another recipe, dead sessions unmounted before deletion, and an
 # unreachable archive named in the error. A stand-in mmdebstrap hard-links the real
-# cached check root (SEED, made by `ensure_root check` first): no case downloads.
+# cached check root (SEED): no case downloads.
 #
-#   packaging/tests/deb/roots.sh
+#   packaging/tests/deb/roots.sh [SEED]
+#     SEED  a sane check root the caller already holds (scripts/check-deb.sh passes the
+#           one it uses); without it, `ensure_root check` picks one. A caller holding the
+#           shared lock on its root must pass it: ensure_root here would wait for that
+#           lock exclusively once the root turned DEB_ROOT_MAX_AGE_HOURS old, a deadlock.
 #
 # Prints `ok`/`FAIL` lines and `N passed, M failed`; exits 1 on failure. Needs root.
 set -euo pipefail
@@ -15,9 +19,15 @@ ME=roots
 # shellcheck source=../../../scripts/lib/debian.sh
 . "$ROOT/scripts/lib/debian.sh"
 [ "$(id -u)" -eq 0 ] || die "needs root (chroot, mount)"
+private_mounts "$@"
 
-ensure_root check
-SEED=$BASE_ROOT
+if [ -n "${1:-}" ]; then
+    SEED=$1
+    why=$(root_sane check "$SEED") || die "the check root given, $SEED, is not sane: $why"
+else
+    ensure_root check
+    SEED=$BASE_ROOT
+fi
 T=$(mktemp -d "${TMPDIR:-/tmp}/roots-test.XXXXXX")
 cleanup() { unmount_under "$T"; if findmnt -rn -o TARGET | grep -qF "$T"; then echo "$ME: mounts left under $T" >&2; else rm -rf "$T"; fi; }
 trap cleanup EXIT
@@ -44,7 +54,7 @@ calls() { [ -f "$T/calls" ] && wc -l < "$T/calls" || echo 0; }
 # the stand-in must have run EXPECTED_CALLS times in all and the root must be sane.
 ensure() {
     local desc=$1 want=$2 out
-    if ! out=$(PATH="$T/bin:$PATH" XDG_CACHE_HOME="$T/xdg" timeout "${ENSURE_TIMEOUT:-600}" bash -c '
+    if ! out=$(PATH="$T/bin:$PATH" XDG_CACHE_HOME="$T/xdg" DEB_ROOT_MAX_AGE_HOURS=24 timeout "${ENSURE_TIMEOUT:-600}" bash -c '
             set -euo pipefail; ME=roots
             . "$1/packaging/lib.sh"; . "$1/scripts/lib/debian.sh"
             ensure_root check; root_sane check "$BASE_ROOT"' _ "$ROOT" 2>&1); then
