@@ -63,6 +63,14 @@ version_supported() {
     dpkg --compare-versions "$1" ge 7.5 && dpkg --compare-versions "$1" lt 9
 }
 
+# lock_cache: one bootstrap at a time per cache (worktrees share it): the others wait, then
+# reuse what the first one built.
+lock_cache() {
+    mkdir -p "$CACHE_ROOT"
+    exec 9>"$CACHE_ROOT/.lock"
+    flock -w 1800 9 || die "another bootstrap has held $CACHE_ROOT/.lock for 30 minutes"
+}
+
 if [ "$fetch_only" = 0 ]; then
     # ------------------------------------------------------------ packages
     PKGS=(build-essential automake autoconf libtool pkg-config libedit-dev
@@ -115,10 +123,7 @@ if [ "$fetch_only" = 0 ]; then
     fi
 
     # ------------------------------------------------ 4. a complete cached build
-    # One bootstrap at a time per cache (worktrees share it): the others wait, then reuse.
-    mkdir -p "$CACHE_ROOT"
-    exec 9>"$CACHE_ROOT/.lock"
-    flock -w 1800 9 || die "another bootstrap has held $CACHE_ROOT/.lock for 30 minutes"
+    lock_cache
     if [ -x "$PREFIX/sbin/varnishd" ] && [ "$(cat "$PREFIX/.complete" 2>/dev/null)" = "$RECIPE" ]; then
         source_used=$(cat "$PREFIX/.source" 2>/dev/null || echo 'source unknown')
         log "reusing Varnish in $PREFIX ($source_used)"
@@ -135,7 +140,7 @@ fi
 WORK="$CACHE_ROOT/src"
 APTDIR="$CACHE_ROOT/apt"
 mkdir -p "$WORK"
-case "$fetch_only" in 1) exec 9>"$CACHE_ROOT/.lock"; flock -w 1800 9 || die "$CACHE_ROOT/.lock is held";; esac
+[ "$fetch_only" = 0 ] || lock_cache
 MIRROR=$(mirror_uri)
 [ -n "$MIRROR" ] || die "no Debian mirror found in /etc/apt/sources.list*: add one (or set DEBIAN_MIRROR), or install Varnish >= 7.5 with its pkg-config file and re-run"
 log "fetching the $SUITE source index from $MIRROR ($([ -n "${DEBIAN_MIRROR:-}" ] && echo DEBIAN_MIRROR || echo "the machine's apt configuration"))"

@@ -84,8 +84,10 @@ apt_private() {
     # apt-get update exits 0 on some fetch failures and reports them as "W:"/"E:" lines.
     if ! out=$(apt-get "${APT_OPTS[@]}" update -q 2>&1) \
        || grep -qE '^(E: |W: (Failed|The repository|GPG|Some index|.*signature|.*Release))' <<<"$out"; then
-        APT_ERR="apt-get update from $mirror failed: $(grep -E '^(E|W):' <<<"$out" | head -n 3 | tr '\n' ' ')"
-        [ -n "$(grep -E '^(E|W):' <<<"$out")" ] || APT_ERR="apt-get update from $mirror failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+        # apt's own E:/W: lines say why; without any, its last lines.
+        local why
+        why=$(grep -E '^(E|W):' <<<"$out" | head -n 3) || why=$(tail -n 2 <<<"$out")
+        APT_ERR="apt-get update from $mirror failed: $(tr '\n' ' ' <<<"$why")"
         return 1
     fi
 }
