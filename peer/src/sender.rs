@@ -19,7 +19,7 @@ use crate::policy::Outcome;
 use crate::snapshot::{HeaderError, Prepared, Refusal, Snapshot, Template};
 use crate::stats::{CounterStore, PeerCounters};
 pub use crate::worker::Control;
-use crate::worker::{fail_lane_leftovers, Job, Lane, Shared, Worker};
+use crate::worker::{fail_lane_leftovers, Job, Lane, QueueFull, Shared, Worker};
 
 /// Extra time given to threads after the drain deadline: aborting a transfer in progress
 /// takes until libcurl's next progress check (0.1 s).
@@ -113,13 +113,48 @@ impl std::fmt::Display for StartError {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EnqueueReport {
     pub queued: usize,
-    /// Destinations whose queue was full, and why.
+    /// The line to log for each destination whose queue was full ([`drop_line`]).
     pub dropped: Vec<String>,
 }
 
 struct Frozen {
     lanes: Vec<Arc<Lane>>,
+    /// Per lane (same order), its `VCL_Error` lines for a full queue, made once.
+    full_lines: Vec<FullLines>,
     template: Arc<Template>,
+}
+
+/// The line logged for a request dropped because a destination's queue is full:
+/// `peer <name>: dropped for <dest> (<why>)`.
+pub fn drop_line(peer: &str, dest: &dyn std::fmt::Display, why: &dyn std::fmt::Display) -> String {
+    format!("peer {peer}: dropped for {dest} ({why})")
+}
+
+/// One destination's drop lines for the reasons that do not depend on the request: a peer
+/// whose destination is down drops every request, and logs one of these for each.
+struct FullLines {
+    capacity: String,
+    bytes: String,
+    /// The queue had room again by the time the drop was counted.
+    plain: String,
+}
+
+impl FullLines {
+    fn new(peer: &str, dest: &Destination, settings: &Settings) -> Self {
+        FullLines {
+            capacity: drop_line(peer, dest, &QueueFull::Capacity(settings.queue_size)),
+            bytes: drop_line(peer, dest, &QueueFull::Bytes(settings.queue_bytes)),
+            plain: drop_line(peer, dest, &"queue full"),
+        }
+    }
+
+    fn line(&self, why: Option<QueueFull>) -> &str {
+        match why {
+            Some(QueueFull::Capacity(_)) => &self.capacity,
+            Some(QueueFull::Bytes(_) | QueueFull::NoRoomFor { .. }) => &self.bytes,
+            None => &self.plain,
+        }
+    }
 }
 
 /// One generation of sender threads (from a warm event to the next cold one).
@@ -231,6 +266,12 @@ impl Peer {
     fn frozen(&self) -> &Frozen {
         self.frozen.get_or_init(|| {
             let setup = std::mem::take(&mut *self.setup.lock());
+            let settings = &self.shared.settings;
+            let full_lines = setup
+                .dests
+                .iter()
+                .map(|dest| FullLines::new(&settings.name, dest, settings))
+                .collect();
             let lanes = setup
                 .dests
                 .into_iter()
@@ -238,6 +279,7 @@ impl Peer {
                 .collect();
             Frozen {
                 lanes,
+                full_lines,
                 template: Arc::new(setup.template),
             }
         })
@@ -259,18 +301,15 @@ impl Peer {
                 .any(|l| l.full(&self.shared.settings).is_none())
     }
 
-    /// Counts a request dropped for every destination, without a snapshot.
-    pub fn drop_all(&self) -> EnqueueReport {
+    /// Counts a request dropped for every destination, without a snapshot, and hands `log`
+    /// each destination's line (made once per peer: no allocation per drop).
+    pub fn drop_all(&self, mut log: impl FnMut(&str)) {
         let counters = self.counters();
-        let mut report = EnqueueReport::default();
-        for lane in &self.frozen().lanes {
-            let why = lane
-                .full(&self.shared.settings)
-                .unwrap_or_else(|| "queue full".into());
+        let frozen = self.frozen();
+        for (lane, lines) in frozen.lanes.iter().zip(&frozen.full_lines) {
             PeerCounters::inc(&counters.dropped);
-            report.dropped.push(format!("{} ({why})", lane.dest));
+            log(lines.line(lane.full(&self.shared.settings)));
         }
-        report
     }
 
     /// Queues `snap` for every destination. Never blocks: a full queue drops the request
@@ -289,10 +328,14 @@ impl Peer {
         let snap = Arc::new(snap);
         let queued_at = Instant::now();
         let mut report = EnqueueReport::default();
-        for lane in &frozen.lanes {
+        let name = &self.shared.settings.name;
+        for (lane, lines) in frozen.lanes.iter().zip(&frozen.full_lines) {
             if let Err(why) = lane.reserve(size, &self.shared.settings) {
                 PeerCounters::inc(&counters.dropped);
-                report.dropped.push(format!("{} ({why})", lane.dest));
+                report.dropped.push(match why {
+                    QueueFull::NoRoomFor { .. } => drop_line(name, &lane.dest, &why),
+                    _ => lines.line(Some(why)).to_owned(),
+                });
                 continue;
             }
             // Counted before the send so that a sender thread never sees it below zero.
@@ -310,7 +353,7 @@ impl Peer {
                 lane.release(size);
                 PeerCounters::dec(&counters.queue_length);
                 PeerCounters::inc(&counters.dropped);
-                report.dropped.push(format!("{} (queue closed)", lane.dest));
+                report.dropped.push(drop_line(name, &lane.dest, &"queue closed"));
             }
         }
         Ok(report)

@@ -449,7 +449,15 @@ fn a_full_peer_takes_no_snapshot_and_counts_the_drop_per_destination() {
     assert!(p.has_room());
     p.enqueue(snap("/1")).unwrap();
     assert!(!p.has_room());
-    assert_eq!(p.drop_all().dropped.len(), 2);
+    let mut lines = Vec::new();
+    p.drop_all(|line| lines.push(line.to_string()));
+    assert_eq!(
+        lines,
+        [
+            "peer default: dropped for http://a:1 (queue full, capacity 1)",
+            "peer default: dropped for http://b:1 (queue full, capacity 1)",
+        ]
+    );
     assert_eq!(p.counters().dropped.load(Ordering::Relaxed), 2);
 }
 

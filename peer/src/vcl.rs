@@ -227,58 +227,55 @@ impl VclPeers {
 }
 
 /// Queues a request on `peer` for `fname` (`peer.queue_req()`, `x.queue_req_body()`...):
-/// takes the snapshot only when a destination queue has room, and returns the lines to log
-/// as `VCL_Error` in the request's transaction (drops, refusals, nothing queued).
+/// takes the snapshot only when a destination queue has room, and hands `log` the lines to
+/// log as `VCL_Error` in the request's transaction (drops, refusals, nothing queued). A drop
+/// for a full queue allocates nothing: a destination that is down makes every call one.
 pub fn queue_on(
     peer: &Peer,
     fname: &str,
     take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
-) -> Vec<String> {
+    mut log: impl FnMut(&str),
+) {
     let name = peer.name();
     // A peer given no destination in vcl_init (a VCL may keep one unused): refused before
     // a snapshot is taken, and counted, so that the loss shows in varnishstat.
     if !peer.has_destination() {
         peer.count_refused();
-        return vec![format!(
+        log(&format!(
             "{fname}: peer {name} has no destination (add one with \
              {name}.add_destination() in vcl_init); nothing queued"
-        )];
+        ));
+        return;
     }
     if !peer.has_room() {
-        return peer
-            .drop_all()
-            .dropped
-            .into_iter()
-            .map(|dest| format!("peer {name}: dropped for {dest}"))
-            .collect();
+        peer.drop_all(log);
+        return;
     }
     let snap = match take() {
         Ok(snap) => snap,
         Err(e @ SnapshotError::BodyNotCached) => {
             peer.count_refused();
-            return vec![format!("{fname}: peer {name}: refused, {e}")];
+            log(&format!("{fname}: peer {name}: refused, {e}"));
+            return;
         }
         Err(e) => {
             // Every loss is counted: this one in `refused`, like a body not cached.
             peer.count_refused();
-            return vec![format!("{fname}: peer {name}: {e}")];
+            log(&format!("{fname}: peer {name}: {e}"));
+            return;
         }
     };
     match peer.enqueue(snap) {
-        Ok(report) => report
-            .dropped
-            .into_iter()
-            .map(|dest| format!("peer {name}: dropped for {dest}"))
-            .collect(),
+        Ok(report) => report.dropped.iter().for_each(|line| log(line)),
         Err(EnqueueError::NoDestination) => {
             // Checked above; kept for callers of enqueue() that did not.
             peer.count_refused();
-            vec![format!(
+            log(&format!(
                 "{fname}: peer {name} has no destination, nothing queued"
-            )]
+            ));
         }
         Err(EnqueueError::Refused(why)) => {
-            vec![format!("peer {name}: refused, {why}; nothing queued")]
+            log(&format!("peer {name}: refused, {why}; nothing queued"));
         }
     }
 }

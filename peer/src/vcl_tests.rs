@@ -61,6 +61,17 @@ fn vcl() -> (VclPeers, Arc<Lines>) {
     (VclPeers::new("boot", "me", services), log)
 }
 
+/// The lines `queue_on` logs.
+fn logged(
+    peer: &Peer,
+    fname: &str,
+    take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    queue_on(peer, fname, take, |line| lines.push(line.to_string()));
+    lines
+}
+
 fn purge(i: usize) -> Snapshot {
     Snapshot {
         method: b"PURGE".to_vec(),
@@ -174,7 +185,7 @@ fn a_peer_without_destination_takes_no_snapshot_and_counts_the_call_as_refused()
     let (vcl, _) = vcl();
     let p = vcl.new_peer("nodest", &PeerArgs::default()).unwrap();
     vcl.warm().unwrap();
-    let lines = queue_on(&p, "nodest.queue_req()", || {
+    let lines = logged(&p, "nodest.queue_req()", || {
         panic!("no snapshot may be taken for a peer without destination")
     });
     assert_eq!(
@@ -201,10 +212,39 @@ fn a_snapshot_that_cannot_be_taken_is_counted_as_refused() {
         SnapshotError::BodyUnreadable,
         SnapshotError::BodyNotCached,
     ] {
-        let lines = queue_on(&p, "p.queue_req()", || Err(e));
+        let lines = logged(&p, "p.queue_req()", || Err(e));
         assert_eq!(lines.len(), 1, "{lines:?}");
     }
     assert_eq!(p.counters().refused.load(Ordering::Relaxed), 3);
     assert_eq!(p.pending(), 0);
+    vcl.discard();
+}
+
+#[test]
+fn a_full_queue_logs_one_line_per_destination_with_its_reason_and_takes_no_snapshot() {
+    let (vcl, _) = vcl();
+    let args = PeerArgs {
+        queue_size: 1,
+        ..PeerArgs::default()
+    };
+    let p = vcl.new_peer("p", &args).unwrap();
+    for (dest, port) in [("dead", 1), ("https://api.example/v1", 0)] {
+        p.add_destination(Destination::parse(dest, port).unwrap())
+            .unwrap();
+    }
+    assert!(logged(&p, "p.queue_req()", || Ok(purge(1))).is_empty());
+    for _ in 0..2 {
+        let lines = logged(&p, "p.queue_req()", || {
+            panic!("no snapshot may be taken when every queue is full")
+        });
+        assert_eq!(
+            lines,
+            [
+                "peer p: dropped for http://dead:1 (queue full, capacity 1)",
+                "peer p: dropped for https://api.example:443/v1 (queue full, capacity 1)",
+            ]
+        );
+    }
+    assert_eq!(p.counters().dropped.load(Ordering::Relaxed), 4);
     vcl.discard();
 }

@@ -120,19 +120,20 @@ impl Lane {
     }
 
     /// Reserves room for a job of `size` bytes, or says why there is none.
-    pub(crate) fn reserve(&self, size: usize, settings: &Settings) -> Result<(), String> {
+    pub(crate) fn reserve(&self, size: usize, settings: &Settings) -> Result<(), QueueFull> {
         if self.len.fetch_add(1, Ordering::AcqRel) >= settings.queue_size {
             self.len.fetch_sub(1, Ordering::AcqRel);
-            return Err(format!("queue full, capacity {}", settings.queue_size));
+            return Err(QueueFull::Capacity(settings.queue_size));
         }
         let before = self.bytes.fetch_add(size, Ordering::AcqRel);
         if before.saturating_add(size) > settings.queue_bytes {
             self.bytes.fetch_sub(size, Ordering::AcqRel);
             self.len.fetch_sub(1, Ordering::AcqRel);
-            return Err(format!(
-                "queue full, {before} of queue_bytes {} in use, request of {size} bytes",
-                settings.queue_bytes
-            ));
+            return Err(QueueFull::NoRoomFor {
+                before,
+                limit: settings.queue_bytes,
+                size,
+            });
         }
         Ok(())
     }
@@ -142,17 +143,47 @@ impl Lane {
         self.bytes.fetch_sub(size, Ordering::AcqRel);
     }
 
-    /// Why the queue is full, if it is (no request, however small, would fit).
-    pub(crate) fn full(&self, settings: &Settings) -> Option<String> {
+    /// Why the queue is full, if it is (no request, however small, would fit). Asked on
+    /// every `queue_req()`: no allocation.
+    pub(crate) fn full(&self, settings: &Settings) -> Option<QueueFull> {
         if self.len.load(Ordering::Acquire) >= settings.queue_size {
-            Some(format!("queue full, capacity {}", settings.queue_size))
+            Some(QueueFull::Capacity(settings.queue_size))
         } else if self.bytes.load(Ordering::Acquire) >= settings.queue_bytes {
-            Some(format!(
-                "queue full, queue_bytes {} in use",
-                settings.queue_bytes
-            ))
+            Some(QueueFull::Bytes(settings.queue_bytes))
         } else {
             None
+        }
+    }
+}
+
+/// Why a destination's queue took no request: the reason in its `dropped for` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFull {
+    /// As many requests as `queue_size` are queued.
+    Capacity(usize),
+    /// `queue_bytes` is in use.
+    Bytes(usize),
+    /// This request's bytes do not fit in what is left of `queue_bytes`.
+    NoRoomFor {
+        before: usize,
+        limit: usize,
+        size: usize,
+    },
+}
+
+impl std::fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueFull::Capacity(n) => write!(f, "queue full, capacity {n}"),
+            QueueFull::Bytes(limit) => write!(f, "queue full, queue_bytes {limit} in use"),
+            QueueFull::NoRoomFor {
+                before,
+                limit,
+                size,
+            } => write!(
+                f,
+                "queue full, {before} of queue_bytes {limit} in use, request of {size} bytes"
+            ),
         }
     }
 }

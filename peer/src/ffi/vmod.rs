@@ -106,9 +106,12 @@ fn queue(
     method: &[u8],
     url: &[u8],
 ) {
-    for line in queue_on(peer, fname, || snapshot(ctx, body, method, url)) {
-        log(ctx, VslTag::VclError, &line);
-    }
+    queue_on(
+        peer,
+        fname,
+        || snapshot(ctx, body, method, url),
+        |line| log(ctx, VslTag::VclError, line),
+    );
 }
 
 fn vcl_int(n: u64) -> VCL_INT {
