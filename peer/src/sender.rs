@@ -325,8 +325,6 @@ impl Peer {
             return Err(EnqueueError::NoDestination);
         }
         let size = snap.size();
-        let snap = Arc::new(snap);
-        let queued_at = Instant::now();
         let mut report = EnqueueReport::default();
         let name = &self.shared.settings.name;
         for (lane, lines) in frozen.lanes.iter().zip(&frozen.full_lines) {
@@ -340,11 +338,7 @@ impl Peer {
             }
             // Counted before the send so that a sender thread never sees it below zero.
             PeerCounters::inc(&counters.queue_length);
-            let job = Job {
-                snap: Arc::clone(&snap),
-                size,
-                queued_at,
-            };
+            let job = Job { snap: snap.clone() };
             // The receiver lives as long as the lane: a send cannot fail.
             if lane.tx.send(job).is_ok() {
                 PeerCounters::inc(&counters.queued);

@@ -1,6 +1,7 @@
 //! Unit tests of the sender with a scripted transport (no network, no varnishd).
 use super::*;
 use crate::policy::{Failure, RetryPolicy};
+use crate::snapshot::Parts;
 use crate::stats::LocalCounters;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -85,13 +86,17 @@ fn fast() -> Settings {
     }
 }
 
-fn snap(url: &str) -> Snapshot {
-    Snapshot {
+fn parts(url: &str) -> Parts {
+    Parts {
         method: b"PURGE".to_vec(),
         url: url.as_bytes().to_vec(),
         headers: [("Host", "h")].into_iter().collect(),
-        ..Snapshot::default()
+        ..Parts::default()
     }
+}
+
+fn snap(url: &str) -> Snapshot {
+    parts(url).into()
 }
 
 fn wait_until(what: impl Fn() -> bool) {
@@ -208,9 +213,9 @@ fn refused_and_no_destination() {
     let log = Arc::new(Lines::default());
     let p = peer(fast(), &script, &log);
     assert_eq!(p.enqueue(snap("/")), Err(EnqueueError::NoDestination));
-    let mut bad = snap("/");
+    let mut bad = parts("/");
     bad.headers.push(b"X", b"a\nb");
-    assert!(matches!(p.enqueue(bad), Err(EnqueueError::Refused(_))));
+    assert!(matches!(p.enqueue(bad.into()), Err(EnqueueError::Refused(_))));
     assert_eq!(p.counters().refused.load(Ordering::Relaxed), 1);
     assert!(p
         .add_destination(Destination::parse("a", 1).unwrap())
@@ -409,9 +414,12 @@ fn the_queue_is_bounded_in_bytes_too_and_a_byte_drop_counts_as_a_drop() {
     );
     p.add_destination(Destination::parse("a", 1).unwrap())
         .unwrap();
-    let big = |i: usize| Snapshot {
-        body: Some(Arc::new(vec![b'x'; 1000])),
-        ..snap(&format!("/{i}"))
+    let big = |i: usize| -> Snapshot {
+        Parts {
+            body: Some(Arc::new(vec![b'x'; 1000])),
+            ..parts(&format!("/{i}"))
+        }
+        .into()
     };
     let reports: Vec<_> = (0..3).map(|i| p.enqueue(big(i)).unwrap()).collect();
     assert_eq!(reports[0].queued + reports[1].queued, 2);

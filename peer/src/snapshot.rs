@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use crate::dest::Destination;
 
+#[path = "snapshot_store.rs"]
+mod store;
+pub use store::{Headers, Parts, Protocol, Snapshot};
+
 /// Name of the loop-prevention header added to every forwarded request.
 pub const MARKER_HEADER: &str = "X-Peer-Forwarded";
 
@@ -26,113 +30,6 @@ const NOT_COPIED: &[&str] = &[
     "trailer",
     "proxy-authenticate",
 ];
-
-/// A request as it was when `queue_req()` was called. Bytes, not strings: Varnish does not
-/// require UTF-8 and neither does the copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub method: Vec<u8>,
-    pub url: Vec<u8>,
-    pub http10: bool,
-    /// Received over HTTP/2: Varnish keeps its `:scheme` pseudo-header as a `scheme` header.
-    pub h2: bool,
-    pub headers: Headers,
-    pub body: Option<Body>,
-}
-
-/// A request's headers in order, duplicates kept, as bytes: every name and value in one
-/// buffer, with their spans (two allocations per snapshot instead of two per header).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers {
-    buf: Vec<u8>,
-    /// (start of the name, end of the name = start of the value, end of the value).
-    spans: Vec<(usize, usize, usize)>,
-}
-
-impl Headers {
-    pub fn with_capacity(headers: usize, bytes: usize) -> Self {
-        Headers {
-            buf: Vec::with_capacity(bytes),
-            spans: Vec::with_capacity(headers),
-        }
-    }
-
-    pub fn push(&mut self, name: &[u8], value: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(name);
-        let mid = self.buf.len();
-        self.buf.extend_from_slice(value);
-        self.spans.push((start, mid, self.buf.len()));
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans
-            .iter()
-            .map(|&(a, b, c)| (&self.buf[a..b], &self.buf[b..c]))
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// Bytes held (names, values and spans).
-    pub fn size(&self) -> usize {
-        self.buf.len() + self.spans.len() * std::mem::size_of::<(usize, usize, usize)>()
-    }
-}
-
-impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
-    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        let mut headers = Headers::default();
-        for (name, value) in iter {
-            headers.push(name.as_ref(), value.as_ref());
-        }
-        headers
-    }
-}
-
-impl Snapshot {
-    /// A snapshot from the fields of a Varnish `http`: method, URL, protocol, and the header
-    /// lines (`Name: value`; lines without a colon are skipped).
-    pub fn from_fields<'a>(
-        method: &[u8],
-        url: &[u8],
-        proto: &[u8],
-        lines: impl Iterator<Item = &'a [u8]> + Clone,
-        body: Option<Vec<u8>>,
-    ) -> Self {
-        // Sized first (one pass over borrowed lines), so that the buffer is allocated once.
-        let (count, bytes) = lines.clone().fold((0, 0), |(n, b), l| (n + 1, b + l.len()));
-        let mut headers = Headers::with_capacity(count, bytes);
-        for line in lines {
-            if let Some((name, value)) = split_header_line(line) {
-                headers.push(name, value);
-            }
-        }
-        Snapshot {
-            method: method.to_vec(),
-            url: url.to_vec(),
-            http10: proto == b"HTTP/1.0",
-            h2: proto == b"HTTP/2.0",
-            headers,
-            body: body.map(Arc::new),
-        }
-    }
-
-    /// Bytes held by the copy, for the byte bound of the queues (the body is counted in full
-    /// for each destination even though it is stored once: the bound is on what a backlog
-    /// may hold on to).
-    pub fn size(&self) -> usize {
-        self.method.len()
-            + self.url.len()
-            + self.headers.size()
-            + self.body.as_ref().map_or(0, |b| b.len())
-    }
-}
 
 /// Which client credentials (`Authorization`, `Cookie`) the copies carry.
 /// `Proxy-Authorization` is never copied: it is addressed to this Varnish, the proxy the
@@ -325,13 +222,13 @@ pub fn split_header_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
 impl Snapshot {
     /// Refuses anything that could inject a line into the outbound request.
     pub fn validate(&self) -> Result<(), Refusal> {
-        if !is_token(&self.method) {
+        if !is_token(self.method()) {
             return Err(Refusal::Method);
         }
-        if !no_space_or_ctl(&self.url) {
+        if !no_space_or_ctl(self.url()) {
             return Err(Refusal::Url);
         }
-        for (name, value) in self.headers.iter() {
+        for (name, value) in self.headers() {
             if !is_token(name) {
                 return Err(Refusal::HeaderName(
                     String::from_utf8_lossy(name).into_owned(),
@@ -391,8 +288,7 @@ fn header_line(name: &[u8], value: &[u8]) -> Vec<u8> {
 
 /// The header names listed in the request's `Connection` headers.
 fn connection_tokens(snap: &Snapshot) -> Vec<&[u8]> {
-    snap.headers
-        .iter()
+    snap.headers()
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
         .flat_map(|(_, v)| v.split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
@@ -453,7 +349,7 @@ impl Template {
             || eq(b"expect")
             // Hop-by-hop headers the client named in its Connection header (RFC 9110 7.6.1).
             || hop.iter().any(|n| eq(n))
-            || (snap.h2 && eq(b"scheme"))
+            || (snap.h2() && eq(b"scheme"))
             // The client's Host is not the name of a URL destination (an API, http or
             // https): libcurl sends the URL's, which the certificate and SNI are checked
             // against. A host + port destination is a cache of the same site: it gets it.
@@ -465,11 +361,11 @@ impl Template {
     /// The request for `dest`: the snapshot's headers minus the ones not copied, then the
     /// fixed headers, then the marker, then suppressions of libcurl's defaults.
     pub fn render(&self, snap: &Snapshot, dest: &Destination) -> Prepared {
-        let mut lines = Vec::with_capacity(snap.headers.len() + self.fixed.len() + 4);
+        let mut lines = Vec::with_capacity(snap.header_count() + self.fixed.len() + 4);
         let mut present: Vec<&[u8]> = Vec::new();
         if self.copy_headers {
             let hop = connection_tokens(snap);
-            for (name, value) in snap.headers.iter() {
+            for (name, value) in snap.headers() {
                 if !self.not_copied(name, snap, dest, &hop) {
                     lines.push(header_line(name, value));
                     present.push(name);
@@ -495,20 +391,20 @@ impl Template {
         }
         // A request that libcurl sends without a body carries no framing at all; for the
         // methods that define a body, some APIs answer 411 Length Required to that.
-        if snap.body.is_none()
+        if snap.body().is_none()
             && [&b"POST"[..], b"PUT", b"PATCH"]
                 .iter()
-                .any(|m| m.eq_ignore_ascii_case(&snap.method))
+                .any(|m| m.eq_ignore_ascii_case(snap.method()))
         {
             lines.push(b"Content-Length: 0".to_vec());
         }
         Prepared {
-            method: snap.method.clone(),
+            method: snap.method().to_vec(),
             // Percent-encoded where the URL has bytes a request-target may not carry.
-            url: dest.url_for(&snap.url),
-            http10: snap.http10,
+            url: dest.url_for(snap.url()),
+            http10: snap.http10(),
             header_lines: lines,
-            body: snap.body.clone(),
+            body: snap.body().cloned(),
         }
     }
 }
@@ -530,8 +426,21 @@ mod tests {
         assert!(!is_token(b"X Purge"));
     }
 
-    fn snap() -> Snapshot {
-        Snapshot {
+    /// Tests change a request field by field, then take the snapshot.
+    impl Parts {
+        fn validate(&self) -> Result<(), Refusal> {
+            Snapshot::from(self.clone()).validate()
+        }
+    }
+
+    impl Template {
+        fn render_parts(&self, parts: &Parts, dest: &Destination) -> Prepared {
+            self.render(&parts.clone().into(), dest)
+        }
+    }
+
+    fn snap() -> Parts {
+        Parts {
             method: b"PURGE".to_vec(),
             url: b"/a?b=1".to_vec(),
             http10: false,
@@ -559,7 +468,7 @@ mod tests {
             ..Template::default()
         };
         let d = Destination::parse("127.0.0.1", 8080).unwrap();
-        let p = t.render(&snap(), &d);
+        let p = t.render_parts(&snap(), &d);
         let expect: Vec<Vec<u8>> = vec![
             b"Host: www.example.com".to_vec(),
             b"X-Dup: 1".to_vec(),
@@ -591,7 +500,7 @@ mod tests {
         s.headers.push(b"Content-Type", b"text/plain");
         let d = Destination::parse("https://api.example/v2", 0).unwrap();
         s.body = Some(Arc::new(b"{}".to_vec()));
-        let p = t.render(&s, &d);
+        let p = t.render_parts(&s, &d);
         let text: Vec<String> = p
             .header_lines
             .iter()
@@ -607,9 +516,9 @@ mod tests {
         assert_eq!(p.body.as_deref().map(Vec::as_slice), Some(&b"{}"[..]));
     }
 
-    fn rendered(t: &Template, s: &Snapshot, dest: &str, port: i64) -> Vec<String> {
+    fn rendered(t: &Template, s: &Parts, dest: &str, port: i64) -> Vec<String> {
         let d = Destination::parse(dest, port).unwrap();
-        t.render(s, &d)
+        t.render_parts(s, &d)
             .header_lines
             .iter()
             .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -812,18 +721,23 @@ mod tests {
     fn headers_keep_order_duplicates_and_bytes_in_one_buffer() {
         let lines: [&[u8]; 4] = [b"A: 1", b"nocolon", b"a:  2", b"B:"];
         let s = Snapshot::from_fields(b"GET", b"/", b"HTTP/2.0", lines.iter().copied(), None);
-        let got: Vec<(&[u8], &[u8])> = s.headers.iter().collect();
+        let got: Vec<(&[u8], &[u8])> = s.headers().collect();
         assert_eq!(got, vec![(&b"A"[..], &b"1"[..]), (b"a", b"2"), (b"B", b"")]);
-        assert!(s.h2 && !s.http10);
-        assert_eq!(s.headers.len(), 3);
+        assert!(s.h2() && !s.http10());
+        assert_eq!(s.header_count(), 3);
+        let s = Snapshot::from_fields(b"GET", b"/", b"HTTP/1.0", lines.iter().copied(), None);
+        assert!(!s.h2() && s.http10());
     }
 
     #[test]
     fn snapshot_size_counts_every_byte_held() {
         let mut s = snap();
-        let before = s.size();
+        let before = Snapshot::from(s.clone()).size();
+        // Method, URL, 7 names and values, and a 4-byte offset for each of those 16 fields.
+        let text: usize = 5 + 6 + s.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        assert_eq!(before, text + 16 * 4);
         s.body = Some(Arc::new(vec![0; 1000]));
-        assert_eq!(s.size(), before + 1000);
+        assert_eq!(Snapshot::from(s).size(), before + 1000);
     }
 
     #[test]
@@ -834,7 +748,7 @@ mod tests {
             ..Template::default()
         };
         let d = Destination::parse("h", 1).unwrap();
-        let p = t.render(&snap(), &d);
+        let p = t.render_parts(&snap(), &d);
         assert_eq!(p.header_lines[0], b"X-Api-Key: k");
         assert!(!p.header_lines.iter().any(|l| l.starts_with(b"Host")));
     }
@@ -898,7 +812,7 @@ mod tests {
             ..Template::default()
         };
         let d = Destination::parse("h", 1).unwrap();
-        let p = t.render(&snap(), &d);
+        let p = t.render_parts(&snap(), &d);
         assert_eq!(p.header_lines[0], [b"X-Bin: ".as_slice(), &value].concat());
         assert!(Template::check_set_header(b"X-Bin", b"a\r\nb").is_err());
         assert!(Template::check_set_header(b"X-Bin", b"a\0b").is_err());
@@ -912,16 +826,16 @@ mod tests {
         // The snapshot_wire fuzz crash: raw bytes >= 0x80 reached the request line.
         s.url = b"=\x87\x87\x87".to_vec();
         assert_eq!(s.validate(), Ok(()));
-        assert_eq!(t.render(&s, &d).url, b"http://127.0.0.1:8080/=%87%87%87");
+        assert_eq!(t.render_parts(&s, &d).url, b"http://127.0.0.1:8080/=%87%87%87");
         s.url = "/café?q={a|b}&r=[1]#frag\\\"<>^`".as_bytes().to_vec();
         assert_eq!(
-            t.render(&s, &d).url,
+            t.render_parts(&s, &d).url,
             b"http://127.0.0.1:8080/caf%C3%A9?q=%7Ba%7Cb%7D&r=%5B1%5D%23frag%5C%22%3C%3E%5E%60"
         );
         // Allowed characters, and existing escapes, are left alone.
         s.url = b"/a-b._~!$&'()*+,;=:@/p?x=%20%zz".to_vec();
         assert_eq!(
-            t.render(&s, &d).url,
+            t.render_parts(&s, &d).url,
             b"http://127.0.0.1:8080/a-b._~!$&'()*+,;=:@/p?x=%20%zz"
         );
         // Space and control bytes stay refused, not encoded.

@@ -227,7 +227,7 @@ impl Transport for CurlTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{Snapshot, Template};
+    use crate::snapshot::{Parts, Template};
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
@@ -281,7 +281,7 @@ mod tests {
             marker: "me".into(),
             ..Template::default()
         };
-        let snap = Snapshot {
+        let snap = Parts {
             method: b"PURGE".to_vec(),
             url: b"/a?b=1".to_vec(),
             http10: false,
@@ -302,8 +302,8 @@ mod tests {
         with_body.body = Some(Arc::new(b"body!".to_vec()));
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
-        for s in [&snap, &with_body] {
-            let prepared = template.render(s, &dest);
+        for s in [snap, with_body] {
+            let prepared = template.render(&s.into(), &dest);
             assert_eq!(
                 transport.send(&dest, &prepared, &settings(), &control),
                 Outcome::Status(200)
@@ -332,11 +332,12 @@ mod tests {
         };
         let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
         let prepared = Template::default().render(
-            &Snapshot {
+            &Parts {
                 method: b"GET".to_vec(),
                 url: b"/".to_vec(),
-                ..Snapshot::default()
-            },
+                ..Parts::default()
+            }
+            .into(),
             &dest,
         );
         let mut transport = CurlFactory.create();
@@ -350,11 +351,12 @@ mod tests {
         let (port, server) = one_connection(503, 1);
         let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
         let prepared = Template::default().render(
-            &Snapshot {
+            &Parts {
                 method: b"GET".to_vec(),
                 url: b"/".to_vec(),
-                ..Snapshot::default()
-            },
+                ..Parts::default()
+            }
+            .into(),
             &dest,
         );
         assert_eq!(

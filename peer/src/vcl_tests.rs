@@ -3,7 +3,7 @@ use super::*;
 use crate::config::PeerArgs;
 use crate::policy::{Failure, Outcome};
 use crate::sender::{Control, Transport};
-use crate::snapshot::{Prepared, Snapshot};
+use crate::snapshot::{Parts, Prepared, Snapshot};
 use crate::stats::LocalCounters;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -73,11 +73,12 @@ fn logged(
 }
 
 fn purge(i: usize) -> Snapshot {
-    Snapshot {
+    Parts {
         method: b"PURGE".to_vec(),
         url: format!("/{i}").into_bytes(),
-        ..Snapshot::default()
+        ..Parts::default()
     }
+    .into()
 }
 
 #[test]

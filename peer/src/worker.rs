@@ -75,10 +75,22 @@ impl Control {
     }
 }
 
+/// A request in one destination's queue: only the snapshot, a one-word pointer shared by
+/// every destination's job (each word counts in `peer_bytes_per_queued_request`).
 pub(crate) struct Job {
-    pub(crate) snap: Arc<Snapshot>,
-    pub(crate) size: usize,
-    pub(crate) queued_at: Instant,
+    pub(crate) snap: Snapshot,
+}
+
+impl Job {
+    /// Bytes counted in the queue's byte bound while it waits.
+    pub(crate) fn size(&self) -> usize {
+        self.snap.size()
+    }
+
+    /// When `queue_req()` copied it: its age counts from then.
+    pub(crate) fn queued_at(&self) -> Instant {
+        self.snap.taken_at()
+    }
 }
 
 /// One destination's queue. The channel is unbounded (it allocates as requests arrive,
@@ -111,7 +123,7 @@ impl Lane {
     /// if need be (it had its room before).
     fn resume(&self, job: Job) {
         self.len.fetch_add(1, Ordering::AcqRel);
-        self.bytes.fetch_add(job.size, Ordering::AcqRel);
+        self.bytes.fetch_add(job.size(), Ordering::AcqRel);
         self.resumed.lock().push_back(job);
     }
 
@@ -208,7 +220,7 @@ pub(crate) fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
     let mut left = 0u64;
     let resumed = std::mem::take(&mut *lane.resumed.lock());
     for job in resumed.into_iter().chain(lane.rx.try_iter()) {
-        lane.release(job.size);
+        lane.release(job.size());
         left += 1;
     }
     if left > 0 {
@@ -292,7 +304,7 @@ impl Worker {
         let counters = self.shared.counters();
         PeerCounters::inc(&counters.in_flight);
         PeerCounters::dec(&counters.queue_length);
-        self.lane.release(job.size);
+        self.lane.release(job.size());
         let end = catch_unwind(AssertUnwindSafe(|| self.attempts(transport, &job)))
             .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
         let (counter, verb, reason) = match &end {
@@ -314,8 +326,8 @@ impl Worker {
             self.shared.log.log(&format!(
                 "peer {}: {verb} {} {} to {}: {reason}",
                 self.shared.settings.name,
-                String::from_utf8_lossy(&job.snap.method),
-                String::from_utf8_lossy(&job.snap.url),
+                String::from_utf8_lossy(job.snap.method()),
+                String::from_utf8_lossy(job.snap.url()),
                 self.lane.dest,
             ));
         }
@@ -333,12 +345,12 @@ impl Worker {
             if self.control.aborted() {
                 return self.stopped(|| "shutdown before it was sent".into());
             }
-            if policy.is_expired(job.queued_at, Instant::now()) {
+            if policy.is_expired(job.queued_at(), Instant::now()) {
                 return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
             }
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
-            let decision = policy.decide(attempts, job.queued_at, Instant::now(), &outcome);
+            let decision = policy.decide(attempts, job.queued_at(), Instant::now(), &outcome);
             if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
                 // The transfer was cut short for a new generation: it sends it again. (An
                 // answer, even an error status, stands: it is decided on as usual.)
