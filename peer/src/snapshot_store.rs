@@ -55,17 +55,6 @@ impl Snapshot {
         };
         let fields = 2 + 2 * headers.len();
         let text: usize = all().map(<[u8]>::len).sum();
-        let mut bytes = Vec::with_capacity(fields * INDEX_ENTRY + text);
-        let mut end = 0usize;
-        for field in all() {
-            end += field.len();
-            // Varnish's workspaces are far below 4 GiB: an offset that does not fit (it
-            // cannot happen) saturates, and the field reads back empty instead of wrong.
-            bytes.extend_from_slice(&u32::try_from(end).unwrap_or(u32::MAX).to_ne_bytes());
-        }
-        for field in all() {
-            bytes.extend_from_slice(field);
-        }
         let head = Head {
             taken_at: Instant::now(),
             body,
@@ -73,7 +62,31 @@ impl Snapshot {
             h2: protocol == Protocol::Http2,
             fields: u32::try_from(fields).unwrap_or(u32::MAX),
         };
-        Snapshot(ThinArc::from_header_and_slice(head, &bytes))
+        // Allocated zeroed, then written in place: no second buffer, no copy.
+        let mut snap = ThinArc::from_header_and_iter(
+            head,
+            std::iter::repeat_n(0u8, fields * INDEX_ENTRY + text),
+        );
+        snap.with_arc_mut(|arc| {
+            // Just made, so not shared: always `Some`.
+            let Some((index, text)) = triomphe::Arc::get_mut(arc)
+                .and_then(|h| h.slice_mut().split_at_mut_checked(fields * INDEX_ENTRY))
+            else {
+                return;
+            };
+            let (mut end, mut at) = (0usize, 0usize);
+            for (field, slot) in all().zip(index.chunks_exact_mut(INDEX_ENTRY)) {
+                end += field.len();
+                // Varnish's workspaces are far below 4 GiB: an offset that does not fit (it
+                // cannot happen) saturates, and the field reads back empty instead of wrong.
+                slot.copy_from_slice(&u32::try_from(end).unwrap_or(u32::MAX).to_ne_bytes());
+                if let Some(dst) = text.get_mut(at..end) {
+                    dst.copy_from_slice(field);
+                }
+                at = end;
+            }
+        });
+        Snapshot(snap)
     }
 
     /// A snapshot from the fields of a Varnish `http`: method, URL, protocol, and the header
