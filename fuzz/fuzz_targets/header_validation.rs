@@ -4,19 +4,19 @@
 //! that plus the framing/connection headers and the loop-prevention marker.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vmods_fuzz::snapshot::{split_header_line, Snapshot, Template};
+use vmods_fuzz::snapshot::{split_header_line, Parts, Snapshot, Template};
 
 const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
 
 fuzz_target!(|data: &[u8]| {
     let f = vmods_fuzz::fields(data);
     let (name, value) = (f[0], f.get(1).copied().unwrap_or(b""));
-    let snap = Snapshot {
+    let snap = Snapshot::from(Parts {
         method: b"PURGE".to_vec(),
         url: b"/".to_vec(),
         headers: [(name, value)].into_iter().collect(),
-        ..Snapshot::default()
-    };
+        ..Parts::default()
+    });
     let ok = snap.validate().is_ok();
     let token = !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(b));
     let clean = !value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0));
@@ -31,9 +31,9 @@ fuzz_target!(|data: &[u8]| {
     let reserved = RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r.as_bytes()));
     assert_eq!(Template::check_set_header(name, value).is_ok(), ok && !reserved, "check_set_header()");
     // Method and URL: no space, CR, LF or NUL may pass.
-    let s2 = Snapshot { method: name.to_vec(), url: value.to_vec(), ..Snapshot::default() };
+    let s2 = Snapshot::from(Parts { method: name.to_vec(), url: value.to_vec(), ..Parts::default() });
     if s2.validate().is_ok() {
-        assert!(!s2.method.iter().chain(&s2.url).any(|b| *b <= b' ' || *b == 0x7f));
+        assert!(!s2.method().iter().chain(s2.url()).any(|b| *b <= b' ' || *b == 0x7f));
     }
     // split_header_line never panics and its name has no colon.
     if let Some((n, _)) = split_header_line(data) {

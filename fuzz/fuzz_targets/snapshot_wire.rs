@@ -21,7 +21,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use vmods_fuzz::dest::Destination;
-use vmods_fuzz::snapshot::{Prepared, Snapshot, Template};
+use vmods_fuzz::snapshot::{Parts, Prepared, Snapshot, Template};
 
 /// Whether peer/src/transport.rs asks libcurl to keep dot segments (CURLOPT_PATH_AS_IS).
 /// Without it libcurl applies RFC 3986 remove_dot_segments to the path: `/a/../b` goes out as
@@ -231,11 +231,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let flags = f[2].first().copied().unwrap_or(0);
-    let mut snap = Snapshot {
+    let mut snap = Parts {
         method: f[0].to_vec(),
         url: f[1].to_vec(),
         http10: flags & 1 == 1,
-        ..Snapshot::default()
+        ..Parts::default()
     };
     let mut rest = &f[3..];
     if let Some((last, head)) = rest.split_last() {
@@ -262,11 +262,12 @@ fuzz_target!(|data: &[u8]| {
         }
         t.fixed.push((n, v));
     }
-    if snap.validate().is_err() {
+    let taken = Snapshot::from(snap.clone());
+    if taken.validate().is_err() {
         return;
     }
     let dest = Destination::parse("127.0.0.1", 8080).expect("fixed destination");
-    let p = t.render(&snap, &dest);
+    let p = t.render(&taken, &dest);
     let bytes = wire(&p);
 
     // What the contract says goes out.
