@@ -173,10 +173,17 @@ fn thread_cpu() -> Duration {
 
 /// Median, min, max of rounds of `batch` calls of `f` in this thread's CPU time (the first
 /// round is a warm-up); `between` runs after each round, untimed.
-fn rounds(mut batch: u32, mut f: impl FnMut(), mut between: impl FnMut()) -> (f64, f64, f64, usize) {
+fn rounds(
+    mut batch: u32,
+    mut f: impl FnMut(),
+    mut between: impl FnMut(),
+) -> (f64, f64, f64, usize) {
     let mut samples = Vec::new();
     let mut max_rounds = 50;
-    if let Some(calls) = std::env::var("PEER_BENCH_CALLS").ok().and_then(|n| n.parse().ok()) {
+    if let Some(calls) = std::env::var("PEER_BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
         (batch, max_rounds) = (calls, 3);
     }
     let end = Instant::now() + Duration::from_secs(5);
@@ -282,7 +289,8 @@ fn bytes_per_queued_request() {
             |line| panic!("not queued: {line}"),
         );
     }
-    let per = |now: &AtomicIsize, before: isize| (now.load(Ordering::Relaxed) - before) as f64 / N as f64;
+    let per =
+        |now: &AtomicIsize, before: isize| (now.load(Ordering::Relaxed) - before) as f64 / N as f64;
     let (bytes, class, allocs) = (
         per(&LIVE_BYTES, b0),
         per(&LIVE_CLASS_BYTES, c0),

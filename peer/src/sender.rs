@@ -347,7 +347,9 @@ impl Peer {
                 lane.release(size);
                 PeerCounters::dec(&counters.queue_length);
                 PeerCounters::inc(&counters.dropped);
-                report.dropped.push(drop_line(name, &lane.dest, &"queue closed"));
+                report
+                    .dropped
+                    .push(drop_line(name, &lane.dest, &"queue closed"));
             }
         }
         Ok(report)

@@ -215,7 +215,10 @@ fn refused_and_no_destination() {
     assert_eq!(p.enqueue(snap("/")), Err(EnqueueError::NoDestination));
     let mut bad = parts("/");
     bad.headers.push(b"X", b"a\nb");
-    assert!(matches!(p.enqueue(bad.into()), Err(EnqueueError::Refused(_))));
+    assert!(matches!(
+        p.enqueue(bad.into()),
+        Err(EnqueueError::Refused(_))
+    ));
     assert_eq!(p.counters().refused.load(Ordering::Relaxed), 1);
     assert!(p
         .add_destination(Destination::parse("a", 1).unwrap())

@@ -734,7 +734,12 @@ mod tests {
         let mut s = snap();
         let before = Snapshot::from(s.clone()).size();
         // Method, URL, 7 names and values, and a 4-byte offset for each of those 16 fields.
-        let text: usize = 5 + 6 + s.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        let text: usize = 5
+            + 6
+            + s.headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>();
         assert_eq!(before, text + 16 * 4);
         s.body = Some(Arc::new(vec![0; 1000]));
         assert_eq!(Snapshot::from(s).size(), before + 1000);
@@ -826,7 +831,10 @@ mod tests {
         // The snapshot_wire fuzz crash: raw bytes >= 0x80 reached the request line.
         s.url = b"=\x87\x87\x87".to_vec();
         assert_eq!(s.validate(), Ok(()));
-        assert_eq!(t.render_parts(&s, &d).url, b"http://127.0.0.1:8080/=%87%87%87");
+        assert_eq!(
+            t.render_parts(&s, &d).url,
+            b"http://127.0.0.1:8080/=%87%87%87"
+        );
         s.url = "/café?q={a|b}&r=[1]#frag\\\"<>^`".as_bytes().to_vec();
         assert_eq!(
             t.render_parts(&s, &d).url,

@@ -352,7 +352,10 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_one_exact_allocation_behind_one_word() {
-        assert_eq!(std::mem::size_of::<Snapshot>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Snapshot>(),
+            std::mem::size_of::<usize>()
+        );
         let lines = one_kb_lines();
         let (snap, allocs, bytes) = held(|| {
             Snapshot::from_fields(
@@ -371,7 +374,10 @@ mod tests {
         let overhead = bytes.cast_unsigned() - snap.size();
         assert!(overhead <= 64, "{overhead} bytes besides the request's");
         // Under jemalloc's 1280-byte class, with the text (1048 bytes) over the 1024 one.
-        assert!(bytes <= 1280 && text > 1024, "{bytes} bytes for {text} of text");
+        assert!(
+            bytes <= 1280 && text > 1024,
+            "{bytes} bytes for {text} of text"
+        );
         // Clones share it.
         let (copy, allocs, _) = held(|| snap.clone());
         assert_eq!(allocs, 0);
@@ -403,7 +409,10 @@ mod tests {
         assert!(snap.h2() && !snap.http10());
         assert_eq!(snap.body().map(|b| b.as_slice()), Some(&b"body"[..]));
         let empty = Snapshot::default();
-        assert_eq!((empty.method(), empty.url(), empty.header_count()), (&b""[..], &b""[..], 0));
+        assert_eq!(
+            (empty.method(), empty.url(), empty.header_count()),
+            (&b""[..], &b""[..], 0)
+        );
         assert_eq!(empty.headers().count(), 0);
     }
 
