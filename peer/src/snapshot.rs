@@ -146,8 +146,18 @@ impl std::fmt::Display for HeaderError {
     }
 }
 
+/// True when some byte of `bytes` is `bad`. Checked a block at a time without an early exit
+/// inside the block, so that the compiler vectorizes it: this runs over every header value
+/// and URL of every `queue_req()`, on the worker's time (byte by byte, it was two thirds of
+/// the cost of copying a 1 KB request).
+fn any_byte(bytes: &[u8], bad: impl Fn(u8) -> bool) -> bool {
+    bytes
+        .chunks(64)
+        .any(|block| block.iter().fold(false, |found, b| found | bad(*b)))
+}
+
 fn has_crlf_nul(bytes: &[u8]) -> bool {
-    bytes.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+    any_byte(bytes, |b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 /// `tchar` of RFC 9110 5.6.2, one table lookup per byte: this runs on every header name of
@@ -203,7 +213,7 @@ pub fn shown(bytes: &[u8]) -> String {
 }
 
 fn no_space_or_ctl(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && bytes.iter().all(|b| *b > b' ' && *b != 0x7f)
+    !bytes.is_empty() && !any_byte(bytes, |b| b <= b' ' || b == 0x7f)
 }
 
 /// Splits a Varnish header line (`Name: value`) into name and value, the value without the
@@ -222,13 +232,16 @@ pub fn split_header_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
 impl Snapshot {
     /// Refuses anything that could inject a line into the outbound request.
     pub fn validate(&self) -> Result<(), Refusal> {
-        if !is_token(self.method()) {
+        // One pass over the fields in their order: method, URL, then name and value of each
+        // header.
+        let mut fields = self.fields();
+        if !is_token(fields.next().unwrap_or_default()) {
             return Err(Refusal::Method);
         }
-        if !no_space_or_ctl(self.url()) {
+        if !no_space_or_ctl(fields.next().unwrap_or_default()) {
             return Err(Refusal::Url);
         }
-        for (name, value) in self.headers() {
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
             if !is_token(name) {
                 return Err(Refusal::HeaderName(
                     String::from_utf8_lossy(name).into_owned(),
@@ -756,6 +769,25 @@ mod tests {
         let p = t.render_parts(&snap(), &d);
         assert_eq!(p.header_lines[0], b"X-Api-Key: k");
         assert!(!p.header_lines.iter().any(|l| l.starts_with(b"Host")));
+    }
+
+    #[test]
+    fn every_forbidden_byte_is_found_at_any_place_in_a_long_value() {
+        for len in [1, 63, 64, 65, 200] {
+            for at in [0, len / 2, len - 1] {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    v[at] = b;
+                    assert_eq!(
+                        has_crlf_nul(&v),
+                        matches!(b, b'\r' | b'\n' | 0),
+                        "{len} {at} {b}"
+                    );
+                    assert_eq!(no_space_or_ctl(&v), b > b' ' && b != 0x7f, "{len} {at} {b}");
+                }
+            }
+        }
+        assert!(!has_crlf_nul(b"") && !no_space_or_ctl(b""));
     }
 
     #[test]

@@ -45,16 +45,13 @@ impl Snapshot {
     ) -> Self {
         // The fields once (a Varnish header line is split here, once), then sized, so that
         // the snapshot is allocated once and exact.
-        let mut all_headers = Vec::with_capacity(headers.size_hint().1.unwrap_or(0));
-        all_headers.extend(headers);
-        let headers: Vec<(&[u8], &[u8])> = all_headers;
-        let all = || {
-            [method, url]
-                .into_iter()
-                .chain(headers.iter().flat_map(|&(name, value)| [name, value]))
-        };
-        let fields = 2 + 2 * headers.len();
-        let text: usize = all().map(<[u8]>::len).sum();
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.size_hint().1.unwrap_or(0));
+        let mut text = method.len() + url.len();
+        for (name, value) in headers {
+            text += name.len() + value.len();
+            pairs.push((name, value));
+        }
+        let fields = 2 + 2 * pairs.len();
         let head = Head {
             taken_at: Instant::now(),
             body,
@@ -62,7 +59,7 @@ impl Snapshot {
             h2: protocol == Protocol::Http2,
             fields: u32::try_from(fields).unwrap_or(u32::MAX),
         };
-        // Allocated zeroed, then written in place: no second buffer, no copy.
+        // Allocated zeroed, then written in place: no second buffer, no second copy.
         let mut snap = ThinArc::from_header_and_iter(
             head,
             std::iter::repeat_n(0u8, fields * INDEX_ENTRY + text),
@@ -74,16 +71,16 @@ impl Snapshot {
             else {
                 return;
             };
-            let (mut end, mut at) = (0usize, 0usize);
-            for (field, slot) in all().zip(index.chunks_exact_mut(INDEX_ENTRY)) {
-                end += field.len();
-                // Varnish's workspaces are far below 4 GiB: an offset that does not fit (it
-                // cannot happen) saturates, and the field reads back empty instead of wrong.
-                slot.copy_from_slice(&u32::try_from(end).unwrap_or(u32::MAX).to_ne_bytes());
-                if let Some(dst) = text.get_mut(at..end) {
-                    dst.copy_from_slice(field);
-                }
-                at = end;
+            let mut out = Writer {
+                index: index.chunks_exact_mut(INDEX_ENTRY),
+                text,
+                end: 0,
+            };
+            out.put(method);
+            out.put(url);
+            for (name, value) in pairs {
+                out.put(name);
+                out.put(value);
             }
         });
         Snapshot(snap)
@@ -112,7 +109,11 @@ impl Snapshot {
     }
 
     /// Every field in order: method, URL, then name and value of each header.
-    fn fields(&self) -> Fields<'_> {
+    pub(super) fn fields(&self) -> impl Iterator<Item = &[u8]> + Clone + '_ {
+        self.field_iter()
+    }
+
+    fn field_iter(&self) -> Fields<'_> {
         let bytes = &self.0.slice;
         let index = usize::try_from(self.head().fields)
             .unwrap_or(0)
@@ -127,11 +128,11 @@ impl Snapshot {
     }
 
     pub fn method(&self) -> &[u8] {
-        self.fields().next().unwrap_or_default()
+        self.field_iter().next().unwrap_or_default()
     }
 
     pub fn url(&self) -> &[u8] {
-        self.fields().nth(1).unwrap_or_default()
+        self.field_iter().nth(1).unwrap_or_default()
     }
 
     pub fn http10(&self) -> bool {
@@ -159,7 +160,7 @@ impl Snapshot {
 
     /// The headers (name, value) in order, duplicates kept.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
-        let mut fields = self.fields().skip(2);
+        let mut fields = self.field_iter().skip(2);
         std::iter::from_fn(move || Some((fields.next()?, fields.next()?)))
     }
 
@@ -179,6 +180,28 @@ impl Snapshot {
             h2: self.h2(),
             headers: self.headers().collect(),
             body: self.body().cloned(),
+        }
+    }
+}
+
+/// Writes the fields of a new snapshot in order: each one's bytes, and its end offset.
+struct Writer<'a> {
+    index: std::slice::ChunksExactMut<'a, u8>,
+    text: &'a mut [u8],
+    end: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, field: &[u8]) {
+        let start = self.end;
+        self.end += field.len();
+        if let Some(slot) = self.index.next() {
+            // Varnish's workspaces are far below 4 GiB: an offset that does not fit (it
+            // cannot happen) saturates, and the field reads back empty instead of wrong.
+            slot.copy_from_slice(&u32::try_from(self.end).unwrap_or(u32::MAX).to_ne_bytes());
+        }
+        if let Some(dst) = self.text.get_mut(start..self.end) {
+            dst.copy_from_slice(field);
         }
     }
 }
