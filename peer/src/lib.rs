@@ -10,7 +10,9 @@
 //! `magic` (the tag checked on the object pointers Varnish hands back).
 
 pub mod config;
+mod crew;
 pub mod dest;
+pub mod discover;
 pub mod escape;
 pub mod ffi;
 pub mod magic;

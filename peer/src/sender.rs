@@ -6,20 +6,21 @@
 //! Modelled on tracing-appender's worker: lossy `try_send` with a dropped counter, named
 //! threads, a stop signal, and a join bounded in time.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::Settings;
+use crate::crew::Crew;
 use crate::dest::Destination;
 use crate::policy::Outcome;
 use crate::snapshot::{HeaderError, Prepared, Refusal, Snapshot, Template};
 use crate::stats::{CounterStore, PeerCounters};
 pub use crate::worker::Control;
-use crate::worker::{fail_lane_leftovers, Job, Lane, Shared, Worker};
+use crate::worker::{fail_lane_leftovers, Job, Lane, Shared};
 
 /// Extra time given to threads after the drain deadline: aborting a transfer in progress
 /// takes until libcurl's next progress check (0.1 s).
@@ -118,25 +119,40 @@ pub struct EnqueueReport {
 }
 
 struct Frozen {
-    lanes: Vec<Arc<Lane>>,
+    /// The lanes requests are queued to. Replaced as a whole when a lane is added or
+    /// retired, so that `enqueue()` only clones an `Arc` under an uncontended read lock.
+    lanes: RwLock<Arc<Vec<Arc<Lane>>>>,
     template: Arc<Template>,
 }
 
-/// One generation of sender threads (from a warm event to the next cold one).
+/// One generation of sender threads (from a warm event to the next cold one): a crew per
+/// lane.
 struct Generation {
-    control: Arc<Control>,
-    stop: Option<Sender<()>>,
-    done: Receiver<()>,
-    handles: Vec<JoinHandle<()>>,
+    /// Not told to drain yet: a lane added now gets its threads at once.
+    warm: bool,
+    crews: Vec<(Arc<Lane>, Crew)>,
 }
 
-/// A generation told to stop, to be joined (see [`Peer::begin_stop`]).
-pub struct Stopping(Option<Generation>);
+/// A lane taken out of the peer's lanes, draining, until it is ended (see
+/// [`Peer::reap_retired`]).
+struct Retired {
+    lane: Arc<Lane>,
+    /// Its threads, if it had any (none when retired while the peer was not running).
+    crew: Option<Crew>,
+}
+
+/// What a stopping peer still has to join (see [`Peer::begin_stop`]).
+pub struct Stopping {
+    generation: Option<Generation>,
+    retired: Vec<Retired>,
+}
 
 impl Stopping {
     /// When its threads stop attempting anything.
     pub fn deadline(&self) -> Option<Instant> {
-        self.0.as_ref().and_then(|g| g.control.deadline())
+        let crews = self.generation.iter().flat_map(|g| g.crews.iter().map(|(_, c)| c));
+        let retired = self.retired.iter().filter_map(|r| r.crew.as_ref());
+        crews.chain(retired).filter_map(Crew::deadline).max()
     }
 }
 
@@ -152,7 +168,15 @@ pub struct Peer {
     setup: Mutex<Setup>,
     frozen: OnceLock<Frozen>,
     running: Mutex<Option<Generation>>,
+    retired: Mutex<Vec<Retired>>,
+    /// Serializes what changes the lanes or their threads (temperature events, lanes added
+    /// and retired by discovery): held across a restart's join, never by `enqueue()`.
+    changes: Mutex<()>,
+    /// Numbers lanes in thread names.
+    serial: AtomicUsize,
     spawn: Spawn,
+    /// Names re-resolved while the VCL is warm (`discover.rs`).
+    discoveries: Mutex<Vec<crate::discover::Discovery>>,
 }
 
 impl Peer {
@@ -176,7 +200,11 @@ impl Peer {
             }),
             frozen: OnceLock::new(),
             running: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
+            changes: Mutex::new(()),
+            serial: AtomicUsize::new(0),
             spawn: spawn_thread,
+            discoveries: Mutex::new(Vec::new()),
         }
     }
 
@@ -234,27 +262,31 @@ impl Peer {
             let lanes = setup
                 .dests
                 .into_iter()
-                .map(|dest| Arc::new(Lane::new(dest)))
+                .map(|dest| self.make_lane(dest))
                 .collect();
             Frozen {
-                lanes,
+                lanes: RwLock::new(Arc::new(lanes)),
                 template: Arc::new(setup.template),
             }
         })
     }
 
+    /// The lanes requests are queued to now.
+    fn lanes(&self) -> Arc<Vec<Arc<Lane>>> {
+        Arc::clone(&self.frozen().lanes.read())
+    }
+
     /// True when the peer has a destination (it is configured from then on).
     pub fn has_destination(&self) -> bool {
-        !self.frozen().lanes.is_empty()
+        !self.lanes().is_empty()
     }
 
     /// True when at least one destination queue has room: otherwise a caller need not
     /// even take a snapshot ([`Peer::drop_all`] counts the loss).
     pub fn has_room(&self) -> bool {
-        let frozen = self.frozen();
-        frozen.lanes.is_empty()
-            || frozen
-                .lanes
+        let lanes = self.lanes();
+        lanes.is_empty()
+            || lanes
                 .iter()
                 .any(|l| l.full(&self.shared.settings).is_none())
     }
@@ -263,7 +295,7 @@ impl Peer {
     pub fn drop_all(&self) -> EnqueueReport {
         let counters = self.counters();
         let mut report = EnqueueReport::default();
-        for lane in &self.frozen().lanes {
+        for lane in self.lanes().iter() {
             let why = lane
                 .full(&self.shared.settings)
                 .unwrap_or_else(|| "queue full".into());
@@ -281,15 +313,15 @@ impl Peer {
             PeerCounters::inc(&counters.refused);
             return Err(EnqueueError::Refused(refusal));
         }
-        let frozen = self.frozen();
-        if frozen.lanes.is_empty() {
+        let lanes = self.lanes();
+        if lanes.is_empty() {
             return Err(EnqueueError::NoDestination);
         }
         let size = snap.size();
         let snap = Arc::new(snap);
         let queued_at = Instant::now();
         let mut report = EnqueueReport::default();
-        for lane in &frozen.lanes {
+        for lane in lanes.iter() {
             if let Err(why) = lane.reserve(size, &self.shared.settings) {
                 PeerCounters::inc(&counters.dropped);
                 report.dropped.push(format!("{} ({why})", lane.dest));
@@ -327,26 +359,26 @@ impl Peer {
     }
 
     /// Starts the sender threads (warm event). A previous generation still draining is
-    /// aborted at once and joined for at most [`RESTART_JOIN`], without holding the lock:
-    /// the warm event answers promptly on the CLI, and what it had not sent stays queued
-    /// (the request in flight goes back to the head of its queue) for the new threads.
-    /// If a thread cannot be started, those already started are stopped and the error
-    /// returned.
+    /// aborted at once and joined for at most [`RESTART_JOIN`], without holding the
+    /// `running` lock: the warm event answers promptly on the CLI, and what it had not sent
+    /// stays queued (the request in flight goes back to the head of its queue) for the new
+    /// threads. If a thread cannot be started, those already started are stopped and the
+    /// error returned. Lanes retired earlier keep draining on their own.
     pub fn start(&self) -> Result<(), StartError> {
+        let _changes = self.changes.lock();
         let old = {
             let mut running = self.running.lock();
-            if running.as_ref().is_some_and(|g| g.stop.is_some()) {
+            if running.as_ref().is_some_and(|g| g.warm) {
                 return Ok(());
             }
             running.take()
         };
         if let Some(old) = old {
-            old.control.abort_for_restart();
-            self.join(old, Some(Instant::now() + RESTART_JOIN));
+            self.stop_generation(old);
         }
         let generation = self.spawn_generation()?;
         let replaced = self.running.lock().replace(generation);
-        // Events are serialized on the CLI thread: nothing else starts a generation.
+        // `changes` is held: nothing else starts a generation.
         if let Some(other) = replaced {
             self.stop_generation(other);
         }
@@ -354,94 +386,89 @@ impl Peer {
     }
 
     fn spawn_generation(&self) -> Result<Generation, StartError> {
-        let frozen = self.frozen();
-        let control = Arc::new(Control::default());
-        let (stop_tx, stop_rx) = bounded::<()>(0);
-        let (done_tx, done_rx) = bounded::<()>(0);
         let mut generation = Generation {
-            control: Arc::clone(&control),
-            stop: Some(stop_tx),
-            done: done_rx,
-            handles: Vec::new(),
+            warm: true,
+            crews: Vec::new(),
         };
-        let settings = &self.shared.settings;
-        for (lane_no, lane) in frozen.lanes.iter().enumerate() {
-            for thread_no in 0..settings.concurrency.max(1) {
-                let worker = Worker {
-                    shared: Arc::clone(&self.shared),
-                    lane: Arc::clone(lane),
-                    template: Arc::clone(&frozen.template),
-                    control: Arc::clone(&control),
-                };
-                let stop_rx = stop_rx.clone();
-                let done_tx = done_tx.clone();
-                let mut name = format!("peer-{lane_no}.{thread_no}-{}", settings.name);
-                name.truncate(15);
-                let body = Box::new(move || {
-                    let _done = done_tx;
-                    worker.run(&stop_rx);
-                });
-                match (self.spawn)(name, body) {
-                    Ok(handle) => generation.handles.push(handle),
-                    Err(error) => {
-                        self.stop_generation(generation);
-                        return Err(StartError {
-                            peer: settings.name.clone(),
-                            dest: lane.dest.to_string(),
-                            error,
-                        });
-                    }
+        for lane in self.lanes().iter() {
+            match self.spawn_crew(lane) {
+                Ok(crew) => generation.crews.push((Arc::clone(lane), crew)),
+                Err(e) => {
+                    self.stop_generation(generation);
+                    return Err(e);
                 }
             }
         }
         Ok(generation)
     }
 
+    fn spawn_crew(&self, lane: &Arc<Lane>) -> Result<Crew, StartError> {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let template = &self.frozen().template;
+        Crew::spawn(&self.shared, lane, template, serial, self.spawn)
+    }
+
     /// Stops a generation that is being replaced or could not start in full: at once, and
     /// without giving up its queues (the next generation, or the discard, takes them).
-    fn stop_generation(&self, mut generation: Generation) {
-        generation.stop = None;
-        generation.control.abort_for_restart();
-        self.join(generation, Some(Instant::now() + RESTART_JOIN));
+    fn stop_generation(&self, generation: Generation) {
+        let crews = generation.crews.into_iter().map(|(_, mut crew)| {
+            crew.abort_for_restart();
+            crew
+        });
+        self.join(crews, Some(Instant::now() + RESTART_JOIN));
     }
 
     /// Cold event: the threads send what is queued until the queues are empty or the
     /// drain timeout has passed, then exit. Does not wait for them.
     pub fn begin_drain(&self) {
-        let mut running = self.running.lock();
-        if let Some(generation) = running.as_mut() {
-            Self::signal_drain(generation, self.shared.settings.drain_timeout);
+        let _changes = self.changes.lock();
+        if let Some(generation) = self.running.lock().as_mut() {
+            self.signal_drain(generation);
         }
     }
 
-    fn signal_drain(generation: &mut Generation, drain_timeout: Duration) {
-        if generation.stop.is_some() {
-            generation
-                .control
-                .set_deadline(Instant::now() + drain_timeout);
-            generation.stop = None;
-        } else if drain_timeout.is_zero() {
-            generation.control.set_deadline(Instant::now());
+    fn signal_drain(&self, generation: &mut Generation) {
+        generation.warm = false;
+        for (_, crew) in &mut generation.crews {
+            crew.drain(self.shared.settings.drain_timeout);
         }
     }
 
     /// Tells the threads to drain (if not already draining) and hands back what to join:
     /// several peers are stopped together this way (see [`Peer::finish_stop`]).
     pub fn begin_stop(&self) -> Stopping {
-        let generation = self.running.lock().take();
-        Stopping(generation.map(|mut g| {
-            Self::signal_drain(&mut g, self.shared.settings.drain_timeout);
+        let _changes = self.changes.lock();
+        let generation = self.running.lock().take().map(|mut g| {
+            self.signal_drain(&mut g);
             g
-        }))
+        });
+        Stopping {
+            generation,
+            retired: std::mem::take(&mut *self.retired.lock()),
+        }
     }
 
     /// Joins the threads of `stopping`, waiting at most until `limit` (by default its
     /// deadline plus [`JOIN_GRACE`]); then counts what is still queued as failed, in bulk.
     pub fn finish_stop(&self, stopping: Stopping, limit: Option<Instant>) {
-        if let Some(generation) = stopping.0 {
-            self.join(generation, limit);
+        let limit = limit.unwrap_or_else(|| {
+            stopping
+                .deadline()
+                .unwrap_or_else(Instant::now)
+                .max(Instant::now())
+                + JOIN_GRACE
+        });
+        let mut retired = stopping.retired;
+        let crews = stopping.generation.into_iter().flat_map(|g| g.crews);
+        let crews = crews.map(|(_, crew)| crew);
+        let retired_crews = retired.iter_mut().filter_map(|r| r.crew.take());
+        self.join(crews.chain(retired_crews), Some(limit));
+        for r in retired {
+            self.end_lane(&r.lane);
         }
-        self.fail_leftovers();
+        for lane in self.lanes().iter() {
+            fail_lane_leftovers(&self.shared, lane);
+        }
     }
 
     /// Drains (if not already draining) and joins the threads, waiting at most the drain
@@ -451,46 +478,30 @@ impl Peer {
         self.finish_stop(stopping, None);
     }
 
-    fn join(&self, generation: Generation, limit: Option<Instant>) {
+    /// Joins `crews`, all within `limit` (by default the latest deadline plus
+    /// [`JOIN_GRACE`]). A thread stuck in a transfer holds its own references to the shared
+    /// state: it is left to finish detached (logged once), and the counters (the VSC
+    /// segment) are freed when it lets go, not leaked.
+    fn join(&self, crews: impl Iterator<Item = Crew>, limit: Option<Instant>) {
+        let crews: Vec<Crew> = crews.collect();
         let limit = limit.unwrap_or_else(|| {
-            generation
-                .control
-                .deadline()
+            crews
+                .iter()
+                .filter_map(Crew::deadline)
+                .max()
                 .unwrap_or_else(Instant::now)
                 .max(Instant::now())
                 + JOIN_GRACE
         });
-        // Nothing is sent on `done`: it disconnects when the last thread exits, so this
-        // loop ends at the disconnection or at `limit`.
-        loop {
-            match generation.done.recv_deadline(limit) {
-                Ok(()) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    for handle in generation.handles {
-                        let _ = handle.join();
-                    }
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // A thread is stuck in a transfer. It holds its own reference to the
-                    // shared state; dropping the handles detaches it, and the counters (the
-                    // VSC segment) are freed when it lets go, not leaked.
-                    self.shared.log.thread_left_running(&format!(
-                        "peer {}: a sender thread did not stop in time and was left to finish",
-                        self.shared.settings.name
-                    ));
-                    return;
-                }
-            }
+        let mut all_joined = true;
+        for crew in crews {
+            all_joined &= crew.join(limit);
         }
-    }
-
-    /// Counts what is still queued as failed: in bulk, one log line per destination.
-    fn fail_leftovers(&self) {
-        if let Some(frozen) = self.frozen.get() {
-            for lane in &frozen.lanes {
-                fail_lane_leftovers(&self.shared, lane);
-            }
+        if !all_joined {
+            self.shared.log.thread_left_running(&format!(
+                "peer {}: a sender thread did not stop in time and was left to finish",
+                self.shared.settings.name
+            ));
         }
     }
 }
@@ -500,6 +511,9 @@ impl Drop for Peer {
         self.stop();
     }
 }
+
+#[path = "sender_lanes.rs"]
+mod lanes;
 
 #[cfg(test)]
 #[path = "sender_tests.rs"]

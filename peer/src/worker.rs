@@ -92,6 +92,9 @@ pub(crate) struct Lane {
     /// Jobs a stopped generation had taken and handed back unsent: taken before the
     /// channel, so they keep their place ahead of what was queued after them.
     pub(crate) resumed: Mutex<VecDeque<Job>>,
+    /// Taken out of the peer's lanes (its address left DNS): nothing new is queued to it,
+    /// what is queued is sent until its drain deadline.
+    retired: AtomicBool,
 }
 
 impl Lane {
@@ -104,6 +107,20 @@ impl Lane {
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             resumed: Mutex::new(VecDeque::new()),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Why what is left in the queue is given up when its threads stop.
+    fn stop_reason(&self) -> &'static str {
+        if self.retired.load(Ordering::Acquire) {
+            "the destination was retired (its address left DNS)"
+        } else {
+            "shutdown"
         }
     }
 
@@ -185,8 +202,10 @@ pub(crate) fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
         PeerCounters::sub(&counters.queue_length, left);
         PeerCounters::add(&counters.failed, left);
         shared.log.log(&format!(
-            "peer {}: gave up {left} requests to {}: shutdown before they were sent",
-            shared.settings.name, lane.dest
+            "peer {}: gave up {left} requests to {}: {} before they were sent",
+            shared.settings.name,
+            lane.dest,
+            lane.stop_reason()
         ));
     }
 }
@@ -294,13 +313,13 @@ impl Worker {
         let settings = &self.shared.settings;
         let policy = &settings.policy;
         if self.control.aborted() {
-            return self.stopped(|| "shutdown before it was sent".into());
+            return self.stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
         }
         let prepared = self.template.render(&job.snap, &self.lane.dest);
         let mut attempts = 0;
         loop {
             if self.control.aborted() {
-                return self.stopped(|| "shutdown before it was sent".into());
+                return self.stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
             }
             if policy.is_expired(job.queued_at, Instant::now()) {
                 return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
@@ -319,7 +338,9 @@ impl Worker {
                 Decision::Expired(reason) => return End::Expired(reason),
                 Decision::RetryAfter(wait) => {
                     if !self.control.sleep(wait) {
-                        return self.stopped(|| format!("{outcome}; shutdown before the retry"));
+                        return self.stopped(|| {
+                            format!("{outcome}; {} before the retry", self.lane.stop_reason())
+                        });
                     }
                     // Counted when the retry is about to happen, not when it was planned.
                     PeerCounters::inc(&self.shared.counters().retried);

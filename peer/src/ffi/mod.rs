@@ -1,4 +1,5 @@
-//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls),
+//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls,
+//! `discover` for `x.add_dns_destinations()`),
 //! `request` (reading a request out of Varnish's structures) and `curl` (libcurl options set
 //! from bytes). The Varnish primitives they use are the shared crate `vmod-rt`'s.
 //!
@@ -7,6 +8,8 @@
 //! executable does not have.
 
 mod curl;
+#[cfg(all(not(test), feature = "vmod"))]
+mod discover;
 #[cfg(all(not(test), feature = "vmod"))]
 mod request;
 #[cfg(all(not(test), feature = "vmod"))]
