@@ -517,4 +517,4 @@ mod lanes;
 
 #[cfg(test)]
 #[path = "sender_tests.rs"]
-mod tests;
+pub(crate) mod tests;

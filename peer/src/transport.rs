@@ -340,6 +340,36 @@ mod tests {
     }
 
     #[test]
+    fn a_discovered_address_is_connected_to_while_the_url_keeps_the_name() {
+        let (port, server) = one_connection(200, 1);
+        // A name nothing resolves: only the address can be connected to.
+        let dest = Destination::parse("peer-test.invalid", i64::from(port))
+            .unwrap()
+            .at("127.0.0.1".parse().unwrap());
+        let prepared = Template::default().render(
+            &Snapshot {
+                method: b"PURGE".to_vec(),
+                url: b"/x".to_vec(),
+                ..Snapshot::default()
+            },
+            &dest,
+        );
+        let mut transport = CurlFactory.create();
+        let control = Arc::new(Control::default());
+        assert_eq!(
+            transport.send(&dest, &prepared, &settings(), &control),
+            Outcome::Status(200)
+        );
+        let wire = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(
+            wire.starts_with(&format!(
+                "PURGE /x HTTP/1.1\r\nHost: peer-test.invalid:{port}\r\n"
+            )),
+            "{wire}"
+        );
+    }
+
+    #[test]
     fn refused_connection_is_transient_and_5xx_is_a_status() {
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
