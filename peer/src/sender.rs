@@ -1,7 +1,9 @@
 //! The sender: one queue per destination, bounded in requests and in bytes, sender threads
 //! that take requests from it, retry them per the policy, and count the results.
-//! `enqueue()` does no I/O and takes no lock; the threads follow the VCL temperature
-//! (start, drain with a deadline, join).
+//! `enqueue()` does no I/O and takes no lock but the read side of the lanes' `RwLock`, held
+//! for an `Arc` clone; the threads follow the VCL temperature (start, drain with a deadline,
+//! join), one crew per lane (`crew.rs`), so that lanes can be added and retired while the
+//! peer runs (`sender_lanes.rs`, for DNS discovery).
 //!
 //! Modelled on tracing-appender's worker: lossy `try_send` with a dropped counter, named
 //! threads, a stop signal, and a join bounded in time.
