@@ -77,7 +77,10 @@ impl std::fmt::Display for DiscoverError {
                  proxy resolves it)",
             ),
             DiscoverError::Duplicate(host) => {
-                write!(f, "destination: \"{host}\" is already discovered by this peer")
+                write!(
+                    f,
+                    "destination: \"{host}\" is already discovered by this peer"
+                )
             }
             DiscoverError::Setup(e) => e.fmt(f),
         }
@@ -115,7 +118,12 @@ pub fn add_dns_destinations(
 
 /// The addresses used from an answer: each once, the lowest [`MAX_ADDRESSES`].
 fn usable(answer: Vec<IpAddr>) -> BTreeSet<IpAddr> {
-    answer.into_iter().collect::<BTreeSet<_>>().into_iter().take(MAX_ADDRESSES).collect()
+    answer
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .take(MAX_ADDRESSES)
+        .collect()
 }
 
 /// What a refresh changes: destinations to add and to retire, lines to log.
@@ -150,14 +158,12 @@ impl Discovery {
         now: Instant,
     ) -> Result<Self, DiscoverError> {
         let host = dest.bare_host().to_string();
-        let addresses = usable(
-            resolver
-                .resolve(&host, dest.port)
-                .map_err(|why| DiscoverError::Unresolved {
-                    host: host.clone(),
-                    why,
-                })?,
-        );
+        let addresses = usable(resolver.resolve(&host, dest.port).map_err(|why| {
+            DiscoverError::Unresolved {
+                host: host.clone(),
+                why,
+            }
+        })?);
         if addresses.is_empty() {
             return Err(DiscoverError::NoAddress(host));
         }

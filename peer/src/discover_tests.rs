@@ -49,7 +49,10 @@ fn discovery(addrs: &[&str], now: Instant) -> Discovery {
 
 #[test]
 fn a_name_stands_for_each_of_its_addresses_once() {
-    let d = discovery(&["127.0.0.3", "::1", "127.0.0.2", "127.0.0.3"], Instant::now());
+    let d = discovery(
+        &["127.0.0.3", "::1", "127.0.0.2", "127.0.0.3"],
+        Instant::now(),
+    );
     assert_eq!(
         shown(&d.destinations()),
         [
@@ -124,8 +127,10 @@ fn a_failure_or_an_empty_answer_keeps_the_addresses_and_is_logged_once_per_chang
     assert!(u.add.is_empty() && u.retire.is_empty());
     assert_eq!(
         u.lines,
-        ["peer p: http://n:80 does not resolve (timed out); its 2 addresses are kept until it \
-          resolves again"]
+        [
+            "peer p: http://n:80 does not resolve (timed out); its 2 addresses are kept until it \
+          resolves again"
+        ]
     );
     assert_eq!(d.next(), t0 + 2 * T, "tried again at the next refresh");
     let u = d.update(Err("timed out".into()), t0 + 2 * T);
@@ -133,7 +138,11 @@ fn a_failure_or_an_empty_answer_keeps_the_addresses_and_is_logged_once_per_chang
     let u = d.update(Ok(Vec::new()), t0 + 3 * T);
     assert!(u.add.is_empty() && u.retire.is_empty());
     assert_eq!(u.lines.len(), 1);
-    assert!(u.lines[0].contains("resolves to no address"), "{:?}", u.lines);
+    assert!(
+        u.lines[0].contains("resolves to no address"),
+        "{:?}",
+        u.lines
+    );
     assert_eq!(d.update(Ok(Vec::new()), t0 + 4 * T), Update::default());
     assert_eq!(shown(&d.destinations()), kept);
     let u = d.update(Ok(ips(&["127.0.0.3"])), t0 + 5 * T);
@@ -270,7 +279,11 @@ fn a_retired_address_gets_nothing_new_sends_what_was_queued_then_is_removed() {
     assert_eq!(p.reap_retired(), 1, "still draining");
     gate.closed.lock().clear();
     wait_until(|| p.reap_retired() == 0);
-    assert_eq!(gate.sent_to("127.0.0.2"), ["/1", "/2"], "queued before: sent");
+    assert_eq!(
+        gate.sent_to("127.0.0.2"),
+        ["/1", "/2"],
+        "queued before: sent"
+    );
     assert_eq!(gate.sent_to("127.0.0.3"), ["/1", "/2", "/3"]);
     let c = p.counters();
     assert_eq!(c.sent.load(Relaxed), 6);

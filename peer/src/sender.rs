@@ -152,7 +152,10 @@ pub struct Stopping {
 impl Stopping {
     /// When its threads stop attempting anything.
     pub fn deadline(&self) -> Option<Instant> {
-        let crews = self.generation.iter().flat_map(|g| g.crews.iter().map(|(_, c)| c));
+        let crews = self
+            .generation
+            .iter()
+            .flat_map(|g| g.crews.iter().map(|(_, c)| c));
         let retired = self.retired.iter().filter_map(|r| r.crew.as_ref());
         crews.chain(retired).filter_map(Crew::deadline).max()
     }

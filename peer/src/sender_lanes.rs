@@ -112,7 +112,10 @@ impl Peer {
 
     /// The destinations of this peer now (retired ones excluded).
     pub fn destinations(&self) -> Vec<Destination> {
-        self.lanes().iter().map(|l| Destination::clone(&l.dest)).collect()
+        self.lanes()
+            .iter()
+            .map(|l| Destination::clone(&l.dest))
+            .collect()
     }
 
     /// Adds every address `discovery` found in `vcl_init` as a destination, and keeps the

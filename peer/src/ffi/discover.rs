@@ -23,7 +23,9 @@ pub unsafe extern "C" fn vmod_peer_add_dns_destinations(
     let f = |ctx: &vrt_ctx, peer: &Peer| {
         // SAFETY: VCL string argument.
         let destination = unsafe { vcl_bytes(destination) };
-        if let Err(e) = add_dns_destinations(peer, destination, port.0, refresh.0 .0, &SystemResolver) {
+        if let Err(e) =
+            add_dns_destinations(peer, destination, port.0, refresh.0 .0, &SystemResolver)
+        {
             fail_in(ctx, F, format_args!("{}: {e}", peer.name()));
         }
     };
