@@ -281,19 +281,27 @@ impl Peer {
         Arc::clone(&self.frozen().lanes.read())
     }
 
+    /// Runs `f` on the lanes requests are queued to now, under the read lock (two atomic
+    /// operations, half the cost of cloning the `Arc`: this is on every request's path).
+    /// `f` must not block: a lane being added or retired waits for it.
+    fn with_lanes<R>(&self, f: impl FnOnce(&[Arc<Lane>]) -> R) -> R {
+        f(&self.frozen().lanes.read())
+    }
+
     /// True when the peer has a destination (it is configured from then on).
     pub fn has_destination(&self) -> bool {
-        !self.lanes().is_empty()
+        self.with_lanes(|lanes| !lanes.is_empty())
     }
 
     /// True when at least one destination queue has room: otherwise a caller need not
     /// even take a snapshot ([`Peer::drop_all`] counts the loss).
     pub fn has_room(&self) -> bool {
-        let lanes = self.lanes();
-        lanes.is_empty()
-            || lanes
-                .iter()
-                .any(|l| l.full(&self.shared.settings).is_none())
+        self.with_lanes(|lanes| {
+            lanes.is_empty()
+                || lanes
+                    .iter()
+                    .any(|l| l.full(&self.shared.settings).is_none())
+        })
     }
 
     /// Counts a request dropped for every destination, without a snapshot.
@@ -318,7 +326,15 @@ impl Peer {
             PeerCounters::inc(&counters.refused);
             return Err(EnqueueError::Refused(refusal));
         }
-        let lanes = self.lanes();
+        self.with_lanes(|lanes| self.enqueue_on(lanes, snap))
+    }
+
+    fn enqueue_on(
+        &self,
+        lanes: &[Arc<Lane>],
+        snap: Snapshot,
+    ) -> Result<EnqueueReport, EnqueueError> {
+        let counters = self.counters();
         if lanes.is_empty() {
             return Err(EnqueueError::NoDestination);
         }
@@ -326,7 +342,7 @@ impl Peer {
         let snap = Arc::new(snap);
         let queued_at = Instant::now();
         let mut report = EnqueueReport::default();
-        for lane in lanes.iter() {
+        for lane in lanes {
             if let Err(why) = lane.reserve(size, &self.shared.settings) {
                 PeerCounters::inc(&counters.dropped);
                 report.dropped.push(format!("{} ({why})", lane.dest));
