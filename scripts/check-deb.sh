@@ -40,18 +40,8 @@ private_mounts "$@"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/check-deb.XXXXXX")
 trap 'root_session_end; rm -rf "$SCRATCH"' EXIT
-passed=0 failed=0
-ok()   { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $*"; }
-check() { # check DESCRIPTION COMMAND...: runs COMMAND, shows its output on failure
-    local desc=$1; shift
-    if "$@" >"$SCRATCH/out" 2>&1; then ok "$desc"; else fail "$desc"; sed 's/^/    | /' "$SCRATCH/out" | tail -n 30; fi
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ] || { echo "$ME: $failed check(s) failed (see FAIL lines above)" >&2; exit 1; }
-    exit 0
-}
+# shellcheck source=lib/checks.sh
+. "$ROOT/scripts/lib/checks.sh"
 
 # ------------------------------------------------------------------ build
 OUT="$ROOT/target/debian"

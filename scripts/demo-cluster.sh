@@ -4,17 +4,11 @@
 #   scripts/demo-cluster.sh           run until Ctrl-C, printing what to try
 #   scripts/demo-cluster.sh --smoke   a PURGE at each node empties all three; exit 0 if so
 set -euo pipefail
-MODE=interactive
-[ "${1:-}" = "--smoke" ] && MODE=smoke
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ART="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}"
-PEER_SO="$ART/libvmod_peer.so"
-[ -f "$PEER_SO" ] || { echo "demo-cluster: $PEER_SO missing: run 'make release'" >&2; exit 1; }
-command -v varnishd >/dev/null || { echo "demo-cluster: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
-
 STACK_NAME=demo-cluster
 # shellcheck source=lib/stack.sh
-. "$ROOT/scripts/lib/stack.sh"
+. "$(dirname "$0")/lib/stack.sh"
+stack_require "$PROFILE_DIR/libvmod_peer.so"
+PEER_SO="$PROFILE_DIR/libvmod_peer.so"
 
 start_server ORIGIN origin python3 "$ROOT/demo/origin.py" --name origin
 # Each node's VCL names the two others' ports: the nodes start on a boot VCL, then load theirs.

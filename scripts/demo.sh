@@ -6,20 +6,12 @@
 # Expects varnishd on PATH (eval "$(make -s env)") and a release build (make release).
 set -euo pipefail
 
-MODE=interactive
-[ "${1:-}" = "--smoke" ] && MODE=smoke
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PROFILE_DIR="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}"
-PEER_SO="$PROFILE_DIR/libvmod_peer.so"
-SAINT_SO="$PROFILE_DIR/libvmod_saintmode.so"
-for so in "$PEER_SO" "$SAINT_SO"; do
-    [ -f "$so" ] || { echo "demo: $so missing: run 'make release' first" >&2; exit 1; }
-done
-command -v varnishd >/dev/null || { echo "demo: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
-
 STACK_NAME=demo
 # shellcheck source=lib/stack.sh
-. "$ROOT/scripts/lib/stack.sh"
+. "$(dirname "$0")/lib/stack.sh"
+stack_require "$PROFILE_DIR/libvmod_peer.so" "$PROFILE_DIR/libvmod_saintmode.so"
+PEER_SO="$PROFILE_DIR/libvmod_peer.so"
+SAINT_SO="$PROFILE_DIR/libvmod_saintmode.so"
 
 start_server ORIGIN_A origin-a python3 "$ROOT/demo/origin.py" --name origin-a
 start_server ORIGIN_B origin-b python3 "$ROOT/demo/origin.py" --name origin-b --fail-prefix /flaky/

@@ -13,12 +13,12 @@ harness() { "${HARNESS_PY[@]}" "$@"; }
 
 SPAWNED_PID=""
 spawn_port() {
-    local var=$1 file=$2 i
+    local var=$1 file=$2 _
     shift 2
     : > "$file"
     "$@" > "$file" &
     SPAWNED_PID=$!
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         [ -s "$file" ] && break
         kill -0 "$SPAWNED_PID" 2>/dev/null || break
         sleep 0.1

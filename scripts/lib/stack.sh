@@ -1,10 +1,16 @@
-# shellcheck shell=bash
-# Sourced by scripts/demo.sh and scripts/demo-cluster.sh: a run directory cleaned up on
-# exit, with varnishd instances and servers started in it by the harness (scripts/harness/)
-# on ports the OS assigns. The caller sets STACK_NAME (for messages) before sourcing.
+# shellcheck shell=bash disable=SC2034  # MODE, PROFILE_DIR, RUN are for the sourcing script
+# Sourced by scripts/demo.sh and scripts/demo-cluster.sh: MODE (interactive, or smoke with
+# --smoke), ROOT, PROFILE_DIR (the build's .so files), a run directory cleaned up on exit,
+# with varnishd instances and servers started in it by the harness (scripts/harness/) on
+# ports the OS assigns. The caller sets STACK_NAME (for messages) before sourcing.
 
 # shellcheck source=harness.sh
 . "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
+
+MODE=interactive
+[ "${1:-}" = "--smoke" ] && MODE=smoke
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PROFILE_DIR="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}"
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-${STACK_NAME:-stack}.XXXXXX")
 STACK_PIDS=()
@@ -20,6 +26,15 @@ trap stack_cleanup EXIT
 trap 'exit 130' INT TERM
 
 stack_die() { echo "${STACK_NAME:-stack}: $*" >&2; exit 1; }
+
+# stack_require SO...: the built modules and varnishd, or a message saying how to get them.
+stack_require() {
+    local so
+    for so in "$@"; do
+        [ -f "$so" ] || stack_die "$so missing: run 'make release' first"
+    done
+    command -v varnishd >/dev/null || stack_die "varnishd not on PATH: eval \"\$(make -s env)\""
+}
 
 # start_varnish NAME [VCL] [varnishd args...]: a daemon in $RUN/NAME (varnishd -n
 # $RUN/NAME/n); prints its port. Without VCL (or with ""), a boot VCL until `harness load`.
