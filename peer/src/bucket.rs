@@ -51,7 +51,8 @@ impl TokenBucket {
         let missing = (1.0 - self.available(now)).max(0.0);
         // rate is at least the configured minimum: the wait is finite and fits a Duration.
         let wait = Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::MAX);
-        now.checked_add(wait).unwrap_or(now + Duration::from_secs(86_400))
+        now.checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(86_400))
     }
 }
 

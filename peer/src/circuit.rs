@@ -72,10 +72,14 @@ pub enum Change {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { next_probe: Instant },
+    Open {
+        next_probe: Instant,
+    },
     /// A probe is out; another one is let through after `stale_at` (in case it never
     /// reports back, e.g. its thread was left running at a discard).
-    HalfOpen { stale_at: Instant },
+    HalfOpen {
+        stale_at: Instant,
+    },
 }
 
 /// Waiters behind a probe in flight look again this often (it may close the circuit at

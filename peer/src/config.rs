@@ -203,7 +203,12 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-pub(crate) fn count(arg: &'static str, value: i64, min: i64, max: i64) -> Result<usize, ConfigError> {
+pub(crate) fn count(
+    arg: &'static str,
+    value: i64,
+    min: i64,
+    max: i64,
+) -> Result<usize, ConfigError> {
     if (min..=max).contains(&value) {
         usize::try_from(value).map_err(|_| ConfigError::Count {
             arg,

@@ -163,7 +163,8 @@ impl DestState {
         let recorded = self.gate.record(outcome, now);
         let c = self.counters();
         let view_status = self.gate.view(now).last_status;
-        c.last_status.store(u64::from(view_status), Ordering::Relaxed);
+        c.last_status
+            .store(u64::from(view_status), Ordering::Relaxed);
         self.show_circuit();
         if recorded.paused.is_some() {
             c.paused.fetch_add(1, Ordering::Relaxed);
@@ -257,14 +258,25 @@ mod tests {
         let d = dest("a", 1);
         let t = Instant::now();
         let line = state
-            .record(&Outcome::Failed(Failure::Network("refused".into())), t, "p", &d)
+            .record(
+                &Outcome::Failed(Failure::Network("refused".into())),
+                t,
+                "p",
+                &d,
+            )
             .unwrap();
-        assert!(line.starts_with("peer p: circuit to http://a:1 (a_1) opened"), "{line}");
+        assert!(
+            line.starts_with("peer p: circuit to http://a:1 (a_1) opened"),
+            "{line}"
+        );
         assert_eq!(c.circuit.load(Ordering::Relaxed), 1);
         assert_eq!(c.circuit_opened.load(Ordering::Relaxed), 1);
         assert_eq!(c.last_status.load(Ordering::Relaxed), 0);
         let line = state.record(&Outcome::Status(404), t, "p", &d).unwrap();
-        assert!(line.contains("closed: answered with HTTP status 404"), "{line}");
+        assert!(
+            line.contains("closed: answered with HTTP status 404"),
+            "{line}"
+        );
         assert_eq!(c.circuit.load(Ordering::Relaxed), 0);
         assert_eq!(c.last_status.load(Ordering::Relaxed), 404);
     }

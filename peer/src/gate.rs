@@ -75,7 +75,12 @@ impl GateSettings {
             return Err(ConfigError::Rate(a.rate));
         }
         let burst = count("burst", a.burst, 1, MAX_BURST)?;
-        let failures = count("circuit_failures", a.circuit_failures, 0, MAX_CIRCUIT_FAILURES)?;
+        let failures = count(
+            "circuit_failures",
+            a.circuit_failures,
+            0,
+            MAX_CIRCUIT_FAILURES,
+        )?;
         Ok(GateSettings {
             rate: a.rate,
             burst: u32::try_from(burst).unwrap_or(u32::MAX),
@@ -304,7 +309,10 @@ mod tests {
         }
         for bad in [-1.0, 2e6, f64::NAN, f64::INFINITY] {
             let e = refused_args(|a| a.rate = bad);
-            assert!(e.starts_with("rate must be 0 (no limit) or between 0.001 and 1000000 calls"), "{e}");
+            assert!(
+                e.starts_with("rate must be 0 (no limit) or between 0.001 and 1000000 calls"),
+                "{e}"
+            );
         }
         assert_eq!(
             refused_args(|a| a.burst = 0),
@@ -425,7 +433,10 @@ mod tests {
             t,
         );
         assert_eq!(g.record(&refused(), t).circuit, None);
-        assert_eq!(g.record(&Outcome::Status(502), t).circuit, Some(Change::Opened(2)));
+        assert_eq!(
+            g.record(&Outcome::Status(502), t).circuit,
+            Some(Change::Opened(2))
+        );
         assert_eq!(g.view(t).last_status, 502);
         assert_eq!(
             g.admit(t),

@@ -21,6 +21,14 @@ pub struct DestReport {
 }
 
 impl DestReport {
+    /// A counter or gauge by its name (`"sent"`, `"queue_length"`...).
+    pub fn count(&self, name: &str) -> Option<u64> {
+        self.counts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
     pub fn of(state: &DestState, dest: &Destination, now: Instant) -> Self {
         let c = state.counters();
         let counts = [

@@ -240,10 +240,15 @@ impl Peer {
         self.add_destination(dest)
     }
 
-    /// The state of every destination as JSON (`x.report()`), without freezing the setup.
+    /// The state of every destination as JSON (`x.report()`).
     pub fn report_json(&self, out: &mut String) {
+        peer_json(out, self.name(), &self.destinations());
+    }
+
+    /// The state of every destination, without freezing the setup.
+    pub fn destinations(&self) -> Vec<DestReport> {
         let now = Instant::now();
-        let dests: Vec<DestReport> = match self.frozen.get() {
+        match self.frozen.get() {
             Some(frozen) => frozen
                 .lanes
                 .iter()
@@ -252,8 +257,7 @@ impl Peer {
             None => (self.setup.lock().dests.iter())
                 .map(|(dest, state)| DestReport::of(state, dest, now))
                 .collect(),
-        };
-        peer_json(out, self.name(), &dests);
+        }
     }
 
     /// A fixed header, as bytes: the value is sent exactly as given.
@@ -550,3 +554,7 @@ impl Drop for Peer {
 #[cfg(test)]
 #[path = "sender_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sender_gate_tests.rs"]
+mod gate_tests;

@@ -329,7 +329,11 @@ impl Worker {
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
             let now = Instant::now();
-            if let Some(line) = self.lane.state.record(&outcome, now, &settings.name, &self.lane.dest) {
+            if let Some(line) =
+                self.lane
+                    .state
+                    .record(&outcome, now, &settings.name, &self.lane.dest)
+            {
                 self.shared.log.log(&line);
             }
             let decision = policy.decide(attempts, job.queued_at, Instant::now(), &outcome);

@@ -438,10 +438,12 @@ pub unsafe extern "C" fn vmod_peer_add_destination(
         let (destination, name) = unsafe { (vcl_bytes(destination), vcl_str(name)) };
         let added = match Destination::parse_bytes(destination, port.0) {
             // The name's error says "name: ..." itself.
-            Ok(dest) => peer.add_named_destination(dest, &name).map_err(|e| match e {
-                SetupError::Name(e) => e.to_string(),
-                e => format!("destination: {e}"),
-            }),
+            Ok(dest) => peer
+                .add_named_destination(dest, &name)
+                .map_err(|e| match e {
+                    SetupError::Name(e) => e.to_string(),
+                    e => format!("destination: {e}"),
+                }),
             Err(e) => Err(format!("destination: {e}")),
         };
         if let Err(e) = added {
