@@ -303,8 +303,10 @@ mod tests {
             }
         );
         for (rate, ok) in [(0.0, true), (0.001, true), (1e6, true), (0.0005, false)] {
-            let mut a = PeerArgs::default();
-            a.rate = rate;
+            let a = PeerArgs {
+                rate,
+                ..PeerArgs::default()
+            };
             assert_eq!(crate::config::settings_from("x", &a).is_ok(), ok, "{rate}");
         }
         for bad in [-1.0, 2e6, f64::NAN, f64::INFINITY] {

@@ -329,14 +329,11 @@ impl Worker {
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
             let now = Instant::now();
-            if let Some(line) =
-                self.lane
-                    .state
-                    .record(&outcome, now, &settings.name, &self.lane.dest)
-            {
+            let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
+            if let Some(line) = line {
                 self.shared.log.log(&line);
             }
-            let decision = policy.decide(attempts, job.queued_at, Instant::now(), &outcome);
+            let decision = policy.decide(attempts, job.queued_at, now, &outcome);
             if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
                 // The transfer was cut short for a new generation: it sends it again. (An
                 // answer, even an error status, stands: it is decided on as usual.)
