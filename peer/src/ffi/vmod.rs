@@ -241,10 +241,7 @@ fn escaped(ctx: *const vrt_ctx, fname: &str, s: VCL_STRING, f: fn(&[u8]) -> Vec<
     let body = |ctx: &vrt_ctx| {
         // SAFETY: VCL string argument.
         let s = unsafe { vcl_bytes(s) };
-        ws_copy(ctx, &f(s)).unwrap_or_else(|e| {
-            fail_in(ctx, fname, e);
-            VCL_STRING(std::ptr::null())
-        })
+        ws_string(ctx, fname, &f(s))
     };
     // SAFETY: the context Varnish passed to this call.
     unsafe { guard_task(ctx, fname, VCL_STRING(std::ptr::null()), body) }
@@ -557,9 +554,9 @@ pub unsafe extern "C" fn vmod_peer_pending(ctx: *const vrt_ctx, obj: *const Peer
     }
 }
 
-/// A report on the workspace, or NULL and a failed task when it does not fit.
-fn report_string(ctx: &vrt_ctx, fname: &str, json: &str) -> VCL_STRING {
-    ws_copy(ctx, json.as_bytes()).unwrap_or_else(|e| {
+/// `bytes` on the workspace, or NULL and a failed task when they do not fit.
+fn ws_string(ctx: &vrt_ctx, fname: &str, bytes: &[u8]) -> VCL_STRING {
+    ws_copy(ctx, bytes).unwrap_or_else(|e| {
         fail_in(ctx, fname, e);
         VCL_STRING(std::ptr::null())
     })
@@ -578,7 +575,7 @@ pub unsafe extern "C" fn vmod_peer_report(
     let f = |ctx: &vrt_ctx, peer: &Peer| {
         let mut json = String::new();
         peer.report_json(&mut json);
-        report_string(ctx, F, &json)
+        ws_string(ctx, F, json.as_bytes())
     };
     // SAFETY: pointers from Varnish.
     unsafe { with_obj(ctx, obj, F, VCL_STRING(std::ptr::null()), f) }
@@ -593,7 +590,7 @@ pub unsafe extern "C" fn vmod_report(ctx: *const vrt_ctx, priv_: *mut vmod_priv)
     const F: &str = "peer.report()";
     let body = |ctx: &vrt_ctx| {
         let json = peers(ctx, priv_).map_or_else(|| "{\"peers\":[]}".into(), VclPeers::report_json);
-        report_string(ctx, F, &json)
+        ws_string(ctx, F, json.as_bytes())
     };
     // SAFETY: the context Varnish passed to this call.
     unsafe { guard_task(ctx, F, VCL_STRING(std::ptr::null()), body) }
