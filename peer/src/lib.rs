@@ -7,14 +7,21 @@
 //! with unit tests: `config` (arguments, defaults, bounds), `vcl` (a VCL's peers and its temperature), `snapshot` (the
 //! copy of a request and its wire form), `dest` (destinations), `policy` (retries),
 //! `sender` (queues and threads), `transport` (libcurl), `stats` (counters), `escape`,
-//! `magic` (the tag checked on the object pointers Varnish hands back).
+//! `magic` (the tag checked on the object pointers Varnish hands back), and each
+//! destination's own state: `deststate` (label, counters, gate), `gate` (pause, circuit and
+//! rate limit before each attempt), `circuit`, `bucket` (token bucket), `report` (JSON).
 
+pub mod bucket;
+pub mod circuit;
 pub mod config;
 pub mod dest;
+pub mod deststate;
 pub mod escape;
 pub mod ffi;
+pub mod gate;
 pub mod magic;
 pub mod policy;
+pub mod report;
 pub mod sender;
 pub mod snapshot;
 pub mod stats;

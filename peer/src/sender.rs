@@ -15,9 +15,11 @@ use parking_lot::Mutex;
 
 use crate::config::Settings;
 use crate::dest::Destination;
+use crate::deststate::{label_for, DestState, NameError};
 use crate::policy::Outcome;
+use crate::report::{peer_json, DestReport};
 use crate::snapshot::{HeaderError, Prepared, Refusal, Snapshot, Template};
-use crate::stats::{CounterStore, PeerCounters};
+use crate::stats::{CounterStore, PeerCounters, Tally};
 pub use crate::worker::Control;
 use crate::worker::{fail_lane_leftovers, Job, Lane, Shared, Worker};
 
@@ -78,6 +80,7 @@ pub enum SetupError {
     /// Changed after its first use (outside `vcl_init`).
     InUse,
     Header(HeaderError),
+    Name(NameError),
 }
 
 impl std::fmt::Display for SetupError {
@@ -87,6 +90,7 @@ impl std::fmt::Display for SetupError {
                 f.write_str("the peer is already in use; configure it in vcl_init")
             }
             SetupError::Header(e) => e.fmt(f),
+            SetupError::Name(e) => e.fmt(f),
         }
     }
 }
@@ -142,7 +146,7 @@ impl Stopping {
 
 #[derive(Default)]
 struct Setup {
-    dests: Vec<Destination>,
+    dests: Vec<(Destination, DestState)>,
     template: Template,
 }
 
@@ -208,12 +212,52 @@ impl Peer {
     }
 
     pub fn add_destination(&self, dest: Destination) -> Result<(), SetupError> {
-        self.change_setup(|s| s.dests.push(dest))
+        self.add_named_destination(dest, "")
+    }
+
+    /// Adds `dest` under the label `name`, or one made from its host and port when empty.
+    pub fn add_named_destination(&self, dest: Destination, name: &str) -> Result<(), SetupError> {
+        if self.frozen.get().is_some() {
+            return Err(SetupError::InUse);
+        }
+        let mut setup = self.setup.lock();
+        let taken: Vec<&str> = setup.dests.iter().map(|(_, s)| s.label.as_str()).collect();
+        let label = label_for(&dest, name, &taken).map_err(SetupError::Name)?;
+        let state = self.dest_state(label);
+        setup.dests.push((dest, state));
+        Ok(())
+    }
+
+    /// A new destination's state: its counters (a VSC segment in varnishd) and gate.
+    fn dest_state(&self, label: String) -> DestState {
+        let counters = self.shared.counters.destination(&label);
+        DestState::new(label, counters, &self.shared.settings.gate, Instant::now())
     }
 
     /// Replaces every destination by `dest` (`peer.set()` called again).
     pub fn replace_destinations(&self, dest: Destination) -> Result<(), SetupError> {
-        self.change_setup(|s| s.dests = vec![dest])
+        self.change_setup(|s| s.dests.clear())?;
+        self.add_destination(dest)
+    }
+
+    /// The state of every destination as JSON (`x.report()`).
+    pub fn report_json(&self, out: &mut String) {
+        peer_json(out, self.name(), &self.destinations());
+    }
+
+    /// The state of every destination, without freezing the setup.
+    pub fn destinations(&self) -> Vec<DestReport> {
+        let now = Instant::now();
+        match self.frozen.get() {
+            Some(frozen) => frozen
+                .lanes
+                .iter()
+                .map(|l| DestReport::of(&l.state, &l.dest, now))
+                .collect(),
+            None => (self.setup.lock().dests.iter())
+                .map(|(dest, state)| DestReport::of(state, dest, now))
+                .collect(),
+        }
     }
 
     /// A fixed header, as bytes: the value is sent exactly as given.
@@ -234,7 +278,7 @@ impl Peer {
             let lanes = setup
                 .dests
                 .into_iter()
-                .map(|dest| Arc::new(Lane::new(dest)))
+                .map(|(dest, state)| Arc::new(Lane::new(dest, state)))
                 .collect();
             Frozen {
                 lanes,
@@ -268,6 +312,7 @@ impl Peer {
                 .full(&self.shared.settings)
                 .unwrap_or_else(|| "queue full".into());
             PeerCounters::inc(&counters.dropped);
+            lane.state.counters().tally(Tally::Dropped);
             report.dropped.push(format!("{} ({why})", lane.dest));
         }
         report
@@ -292,6 +337,7 @@ impl Peer {
         for lane in &frozen.lanes {
             if let Err(why) = lane.reserve(size, &self.shared.settings) {
                 PeerCounters::inc(&counters.dropped);
+                lane.state.counters().tally(Tally::Dropped);
                 report.dropped.push(format!("{} ({why})", lane.dest));
                 continue;
             }
@@ -303,13 +349,17 @@ impl Peer {
                 queued_at,
             };
             // The receiver lives as long as the lane: a send cannot fail.
+            PeerCounters::inc(&lane.state.counters().queue_length);
             if lane.tx.send(job).is_ok() {
                 PeerCounters::inc(&counters.queued);
+                lane.state.counters().tally(Tally::Queued);
                 report.queued += 1;
             } else {
                 lane.release(size);
                 PeerCounters::dec(&counters.queue_length);
                 PeerCounters::inc(&counters.dropped);
+                PeerCounters::dec(&lane.state.counters().queue_length);
+                lane.state.counters().tally(Tally::Dropped);
                 report.dropped.push(format!("{} (queue closed)", lane.dest));
             }
         }
@@ -504,3 +554,7 @@ impl Drop for Peer {
 #[cfg(test)]
 #[path = "sender_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sender_gate_tests.rs"]
+mod gate_tests;

@@ -184,6 +184,20 @@ impl VclPeers {
         all
     }
 
+    /// `peer.report()`: `{"peers":[...]}`, the named peers in the order they were made,
+    /// then the default peer (once made, at the first warm event).
+    pub fn report_json(&self) -> String {
+        let mut out = String::from("{\"peers\":[");
+        for (i, peer) in self.all().iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            peer.report_json(&mut out);
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// Queued or in flight over all peers, without allocating (called per request).
     pub fn pending(&self) -> u64 {
         let named: u64 = self.named.read().iter().map(|p| p.pending()).sum();

@@ -1,5 +1,6 @@
 //! One sender thread of one destination and what it works with: the destination's queue
-//! (bounded in requests and bytes), the stop deadline, and the retry loop of one request.
+//! (bounded in requests and bytes) and state (its counters and gate: see `deststate`), the
+//! stop deadline, and the retry loop of one request.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,10 +13,11 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Settings;
 use crate::dest::Destination;
+use crate::deststate::{DestState, Passage};
 use crate::policy::{Decision, Outcome};
 use crate::sender::{EventLog, Transport, TransportFactory};
 use crate::snapshot::{Snapshot, Template};
-use crate::stats::{CounterStore, PeerCounters};
+use crate::stats::{CounterStore, PeerCounters, Tally};
 
 /// How long a sender thread may wait for a job before it looks at its lane's resumed jobs
 /// again (they are handed back without waking anyone, see [`Lane::resume`]).
@@ -92,12 +94,15 @@ pub(crate) struct Lane {
     /// Jobs a stopped generation had taken and handed back unsent: taken before the
     /// channel, so they keep their place ahead of what was queued after them.
     pub(crate) resumed: Mutex<VecDeque<Job>>,
+    /// Its label, counters and gate: made and dropped with the lane.
+    pub(crate) state: DestState,
 }
 
 impl Lane {
-    pub(crate) fn new(dest: Destination) -> Self {
+    pub(crate) fn new(dest: Destination, state: DestState) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         Lane {
+            state,
             dest: Arc::new(dest),
             tx,
             rx,
@@ -184,6 +189,7 @@ pub(crate) fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
         let counters = shared.counters();
         PeerCounters::sub(&counters.queue_length, left);
         PeerCounters::add(&counters.failed, left);
+        lane.state.counters().tally(Tally::LeftOver(left));
         shared.log.log(&format!(
             "peer {}: gave up {left} requests to {}: shutdown before they were sent",
             shared.settings.name, lane.dest
@@ -261,6 +267,7 @@ impl Worker {
         let counters = self.shared.counters();
         PeerCounters::inc(&counters.in_flight);
         PeerCounters::dec(&counters.queue_length);
+        self.lane.state.counters().tally(Tally::Taken);
         self.lane.release(job.size);
         let end = catch_unwind(AssertUnwindSafe(|| self.attempts(transport, &job)))
             .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
@@ -270,6 +277,7 @@ impl Worker {
                 // that pending() never dips while it moves.
                 PeerCounters::inc(&counters.queue_length);
                 PeerCounters::dec(&counters.in_flight);
+                self.lane.state.counters().tally(Tally::Resumed);
                 self.lane.resume(job);
                 return;
             }
@@ -277,6 +285,11 @@ impl Worker {
             End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
             End::Expired(r) => (&counters.expired, "expired", r.as_str()),
         };
+        self.lane.state.counters().tally(match &end {
+            End::Sent => Tally::Sent,
+            End::Expired(_) => Tally::Expired,
+            _ => Tally::Failed,
+        });
         PeerCounters::inc(counter);
         PeerCounters::dec(&counters.in_flight);
         if !verb.is_empty() {
@@ -305,9 +318,22 @@ impl Worker {
             if policy.is_expired(job.queued_at, Instant::now()) {
                 return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
             }
+            // The destination's gate: its pause, circuit and rate limit.
+            match self.lane.state.pass(job.queued_at, policy, &self.control) {
+                Passage::Go => {}
+                Passage::Expired(reason) => return End::Expired(reason),
+                Passage::Stopped => {
+                    return self.stopped(|| "shutdown before it was sent".into());
+                }
+            }
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
-            let decision = policy.decide(attempts, job.queued_at, Instant::now(), &outcome);
+            let now = Instant::now();
+            let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
+            if let Some(line) = line {
+                self.shared.log.log(&line);
+            }
+            let decision = policy.decide(attempts, job.queued_at, now, &outcome);
             if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
                 // The transfer was cut short for a new generation: it sends it again. (An
                 // answer, even an error status, stands: it is decided on as usual.)
@@ -323,6 +349,7 @@ impl Worker {
                     }
                     // Counted when the retry is about to happen, not when it was planned.
                     PeerCounters::inc(&self.shared.counters().retried);
+                    self.lane.state.counters().tally(Tally::Retried);
                 }
             }
         }
