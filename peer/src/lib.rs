@@ -9,6 +9,8 @@
 //! `sender` (queues and threads), `transport` (libcurl), `stats` (counters), `escape`,
 //! `magic` (the tag checked on the object pointers Varnish hands back).
 
+pub mod batch;
+pub mod batch_send;
 pub mod config;
 pub mod dest;
 pub mod escape;

@@ -1,4 +1,5 @@
-//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls),
+//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls;
+//! `batch` for the batch methods),
 //! `request` (reading a request out of Varnish's structures) and `curl` (libcurl options set
 //! from bytes). The Varnish primitives they use are the shared crate `vmod-rt`'s.
 //!
@@ -6,6 +7,8 @@
 //! `vmod` feature: they link against symbols only varnishd provides, which a test or bench
 //! executable does not have.
 
+#[cfg(all(not(test), feature = "vmod"))]
+mod batch;
 mod curl;
 #[cfg(all(not(test), feature = "vmod"))]
 mod request;
