@@ -6,7 +6,8 @@
 //! Varnish primitives they use come from the shared crate `vmod-rt`. The rest is plain Rust
 //! with unit tests: `config` (arguments, defaults, bounds), `vcl` (a VCL's peers and its temperature), `snapshot` (the
 //! copy of a request and its wire form), `dest` (destinations), `policy` (retries),
-//! `sender` (queues and threads), `transport` (libcurl), `stats` (counters), `escape`,
+//! `sender` (queues and threads), `batch` and `batch_send` (batch peers: items merged into one
+//! call), `transport` (libcurl), `stats` (counters), `escape`,
 //! `magic` (the tag checked on the object pointers Varnish hands back).
 
 pub mod batch;
