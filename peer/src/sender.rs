@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+use crate::batch::BatchSpec;
 use crate::config::Settings;
 use crate::dest::Destination;
 use crate::deststate::{label_for, DestState, NameError};
@@ -264,6 +265,16 @@ impl Peer {
     pub fn set_header(&self, name: &[u8], value: &[u8]) -> Result<(), SetupError> {
         Template::check_set_header(name, value).map_err(SetupError::Header)?;
         self.change_setup(|s| s.template.fixed.push((name.to_vec(), value.to_vec())))
+    }
+
+    /// Makes this a batch peer (`x.set_batch()`).
+    pub fn set_batch(&self, spec: BatchSpec) -> Result<(), SetupError> {
+        self.change_setup(|s| s.template.batch = Some(Arc::new(spec)))
+    }
+
+    /// The call of a batch peer (fixed from the first use on, like the destinations).
+    pub fn batch(&self) -> Option<&BatchSpec> {
+        self.frozen().template.batch.as_deref()
     }
 
     pub fn unset_header(&self, name: &[u8]) -> Result<(), SetupError> {

@@ -144,6 +144,11 @@ pub enum Tally {
 
 impl DestCounters {
     pub fn tally(&self, t: Tally) {
+        self.tally_n(t, 1);
+    }
+
+    /// `t` for `n` requests at once (the items of a batch).
+    pub fn tally_n(&self, t: Tally, n: u64) {
         let (to_end, from) = match t {
             Tally::Queued => (&self.queued, None),
             Tally::Dropped => (&self.dropped, None),
@@ -159,9 +164,9 @@ impl DestCounters {
                 return;
             }
         };
-        PeerCounters::inc(to_end);
+        PeerCounters::add(to_end, n);
         if let Some(from) = from {
-            PeerCounters::dec(from);
+            PeerCounters::sub(from, n);
         }
     }
 }

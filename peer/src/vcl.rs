@@ -248,6 +248,23 @@ pub fn queue_on(
     fname: &str,
     take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
 ) -> Vec<String> {
+    if peer.batch().is_some() {
+        peer.count_refused();
+        let name = peer.name();
+        return vec![format!(
+            "{fname}: peer {name} sends batches of items: queue them with {name}.queue_item(); \
+             nothing queued"
+        )];
+    }
+    queue_snapshot(peer, fname, take)
+}
+
+/// [`queue_on`] for requests and batch items alike (`batch::queue_item_on`).
+pub(crate) fn queue_snapshot(
+    peer: &Peer,
+    fname: &str,
+    take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
+) -> Vec<String> {
     let name = peer.name();
     // A peer given no destination in vcl_init (a VCL may keep one unused): refused before
     // a snapshot is taken, and counted, so that the loss shows in varnishstat.

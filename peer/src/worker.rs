@@ -114,13 +114,13 @@ impl Lane {
 
     /// Hands back a job taken but not sent: it counts in the queue again, above its bounds
     /// if need be (it had its room before).
-    fn resume(&self, job: Job) {
+    pub(crate) fn resume(&self, job: Job) {
         self.len.fetch_add(1, Ordering::AcqRel);
         self.bytes.fetch_add(job.size, Ordering::AcqRel);
         self.resumed.lock().push_back(job);
     }
 
-    fn take_resumed(&self) -> Option<Job> {
+    pub(crate) fn take_resumed(&self) -> Option<Job> {
         self.resumed.lock().pop_front()
     }
 
@@ -205,7 +205,7 @@ pub(crate) struct Worker {
     pub(crate) control: Arc<Control>,
 }
 
-enum End {
+pub(crate) enum End {
     Sent,
     Failed(String),
     Expired(String),
@@ -255,7 +255,7 @@ impl Worker {
     }
 
     /// What becomes of a request when this generation stops before it is sent.
-    fn stopped(&self, reason: impl FnOnce() -> String) -> End {
+    pub(crate) fn stopped(&self, reason: impl FnOnce() -> String) -> End {
         if self.control.restarting() {
             End::Resumed
         } else {
@@ -264,6 +264,9 @@ impl Worker {
     }
 
     fn process(&self, transport: &mut dyn Transport, job: Job) {
+        if let Some(spec) = self.template.batch.as_deref() {
+            return self.process_batch(transport, job, spec);
+        }
         let counters = self.shared.counters();
         PeerCounters::inc(&counters.in_flight);
         PeerCounters::dec(&counters.queue_length);

@@ -393,7 +393,7 @@ pub unsafe extern "C" fn vmod_peer__fini(objp: *mut *mut PeerObject) {
 ///
 /// # Safety
 /// Pointers from Varnish: `obj` is NULL or the object made by __init, alive until __fini.
-unsafe fn with_obj<T>(
+pub(super) unsafe fn with_obj<T>(
     ctx: *const vrt_ctx,
     obj: *const PeerObject,
     fname: &str,
