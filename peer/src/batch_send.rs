@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
 use crate::batch::{item_of, BatchSpec};
+use crate::deststate::Passage;
 use crate::policy::{Decision, Outcome};
 use crate::sender::Transport;
 use crate::snapshot::Prepared;
-use crate::deststate::Passage;
 use crate::stats::{PeerCounters, Tally};
 use crate::worker::{End, Job, Worker};
 
