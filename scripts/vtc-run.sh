@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one place that says which macros a VTC of this repository gets; everything that runs
 # varnishtest goes through it: `cargo test` (vmod-build/src/vtc.rs), check-examples.sh,
-# faults/memcheck.sh and faults/run.py.
+# faults/memcheck.sh, faults/run.py, the install checks (packaging/lib.sh's run_vtcs) and
+# check-deb.sh (copied into its Debian root, where it runs Debian's varnishtest).
 #
 #   scripts/vtc-run.sh [--so DIR] [--own peer|saintmode] [--timeout S] [-D name=value]...
 #                      [--] [varnishtest option]... FILE...

@@ -16,7 +16,7 @@ const QUOTED_MAX: usize = 64;
 
 /// An argument quoted in a message, cut after [`QUOTED_MAX`] bytes (a 100 000-byte host
 /// would otherwise fill the CLI answer).
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     if s.len() <= QUOTED_MAX {
         return format!("\"{s}\"");
     }

@@ -6,7 +6,7 @@ use crate::policy::{Failure, Outcome};
 use crate::sender::tests::{fast, peer, snap, wait_until, Lines, Script};
 use crate::sender::{Control, EventLog, Transport, TransportFactory};
 use crate::snapshot::{Prepared, Template};
-use crate::stats::LocalCounters;
+use crate::stats::{CounterStore, DestCounterStore, DestCounters, LocalCounters, PeerCounters};
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -164,7 +164,7 @@ fn a_proxy_a_second_discovery_of_the_same_name_and_a_peer_in_use_are_refused() {
     let e = add_dns_destinations(&p, b"n", 80, 30.0, resolver.as_ref()).unwrap_err();
     assert_eq!(e, DiscoverError::Duplicate("http://n:80".into()));
     add_dns_destinations(&p, b"n", 81, 30.0, resolver.as_ref()).unwrap();
-    assert_eq!(p.destinations().len(), 2);
+    assert_eq!(p.lane_destinations().len(), 2);
     assert!(matches!(
         add_dns_destinations(&p, b"http://n:82", 0, 30.0, resolver.as_ref()),
         Err(DiscoverError::Setup(_))
@@ -233,6 +233,14 @@ fn discovering(
     settings: Settings,
     addrs: &[&str],
 ) -> (Arc<Peer>, Arc<Fixed>, Arc<Gate>, Arc<Lines>) {
+    discovering_with(settings, addrs, Arc::new(LocalCounters::default()))
+}
+
+fn discovering_with(
+    settings: Settings,
+    addrs: &[&str],
+    counters: Arc<dyn CounterStore>,
+) -> (Arc<Peer>, Arc<Fixed>, Arc<Gate>, Arc<Lines>) {
     let gate = Arc::new(Gate::default());
     let log = Arc::new(Lines::default());
     let p = Arc::new(Peer::new(
@@ -241,7 +249,7 @@ fn discovering(
             ..settings
         },
         Template::default(),
-        Arc::new(LocalCounters::default()),
+        counters,
         Arc::clone(&log) as Arc<dyn EventLog>,
         Arc::new(Arc::clone(&gate)),
     ));
@@ -270,7 +278,7 @@ fn a_retired_address_gets_nothing_new_sends_what_was_queued_then_is_removed() {
     p.enqueue(snap("/2")).unwrap();
     refresh_now(&p, &resolver, &["127.0.0.3", "127.0.0.4"]);
     assert_eq!(
-        shown(&p.destinations()),
+        shown(&p.lane_destinations()),
         ["http://n:80 (127.0.0.3)", "http://n:80 (127.0.0.4)"]
     );
     p.enqueue(snap("/3")).unwrap();
@@ -331,7 +339,7 @@ fn a_failed_refresh_keeps_every_address_and_a_retirement_while_stopped_ends_at_o
     let (p, resolver, gate, _log) = discovering(fast(), &["127.0.0.2", "127.0.0.3"]);
     resolver.set(Err("timed out".into()));
     refresh_due(&p, resolver.as_ref(), &AtomicBool::new(false));
-    assert_eq!(p.destinations().len(), 2);
+    assert_eq!(p.lane_destinations().len(), 2);
     // Not started: the queue of a retired address has no thread to drain it.
     p.enqueue(snap("/1")).unwrap();
     refresh_now(&p, &resolver, &["127.0.0.3"]);
@@ -348,7 +356,7 @@ fn a_signalled_discovery_changes_nothing() {
     let (p, resolver, _gate, _log) = discovering(fast(), &["127.0.0.2"]);
     resolver.set(Ok(ips(&["127.0.0.5"])));
     refresh_due(&p, resolver.as_ref(), &AtomicBool::new(true));
-    assert_eq!(shown(&p.destinations()), ["http://n:80 (127.0.0.2)"]);
+    assert_eq!(shown(&p.lane_destinations()), ["http://n:80 (127.0.0.2)"]);
 }
 
 #[test]
@@ -360,7 +368,7 @@ fn the_discovery_thread_applies_answers_until_it_is_signalled() {
         .unwrap()
         .unwrap();
     // Due at once, then every second: the retired lane is reaped by the thread.
-    wait_until(|| shown(&p.destinations()) == ["http://n:80 (127.0.0.3)"]);
+    wait_until(|| shown(&p.lane_destinations()) == ["http://n:80 (127.0.0.3)"]);
     wait_until(|| p.reap_retired() == 0);
     p.enqueue(snap("/x")).unwrap();
     wait_until(|| gate.sent_to("127.0.0.3") == ["/x"]);
@@ -368,4 +376,77 @@ fn the_discovery_thread_applies_answers_until_it_is_signalled() {
     d.join(Instant::now() + Duration::from_secs(5));
     assert!(started.elapsed() < Duration::from_secs(2));
     p.stop();
+}
+
+/// Per-destination counters that say when they are made and dropped (a VSC segment created
+/// and destroyed, in varnishd).
+#[derive(Default)]
+struct Segments {
+    peer: LocalCounters,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+struct Segment {
+    label: String,
+    counters: DestCounters,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl DestCounterStore for Segment {
+    fn counters(&self) -> &DestCounters {
+        &self.counters
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.events.lock().push(format!("-{}", self.label));
+    }
+}
+
+impl CounterStore for Segments {
+    fn counters(&self) -> &PeerCounters {
+        &self.peer.0
+    }
+    fn destination(&self, label: &str) -> Arc<dyn DestCounterStore> {
+        self.events.lock().push(format!("+{label}"));
+        Arc::new(Segment {
+            label: label.to_string(),
+            counters: DestCounters::default(),
+            events: Arc::clone(&self.events),
+        })
+    }
+}
+
+#[test]
+fn each_address_has_its_own_counters_made_when_it_appears_and_removed_when_it_ends() {
+    let segments = Arc::new(Segments::default());
+    let events = Arc::clone(&segments.events);
+    let (p, resolver, gate, _log) = discovering_with(
+        fast(),
+        &["127.0.0.2", "127.0.0.3"],
+        segments as Arc<dyn CounterStore>,
+    );
+    assert_eq!(*events.lock(), ["+n_80_127.0.0.2", "+n_80_127.0.0.3"]);
+    p.start().unwrap();
+    refresh_now(&p, &resolver, &["127.0.0.3", "127.0.0.4"]);
+    p.enqueue(snap("/1")).unwrap();
+    wait_until(|| gate.sent_to("127.0.0.4").len() == 1);
+    wait_until(|| p.reap_retired() == 0);
+    assert_eq!(
+        *events.lock(),
+        [
+            "+n_80_127.0.0.2",
+            "+n_80_127.0.0.3",
+            "+n_80_127.0.0.4",
+            "-n_80_127.0.0.2"
+        ]
+    );
+    let report = p.destinations();
+    let names: Vec<&str> = report.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["n_80_127.0.0.3", "n_80_127.0.0.4"]);
+    assert_eq!(report[1].count("sent"), Some(1));
+    p.stop();
+    drop(p);
+    assert_eq!(events.lock().len(), 6, "{:?}", events.lock());
 }

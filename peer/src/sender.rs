@@ -15,12 +15,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::batch::BatchSpec;
 use crate::config::Settings;
 use crate::crew::Crew;
 use crate::dest::Destination;
+use crate::deststate::{label_for, DestState, NameError};
 use crate::policy::Outcome;
+use crate::report::{peer_json, DestReport};
 use crate::snapshot::{HeaderError, Prepared, Refusal, Snapshot, Template};
-use crate::stats::{CounterStore, PeerCounters};
+use crate::stats::{CounterStore, PeerCounters, Tally};
 pub use crate::worker::Control;
 use crate::worker::{fail_lane_leftovers, Job, Lane, Shared};
 
@@ -81,6 +84,7 @@ pub enum SetupError {
     /// Changed after its first use (outside `vcl_init`).
     InUse,
     Header(HeaderError),
+    Name(NameError),
 }
 
 impl std::fmt::Display for SetupError {
@@ -90,6 +94,7 @@ impl std::fmt::Display for SetupError {
                 f.write_str("the peer is already in use; configure it in vcl_init")
             }
             SetupError::Header(e) => e.fmt(f),
+            SetupError::Name(e) => e.fmt(f),
         }
     }
 }
@@ -163,7 +168,7 @@ impl Stopping {
 
 #[derive(Default)]
 struct Setup {
-    dests: Vec<Destination>,
+    dests: Vec<(Destination, DestState)>,
     template: Template,
 }
 
@@ -241,12 +246,52 @@ impl Peer {
     }
 
     pub fn add_destination(&self, dest: Destination) -> Result<(), SetupError> {
-        self.change_setup(|s| s.dests.push(dest))
+        self.add_named_destination(dest, "")
+    }
+
+    /// Adds `dest` under the label `name`, or one made from its host and port when empty.
+    pub fn add_named_destination(&self, dest: Destination, name: &str) -> Result<(), SetupError> {
+        if self.frozen.get().is_some() {
+            return Err(SetupError::InUse);
+        }
+        let mut setup = self.setup.lock();
+        let taken: Vec<&str> = setup.dests.iter().map(|(_, s)| s.label.as_str()).collect();
+        let label = label_for(&dest, name, &taken).map_err(SetupError::Name)?;
+        let state = self.dest_state(label);
+        setup.dests.push((dest, state));
+        Ok(())
+    }
+
+    /// A new destination's state: its counters (a VSC segment in varnishd) and gate. For
+    /// every destination, configured or discovered (see `sender_lanes.rs`).
+    fn dest_state(&self, label: String) -> DestState {
+        let counters = self.shared.counters.destination(&label);
+        DestState::new(label, counters, &self.shared.settings.gate, Instant::now())
     }
 
     /// Replaces every destination by `dest` (`peer.set()` called again).
     pub fn replace_destinations(&self, dest: Destination) -> Result<(), SetupError> {
-        self.change_setup(|s| s.dests = vec![dest])
+        self.change_setup(|s| s.dests.clear())?;
+        self.add_destination(dest)
+    }
+
+    /// The state of every destination as JSON (`x.report()`).
+    pub fn report_json(&self, out: &mut String) {
+        peer_json(out, self.name(), &self.destinations());
+    }
+
+    /// The state of every destination, without freezing the setup (destinations retired
+    /// and still draining are not shown).
+    pub fn destinations(&self) -> Vec<DestReport> {
+        let now = Instant::now();
+        match self.frozen.get() {
+            Some(frozen) => (frozen.lanes.read().iter())
+                .map(|l| DestReport::of(&l.state, &l.dest, now))
+                .collect(),
+            None => (self.setup.lock().dests.iter())
+                .map(|(dest, state)| DestReport::of(state, dest, now))
+                .collect(),
+        }
     }
 
     /// A fixed header, as bytes: the value is sent exactly as given.
@@ -255,37 +300,19 @@ impl Peer {
         self.change_setup(|s| s.template.fixed.push((name.to_vec(), value.to_vec())))
     }
 
+    /// Makes this a batch peer (`x.set_batch()`).
+    pub fn set_batch(&self, spec: BatchSpec) -> Result<(), SetupError> {
+        self.change_setup(|s| s.template.batch = Some(Arc::new(spec)))
+    }
+
+    /// The call of a batch peer (fixed from the first use on, like the destinations).
+    pub fn batch(&self) -> Option<&BatchSpec> {
+        self.frozen().template.batch.as_deref()
+    }
+
     pub fn unset_header(&self, name: &[u8]) -> Result<(), SetupError> {
         Template::check_fixed(name, b"").map_err(SetupError::Header)?;
         self.change_setup(|s| s.template.unset.push(name.to_vec()))
-    }
-
-    /// The destinations and template, fixed from the first use on.
-    fn frozen(&self) -> &Frozen {
-        self.frozen.get_or_init(|| {
-            let setup = std::mem::take(&mut *self.setup.lock());
-            let lanes = setup
-                .dests
-                .into_iter()
-                .map(|dest| self.make_lane(dest))
-                .collect();
-            Frozen {
-                lanes: RwLock::new(Arc::new(lanes)),
-                template: Arc::new(setup.template),
-            }
-        })
-    }
-
-    /// The lanes requests are queued to now.
-    fn lanes(&self) -> Arc<Vec<Arc<Lane>>> {
-        Arc::clone(&self.frozen().lanes.read())
-    }
-
-    /// Runs `f` on the lanes requests are queued to now, under the read lock (two atomic
-    /// operations, half the cost of cloning the `Arc`: this is on every request's path).
-    /// `f` must not block: a lane being added or retired waits for it.
-    fn with_lanes<R>(&self, f: impl FnOnce(&[Arc<Lane>]) -> R) -> R {
-        f(&self.frozen().lanes.read())
     }
 
     /// True when the peer has a destination (it is configured from then on).
@@ -313,6 +340,7 @@ impl Peer {
                 .full(&self.shared.settings)
                 .unwrap_or_else(|| "queue full".into());
             PeerCounters::inc(&counters.dropped);
+            lane.state.counters().tally(Tally::Dropped);
             report.dropped.push(format!("{} ({why})", lane.dest));
         }
         report
@@ -345,6 +373,7 @@ impl Peer {
         for lane in lanes {
             if let Err(why) = lane.reserve(size, &self.shared.settings) {
                 PeerCounters::inc(&counters.dropped);
+                lane.state.counters().tally(Tally::Dropped);
                 report.dropped.push(format!("{} ({why})", lane.dest));
                 continue;
             }
@@ -356,13 +385,17 @@ impl Peer {
                 queued_at,
             };
             // The receiver lives as long as the lane: a send cannot fail.
+            PeerCounters::inc(&lane.state.counters().queue_length);
             if lane.tx.send(job).is_ok() {
                 PeerCounters::inc(&counters.queued);
+                lane.state.counters().tally(Tally::Queued);
                 report.queued += 1;
             } else {
                 lane.release(size);
                 PeerCounters::dec(&counters.queue_length);
                 PeerCounters::inc(&counters.dropped);
+                PeerCounters::dec(&lane.state.counters().queue_length);
+                lane.state.counters().tally(Tally::Dropped);
                 report.dropped.push(format!("{} (queue closed)", lane.dest));
             }
         }
@@ -485,7 +518,7 @@ impl Peer {
         let retired_crews = retired.iter_mut().filter_map(|r| r.crew.take());
         self.join(crews.chain(retired_crews), Some(limit));
         for r in retired {
-            self.end_lane(&r.lane);
+            self.end_lane(r.lane);
         }
         for lane in self.lanes().iter() {
             fail_lane_leftovers(&self.shared, lane);
@@ -539,3 +572,7 @@ mod lanes;
 #[cfg(test)]
 #[path = "sender_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "sender_gate_tests.rs"]
+mod gate_tests;

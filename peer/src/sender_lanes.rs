@@ -1,21 +1,51 @@
 //! Lanes added and retired while a peer runs (DNS discovery, `discover.rs`). A lane is made
-//! in one place ([`Peer::make_lane`]) and ends in one place ([`Peer::end_lane`]): whatever
-//! lives per destination is created and destroyed there.
+//! in one place ([`Peer::make_lane`], with the state `Peer::dest_state` makes: label, counters,
+//! gate) and ends in one place ([`Peer::end_lane`], which drops that state, its VSC segment
+//! included).
 
 use super::*;
 use crate::discover::Discovery;
 
 impl Peer {
+    /// The destinations and template, fixed from the first use on.
+    pub(super) fn frozen(&self) -> &Frozen {
+        self.frozen.get_or_init(|| {
+            let setup = std::mem::take(&mut *self.setup.lock());
+            let lanes = setup
+                .dests
+                .into_iter()
+                .map(|(dest, state)| self.make_lane(dest, state))
+                .collect();
+            Frozen {
+                lanes: RwLock::new(Arc::new(lanes)),
+                template: Arc::new(setup.template),
+            }
+        })
+    }
+
+    /// The lanes requests are queued to now.
+    pub(super) fn lanes(&self) -> Arc<Vec<Arc<Lane>>> {
+        Arc::clone(&self.frozen().lanes.read())
+    }
+
+    /// Runs `f` on the lanes requests are queued to now, under the read lock (two atomic
+    /// operations, half the cost of cloning the `Arc`: this is on every request's path).
+    /// `f` must not block: a lane being added or retired waits for it.
+    pub(super) fn with_lanes<R>(&self, f: impl FnOnce(&[Arc<Lane>]) -> R) -> R {
+        f(&self.frozen().lanes.read())
+    }
+
     /// Makes the lane of `dest`: for the configured destinations at the first use, for
     /// discovered addresses when they appear.
-    pub(super) fn make_lane(&self, dest: Destination) -> Arc<Lane> {
-        Arc::new(Lane::new(dest))
+    pub(super) fn make_lane(&self, dest: Destination, state: DestState) -> Arc<Lane> {
+        Arc::new(Lane::new(dest, state))
     }
 
     /// Ends a lane that no `enqueue()` can reach and no thread sends from any more: what
-    /// is still queued is counted as failed, in bulk.
-    pub(super) fn end_lane(&self, lane: &Lane) {
-        fail_lane_leftovers(&self.shared, lane);
+    /// is still queued is counted as failed, in bulk; its state (counters) goes with it.
+    pub(super) fn end_lane(&self, lane: Arc<Lane>) {
+        fail_lane_leftovers(&self.shared, &lane);
+        drop(lane);
     }
 
     /// Replaces the lanes requests are queued to with `f` applied to a copy.
@@ -30,7 +60,13 @@ impl Peer {
     /// once when the peer is warm (otherwise at the next warm event).
     pub fn add_lane(&self, dest: Destination) -> Result<(), StartError> {
         let _changes = self.changes.lock();
-        let lane = self.make_lane(dest);
+        let label = self.with_lanes(|lanes| {
+            let taken: Vec<&str> = lanes.iter().map(|l| l.state.label.as_str()).collect();
+            label_for(&dest, "", &taken)
+        });
+        // A label made from the destination (never refused).
+        let label = label.unwrap_or_else(|_| dest.to_string());
+        let lane = self.make_lane(dest, self.dest_state(label));
         if let Some(generation) = self.running.lock().as_mut().filter(|g| g.warm) {
             let crew = self.spawn_crew(&lane)?;
             generation.crews.push((Arc::clone(&lane), crew));
@@ -105,13 +141,13 @@ impl Peer {
             ));
         }
         for lane in ended {
-            self.end_lane(&lane);
+            self.end_lane(lane);
         }
         left
     }
 
     /// The destinations of this peer now (retired ones excluded).
-    pub fn destinations(&self) -> Vec<Destination> {
+    pub fn lane_destinations(&self) -> Vec<Destination> {
         self.lanes()
             .iter()
             .map(|l| Destination::clone(&l.dest))
@@ -122,7 +158,9 @@ impl Peer {
     /// discovery to refresh while the VCL is warm.
     pub fn add_discovery(&self, discovery: Discovery) -> Result<(), SetupError> {
         let mut discoveries = self.discoveries.lock();
-        self.change_setup(|s| s.dests.extend(discovery.destinations()))?;
+        for dest in discovery.destinations() {
+            self.add_named_destination(dest, "")?;
+        }
         discoveries.push(discovery);
         Ok(())
     }

@@ -197,6 +197,20 @@ impl VclPeers {
         all
     }
 
+    /// `peer.report()`: `{"peers":[...]}`, the named peers in the order they were made,
+    /// then the default peer (once made, at the first warm event).
+    pub fn report_json(&self) -> String {
+        let mut out = String::from("{\"peers\":[");
+        for (i, peer) in self.all().iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            peer.report_json(&mut out);
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// Queued or in flight over all peers, without allocating (called per request).
     pub fn pending(&self) -> u64 {
         let named: u64 = self.named.read().iter().map(|p| p.pending()).sum();
@@ -273,6 +287,23 @@ impl VclPeers {
 /// takes the snapshot only when a destination queue has room, and returns the lines to log
 /// as `VCL_Error` in the request's transaction (drops, refusals, nothing queued).
 pub fn queue_on(
+    peer: &Peer,
+    fname: &str,
+    take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
+) -> Vec<String> {
+    if peer.batch().is_some() {
+        peer.count_refused();
+        let name = peer.name();
+        return vec![format!(
+            "{fname}: peer {name} sends batches of items: queue them with {name}.queue_item(); \
+             nothing queued"
+        )];
+    }
+    queue_snapshot(peer, fname, take)
+}
+
+/// [`queue_on`] for requests and batch items alike (`batch::queue_item_on`).
+pub(crate) fn queue_snapshot(
     peer: &Peer,
     fname: &str,
     take: impl FnOnce() -> Result<Snapshot, SnapshotError>,

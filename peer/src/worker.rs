@@ -1,5 +1,6 @@
 //! One sender thread of one destination and what it works with: the destination's queue
-//! (bounded in requests and bytes), the stop deadline, and the retry loop of one request.
+//! (bounded in requests and bytes) and state (its counters and gate: see `deststate`), the
+//! stop deadline, and the retry loop of one request.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,10 +13,11 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Settings;
 use crate::dest::Destination;
+use crate::deststate::{DestState, Passage};
 use crate::policy::{Decision, Outcome};
 use crate::sender::{EventLog, Transport, TransportFactory};
 use crate::snapshot::{Snapshot, Template};
-use crate::stats::{CounterStore, PeerCounters};
+use crate::stats::{CounterStore, PeerCounters, Tally};
 
 /// How long a sender thread may wait for a job before it looks at its lane's resumed jobs
 /// again (they are handed back without waking anyone, see [`Lane::resume`]).
@@ -92,15 +94,18 @@ pub(crate) struct Lane {
     /// Jobs a stopped generation had taken and handed back unsent: taken before the
     /// channel, so they keep their place ahead of what was queued after them.
     pub(crate) resumed: Mutex<VecDeque<Job>>,
+    /// Its label, counters and gate: made and dropped with the lane.
+    pub(crate) state: DestState,
     /// Taken out of the peer's lanes (its address left DNS): nothing new is queued to it,
     /// what is queued is sent until its drain deadline.
     retired: AtomicBool,
 }
 
 impl Lane {
-    pub(crate) fn new(dest: Destination) -> Self {
+    pub(crate) fn new(dest: Destination, state: DestState) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         Lane {
+            state,
             dest: Arc::new(dest),
             tx,
             rx,
@@ -116,7 +121,7 @@ impl Lane {
     }
 
     /// Why what is left in the queue is given up when its threads stop.
-    fn stop_reason(&self) -> &'static str {
+    pub(crate) fn stop_reason(&self) -> &'static str {
         if self.retired.load(Ordering::Acquire) {
             "the destination was retired (its address left DNS)"
         } else {
@@ -126,13 +131,13 @@ impl Lane {
 
     /// Hands back a job taken but not sent: it counts in the queue again, above its bounds
     /// if need be (it had its room before).
-    fn resume(&self, job: Job) {
+    pub(crate) fn resume(&self, job: Job) {
         self.len.fetch_add(1, Ordering::AcqRel);
         self.bytes.fetch_add(job.size, Ordering::AcqRel);
         self.resumed.lock().push_back(job);
     }
 
-    fn take_resumed(&self) -> Option<Job> {
+    pub(crate) fn take_resumed(&self) -> Option<Job> {
         self.resumed.lock().pop_front()
     }
 
@@ -201,6 +206,7 @@ pub(crate) fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
         let counters = shared.counters();
         PeerCounters::sub(&counters.queue_length, left);
         PeerCounters::add(&counters.failed, left);
+        lane.state.counters().tally(Tally::LeftOver(left));
         shared.log.log(&format!(
             "peer {}: gave up {left} requests to {}: {} before they were sent",
             shared.settings.name,
@@ -218,7 +224,7 @@ pub(crate) struct Worker {
     pub(crate) control: Arc<Control>,
 }
 
-enum End {
+pub(crate) enum End {
     Sent,
     Failed(String),
     Expired(String),
@@ -268,7 +274,7 @@ impl Worker {
     }
 
     /// What becomes of a request when this generation stops before it is sent.
-    fn stopped(&self, reason: impl FnOnce() -> String) -> End {
+    pub(crate) fn stopped(&self, reason: impl FnOnce() -> String) -> End {
         if self.control.restarting() {
             End::Resumed
         } else {
@@ -277,9 +283,13 @@ impl Worker {
     }
 
     fn process(&self, transport: &mut dyn Transport, job: Job) {
+        if let Some(spec) = self.template.batch.as_deref() {
+            return self.process_batch(transport, job, spec);
+        }
         let counters = self.shared.counters();
         PeerCounters::inc(&counters.in_flight);
         PeerCounters::dec(&counters.queue_length);
+        self.lane.state.counters().tally(Tally::Taken);
         self.lane.release(job.size);
         let end = catch_unwind(AssertUnwindSafe(|| self.attempts(transport, &job)))
             .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
@@ -289,6 +299,7 @@ impl Worker {
                 // that pending() never dips while it moves.
                 PeerCounters::inc(&counters.queue_length);
                 PeerCounters::dec(&counters.in_flight);
+                self.lane.state.counters().tally(Tally::Resumed);
                 self.lane.resume(job);
                 return;
             }
@@ -296,6 +307,11 @@ impl Worker {
             End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
             End::Expired(r) => (&counters.expired, "expired", r.as_str()),
         };
+        self.lane.state.counters().tally(match &end {
+            End::Sent => Tally::Sent,
+            End::Expired(_) => Tally::Expired,
+            _ => Tally::Failed,
+        });
         PeerCounters::inc(counter);
         PeerCounters::dec(&counters.in_flight);
         if !verb.is_empty() {
@@ -324,9 +340,23 @@ impl Worker {
             if policy.is_expired(job.queued_at, Instant::now()) {
                 return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
             }
+            // The destination's gate: its pause, circuit and rate limit.
+            match self.lane.state.pass(job.queued_at, policy, &self.control) {
+                Passage::Go => {}
+                Passage::Expired(reason) => return End::Expired(reason),
+                Passage::Stopped => {
+                    return self
+                        .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
+                }
+            }
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
-            let decision = policy.decide(attempts, job.queued_at, Instant::now(), &outcome);
+            let now = Instant::now();
+            let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
+            if let Some(line) = line {
+                self.shared.log.log(&line);
+            }
+            let decision = policy.decide(attempts, job.queued_at, now, &outcome);
             if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
                 // The transfer was cut short for a new generation: it sends it again. (An
                 // answer, even an error status, stands: it is decided on as usual.)
@@ -344,6 +374,7 @@ impl Worker {
                     }
                     // Counted when the retry is about to happen, not when it was planned.
                     PeerCounters::inc(&self.shared.counters().retried);
+                    self.lane.state.counters().tally(Tally::Retried);
                 }
             }
         }
