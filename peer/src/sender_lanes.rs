@@ -60,10 +60,15 @@ impl Peer {
     /// once when the peer is warm (otherwise at the next warm event).
     pub fn add_lane(&self, dest: Destination) -> Result<(), StartError> {
         let _changes = self.changes.lock();
+        // Unique among the lanes still draining too: an address back in DNS before its old
+        // lane has ended gets `_2`, never a second counter segment of the same name.
+        let retired = self.retired.lock();
         let label = self.with_lanes(|lanes| {
-            let taken: Vec<&str> = lanes.iter().map(|l| l.state.label.as_str()).collect();
+            let lanes = lanes.iter().chain(retired.iter().map(|r| &r.lane));
+            let taken: Vec<&str> = lanes.map(|l| l.state.label.as_str()).collect();
             label_for(&dest, "", &taken)
         });
+        drop(retired);
         // A label made from the destination (never refused).
         let label = label.unwrap_or_else(|_| dest.to_string());
         let lane = self.make_lane(dest, self.dest_state(label));
