@@ -450,3 +450,19 @@ fn each_address_has_its_own_counters_made_when_it_appears_and_removed_when_it_en
     drop(p);
     assert_eq!(events.lock().len(), 6, "{:?}", events.lock());
 }
+
+#[test]
+fn an_address_back_before_its_old_lane_has_drained_gets_a_label_of_its_own() {
+    let (p, resolver, gate, _log) = discovering(fast(), &["127.0.0.2"]);
+    *gate.closed.lock() = vec!["http://n:80 (127.0.0.2)".into()];
+    p.start().unwrap();
+    p.enqueue(snap("/1")).unwrap();
+    refresh_now(&p, &resolver, &["127.0.0.3"]);
+    refresh_now(&p, &resolver, &["127.0.0.2", "127.0.0.3"]);
+    let names: Vec<String> = p.destinations().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["n_80_127.0.0.3", "n_80_127.0.0.2_2"]);
+    gate.closed.lock().clear();
+    wait_until(|| p.reap_retired() == 0);
+    assert_eq!(p.counters().failed.load(Relaxed), 0);
+    p.stop();
+}
