@@ -17,10 +17,15 @@ bootstrap:
 env:
 	@scripts/env.sh 2>/dev/null
 
-.PHONY: test-bootstrap
+.PHONY: test-bootstrap test-harness
 # Offline tests of bootstrap's source selection against a Debian-like mirror on loopback.
 test-bootstrap: bootstrap
 	python3 scripts/tests/bootstrap_mirror.py
+
+# Unit tests of the one harness (scripts/harness/: varnishd instances, destinations, ports)
+# and of scripts/arch_figures.py.
+test-harness: bootstrap
+	$(WITH_ENV) python3 -m unittest discover -s scripts/tests -p 'test_*.py'
 
 build: bootstrap
 	$(WITH_ENV) cargo build --workspace --locked
@@ -42,7 +47,7 @@ docs: bootstrap
 vtc unit: build
 	$(WITH_ENV) cargo test --workspace --locked
 
-test: bootstrap test-bootstrap lint build
+test: bootstrap test-bootstrap test-harness lint build
 	$(WITH_ENV) cargo test --workspace --locked
 	$(MAKE) --no-print-directory demo-smoke demo-cluster-smoke check-examples faults-fast check-install check-deb
 

@@ -89,12 +89,17 @@ if [ ! -f "$PEER_SO" ] || [ ! -f "$SAINT_SO" ]; then
     cargo build --release --workspace --locked >&2 || log "release build failed: our figures will be null"
 fi
 
+# varnishd instances, servers and reserved ports: the harness (scripts/harness/).
+# shellcheck source=../scripts/lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
+
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/vmod-bench.XXXXXX")
 declare -A VD_DIR VD_PORT VD_MGR WARMED
 BG_PIDS=()
 cleanup() {
-    local n p
-    for n in "${!VD_MGR[@]}"; do kill "${VD_MGR[$n]}" 2>/dev/null || true; done
+    local n p dirs=()
+    for n in "${!VD_MGR[@]}"; do dirs+=("$RUN/$n"); done
+    [ ${#dirs[@]} -eq 0 ] || harness stop "${dirs[@]}" 2>/dev/null || true
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ "${BENCH_KEEP:-0}" = 1 ]; then log "run directory kept: $RUN"; else rm -rf "$RUN"; fi
@@ -142,11 +147,7 @@ fig_samples() { # name unit target samples_json [extra_json] [reason] [value]
         "$1" "$2" "$(jstr "$3")" "$4" "${5:-null}" "$(jstr "${6:-}")" "${7:-null}" >> "$RUN/figures.jsonl"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # ------------------------------------------------------------------ varnishd instances
-JAIL=()
-[ "$(id -u)" -eq 0 ] && JAIL=(-j none)
 # varnish-modules' Debian build links libvarnishapi.so.3: every instance (ours too, so that both
 # run alike) gets the library directory of the Varnish in use.
 VD_LDPATH="$(pkg-config --variable=libdir varnishapi)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -171,22 +172,24 @@ vcl_check() { # vclfile
     return 1
 }
 
+# The harness starts it in $RUN/NAME (varnishd -n $RUN/NAME/n, output in $RUN/NAME/log) on a
+# port the OS assigns; a measured instance gets CPU_MEASURED (sched_setaffinity, as taskset -c).
 vd_start() { # name vclfile [varnishd args...]
-    local name=$1 vcl=$2 dir="$RUN/$1"
+    local name=$1 vcl=$2 dir="$RUN/$1" port
     shift 2
     mkdir -p "$dir"
     local pin=()
-    if [ -n "$PIN" ] && is_measured "$name"; then pin=(taskset -c "$CPU_MEASURED"); fi
-    if ! "${pin[@]}" env LD_LIBRARY_PATH="$VD_LDPATH" ${VD_MALLOC_CONF:+MALLOC_CONF=$VD_MALLOC_CONF} varnishd -n "$dir/n" -a 127.0.0.1:0 -T 127.0.0.1:0 -f "$vcl" -P "$dir/pid" "${JAIL[@]}" \
-            -s malloc,256m -p vcc_allow_inline_c=off "$@" > "$dir/log" 2>&1; then
-        VD_ERR=$(grep -v '^$' "$dir/log" | head -n 4 | tr '\n' ' ' | cut -c1-300)
+    if [ -n "$PIN" ] && is_measured "$name"; then pin=(--cpus "$CPU_MEASURED"); fi
+    if ! port=$(harness start "$dir" --vcl "$vcl" --storage malloc,256m "${pin[@]}" --env "LD_LIBRARY_PATH=$VD_LDPATH" \
+            ${VD_MALLOC_CONF:+--env "MALLOC_CONF=$VD_MALLOC_CONF"} -- -p vcc_allow_inline_c=off "$@" 2>"$dir/harness.err"); then
+        VD_ERR=$(grep -v '^$' "$dir/log" 2>/dev/null | head -n 4 | tr '\n' ' ' | cut -c1-300)
+        [ -n "$VD_ERR" ] || VD_ERR=$(head -c 300 "$dir/harness.err")
         log "varnishd $name failed: $VD_ERR"
         return 1
     fi
     VD_DIR[$name]="$dir/n"
     VD_MGR[$name]=$(cat "$dir/pid")
-    VD_PORT[$name]=$(varnishadm -n "$dir/n" debug.listen_address | awk '$1=="a0"{print $3; exit}')
-    [ -n "${VD_PORT[$name]}" ] || { VD_ERR="no listen address"; return 1; }
+    VD_PORT[$name]=$port
     # Record (and check) where the manager and its child may run: taskset -p of both pids.
     local child mgr_aff child_aff want=any
     child=$(vd_child "$name")
@@ -201,10 +204,9 @@ vd_start() { # name vclfile [varnishd args...]
 }
 
 vd_stop() {
-    local name=$1 pid=${VD_MGR[$1]:-}
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    local name=$1
+    [ -n "${VD_MGR[$1]:-}" ] || return 0
+    harness stop "$RUN/$name" 2>/dev/null || true
     unset "VD_MGR[$name]"
 }
 
@@ -500,7 +502,9 @@ if fits peer 60 noise_control_aa peer_overhead_fast peer_overhead_slow peer_over
     vcl_origin "$RUN/p_slow.vcl" 200ms
     vd_start p_fast "$RUN/p_fast.vcl" || die "origin varnishd failed: $VD_ERR"
     vd_start p_slow "$RUN/p_slow.vcl" -p thread_pool_max=2000 || die "origin varnishd failed: $VD_ERR"
-    DOWN_PORT=$(free_port)   # nothing listens there: connections are refused
+    # Nothing listens there (connections are refused); the harness holds the port for the run.
+    spawn_port DOWN_PORT "$RUN/down.port" "${HARNESS_PY[@]}" reserve || die "no port reserved for the down peer"
+    BG_PIDS+=("$SPAWNED_PID")
     items=()
     if [ -n "$PEER_OK" ]; then
         # Baseline: the same VCL (peer configured) minus the call.
@@ -831,9 +835,8 @@ if [ -n "$MEMORY_FITS" ]; then
     if [ -z "$PEER_OBJ_OK" ]; then
         fig_null peer_bytes_per_queued_request "<= 1331" "${PEER_OBJ_ERR:-$PEER_ERR}"
     else
-        python3 "$BENCH_DIR/lib/blackhole.py" > "$RUN/blackhole.port" & BG_PIDS+=($!)
-        for _ in $(seq 1 50); do [ -s "$RUN/blackhole.port" ] && break; sleep 0.1; done
-        BH_PORT=$(cat "$RUN/blackhole.port")
+        spawn_port BH_PORT "$RUN/blackhole.port" python3 "$BENCH_DIR/lib/blackhole.py" || die "blackhole.py did not start"
+        BG_PIDS+=("$SPAWNED_PID")
         OBJ_QUEUE=$(( QUEUED * 2 )) vcl_peer_front "$RUN/m_front.vcl" "$BH_PORT" 0 \
             'if (req.url ~ "^/q/") { pr.queue_req(); } if (req.url == "/pending") { return (synth(200, "" + @PENDING@)); }' obj
         VD_MALLOC_CONF=$MEM_MALLOC_CONF vd_start m_front "$RUN/m_front.vcl" || die "memory front varnishd failed after its VCL loaded in the probe: $VD_ERR"

@@ -2,7 +2,8 @@
 """Demo origin: answers every GET with a small page naming itself and counting hits.
 
 URLs under --fail-prefix get a 500, so saintmode has something to blacklist.
-Usage: origin.py --port P --name NAME [--fail-prefix /flaky/]
+Usage: origin.py [--port P] --name NAME [--fail-prefix /flaky/]
+Prints the port it listens on (127.0.0.1; by default one the OS assigns) as its first line.
 """
 import argparse
 import http.server
@@ -12,7 +13,7 @@ import threading
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--name", required=True)
     ap.add_argument("--fail-prefix", default=None)
     args = ap.parse_args()
@@ -44,6 +45,7 @@ def main():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    print(server.server_address[1], flush=True)
     server.serve_forever()
 
 

@@ -18,8 +18,9 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CaseFailure, Destination, ROOT, Varnishd, check, http_request, parallel,  # noqa: E402
+from support import (CaseFailure, Destination, ROOT, Varnishd, check, http_request, parallel,  # noqa: E402
                      percentile, wait_until)
+from harness import PortHold  # noqa: E402  (support put scripts/ on the path)
 
 FAST = False
 FIG = {}
@@ -135,7 +136,7 @@ def case_flapping():
         check(not v.panicked(), "child panicked")
     finally:
         v.stop()
-        dest.down()
+        dest.close()
 
 
 # --------------------------------------------------------------------------- (b) blackhole
@@ -202,7 +203,7 @@ def case_blackhole():
             check(p99 < 250, f"client p99 {p99:.1f} ms >= 250 ms with a blackholed peer")
     finally:
         v.stop()
-        dest.down()
+        dest.close()
 
 
 # --------------------------------------------------------------------------- (c) reloads
@@ -249,12 +250,14 @@ def case_reloads():
     cycles = 20 if FAST else 200
     origin = Destination(status_for=lambda p: 500 if p.startswith("/bad/") else 200)
     origin.up()
-    dead_port = origin.port
-    while dead_port == origin.port:
-        from harness import free_port
-        dead_port = free_port()
-    vcl = RELOAD_VCL.replace("@OPORT@", str(origin.port)).replace("@DPORT@", str(dead_port))
-    v = Varnishd("reload", vcl, params=("vcl_cooldown=1",))
+    dead = PortHold()  # nothing ever listens there: connections are refused
+    vcl = RELOAD_VCL.replace("@OPORT@", str(origin.port)).replace("@DPORT@", str(dead.port))
+    try:
+        v = Varnishd("reload", vcl, params=("vcl_cooldown=1",))
+    except BaseException:
+        dead.close()
+        origin.close()
+        raise
     try:
         child0 = v.child_pid()
 
@@ -320,7 +323,8 @@ def case_reloads():
         check(not sleft, f"saintmode counters of discarded VCLs remain: {sleft[:4]}")
     finally:
         v.stop()
-        origin.down()
+        origin.close()
+        dead.close()
 
 
 # --------------------------------------------------------------------------- (d) kill -9
@@ -390,8 +394,8 @@ def case_kill_child():
         check(v.stat("PEER.boot.fwd.sent") == 1, "peer counters after restart: sent != 1")
     finally:
         v.stop()
-        origin.down()
-        target.down()
+        origin.close()
+        target.close()
 
 
 # --------------------------------------------------------------------------- (e) saintmode
@@ -498,7 +502,7 @@ def case_saintmode_concurrency():
         check(not v.panicked(), "child panicked")
     finally:
         v.stop()
-        origin.down()
+        origin.close()
 
 
 # --------------------------------------------------------------------------- bad input VTCs

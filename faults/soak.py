@@ -8,10 +8,10 @@ ends with `N passed, M failed` (exit 1 if any failed).
   soak.py [SECONDS] [--out DIR]
 
 Setup (127.0.0.1 only):
-  * two origins (harness.Destination): o1 answers 503 for every 4th object, o2 always 200;
+  * two origins (harness.Destination, scripts/harness/): o1 answers 503 for every 4th object, o2 always 200;
     each wrapped in a saintmode object (threshold 20), both in a directors.random; a 5xx is
     blacklisted for 5 s and retried (so clients still get 200 from o2);
-  * one peer destination (harness.Destination), down for PEER_DOWN s every PEER_PERIOD s;
+  * one peer destination (harness.Destination, scripts/harness/), down for PEER_DOWN s every PEER_PERIOD s;
     every client PURGE is queued on two named peers: `fwd` (large queue, retries, max_age 12 s)
     and `small` (queue of 10, 3 attempts, max_age 3 s: drops and give-ups are expected);
   * a VCL reload every RELOAD_PERIOD s: vcl.load new, vcl.use new, vcl.state old cold, wait
@@ -64,7 +64,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CaseFailure, Destination, ROOT, Varnishd, http_request, wait_until  # noqa: E402
+from support import CaseFailure, Destination, ROOT, Varnishd, http_request, wait_until  # noqa: E402
 
 SAMPLE_EVERY = 2.0
 PEER_PERIOD, PEER_DOWN = 20.0, 8.0
@@ -509,7 +509,7 @@ class Soak:
             self.load.stop.set() if hasattr(self, "load") else None
             self.v.stop()
             for d in (self.o1, self.o2, self.peer):
-                d.down()
+                d.close()
 
     # ------------------------------------------------------------------ verdicts
     def verdicts(self, rows):

@@ -107,11 +107,12 @@ with open(sys.argv[1], "rb") as f:
         || die "cannot read [workspace.package] version from $ROOT/Cargo.toml"
 }
 
-# run_vtcs VMODDIR: every packaging/tests/*.vtc through varnishtest with ${vmoddir} set;
-# on failure prints the failing step (`----` lines of the log) and returns 1.
+# run_vtcs VMODDIR: every packaging/tests/*.vtc through the one VTC runner
+# (scripts/vtc-run.sh: the macros every VTC gets) with ${vmoddir} set; on failure prints
+# the failing step (`----` lines of the log) and returns 1.
 run_vtcs() {
     local out
-    if out=$(varnishtest -t 30 -D vmoddir="$1" "$ROOT"/packaging/tests/*.vtc 2>&1); then
+    if out=$("$ROOT/scripts/vtc-run.sh" --timeout 30 -D vmoddir="$1" -- "$ROOT"/packaging/tests/*.vtc 2>&1); then
         return 0
     fi
     grep -A8 -- '^----' <<<"$out" | head -n 25

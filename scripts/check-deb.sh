@@ -40,18 +40,8 @@ private_mounts "$@"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/check-deb.XXXXXX")
 trap 'root_session_end; rm -rf "$SCRATCH"' EXIT
-passed=0 failed=0
-ok()   { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $*"; }
-check() { # check DESCRIPTION COMMAND...: runs COMMAND, shows its output on failure
-    local desc=$1; shift
-    if "$@" >"$SCRATCH/out" 2>&1; then ok "$desc"; else fail "$desc"; sed 's/^/    | /' "$SCRATCH/out" | tail -n 30; fi
-}
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ] || { echo "$ME: $failed check(s) failed (see FAIL lines above)" >&2; exit 1; }
-    exit 0
-}
+# shellcheck source=lib/checks.sh
+. "$ROOT/scripts/lib/checks.sh"
 
 # ------------------------------------------------------------------ build
 OUT="$ROOT/target/debian"
@@ -102,10 +92,11 @@ VMODDIR=$(dpkg-deb -c "${debs[0]}" | awk '{print $6}' | sed -n 's|^\.\(/.*\)/lib
 fresh_root() {
     root_session_end
     root_session_start "$CHECK_BASE"
-    mkdir -p "$MERGED/srv/vmod-rs/debs" "$MERGED/srv/vmod-rs/packaging"
+    mkdir -p "$MERGED/srv/vmod-rs/debs" "$MERGED/srv/vmod-rs/packaging" "$MERGED/srv/vmod-rs/scripts"
     cp "${debs[@]}" "$MERGED/srv/vmod-rs/debs/"
     cp -r "$ROOT/examples" "$MERGED/srv/vmod-rs/"
     cp -r "$ROOT/packaging/tests" "$MERGED/srv/vmod-rs/packaging/"
+    cp "$ROOT/scripts/vtc-run.sh" "$MERGED/srv/vmod-rs/scripts/"
     # Throwaway root: no fsync per file, and no man-db index rebuild after every apt
     # run (`man 3 NAME` reads the page directly; the index only serves apropos).
     rm -f "$MERGED/var/lib/man-db/auto-update"
@@ -115,10 +106,11 @@ install_ours() { # apt output in $SCRATCH/apt.log; fails when apt would remove a
     apt_in_root install "${debs[@]/#"$OUT"//srv/vmod-rs/debs}" >"$SCRATCH/apt.log" 2>&1 || { cat "$SCRATCH/apt.log"; return 1; }
     if grep -q '^The following packages will be REMOVED' "$SCRATCH/apt.log"; then cat "$SCRATCH/apt.log"; return 1; fi
 }
-vtc() { # vtc FILE [-Dname=value...]: Debian's varnishtest in the root, 120 s at most
-    local file=$1; shift
-    in_root timeout 150 varnishtest -t 120 -D vmoddir="$VMODDIR" -D vmod_path="$VMODDIR" \
-        -D root=/srv/vmod-rs "$@" "$file" >"$SCRATCH/vtc.log" 2>&1 && return 0
+vtc() { # vtc FILE: Debian's varnishtest in the root through the one VTC runner (its macros,
+    # ${root} = /srv/vmod-rs) with ${vmoddir} and ${vmod_path} = Debian's vmoddir; 120 s at most
+    local file=$1
+    in_root timeout 150 /srv/vmod-rs/scripts/vtc-run.sh --timeout 120 -D vmoddir="$VMODDIR" \
+        -D vmod_path="$VMODDIR" -- "$file" >"$SCRATCH/vtc.log" 2>&1 && return 0
     grep -E -B3 -A3 -- '^----' "$SCRATCH/vtc.log" | head -n 30
     grep '^#' "$SCRATCH/vtc.log" | tail -n 2
     return 1

@@ -36,14 +36,8 @@ require_artifacts "$artifacts" "$profile"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/check-install.XXXXXX")
 trap 'rm -rf "$SCRATCH"' EXIT
-passed=0 failed=0
-ok()   { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $*"; }
-# check DESCRIPTION COMMAND...: runs COMMAND, shows its output on failure.
-check() {
-    local desc=$1; shift
-    if "$@" >"$SCRATCH/out" 2>&1; then ok "$desc"; else fail "$desc"; sed 's/^/    | /' "$SCRATCH/out" | tail -n 30; fi
-}
+# shellcheck source=lib/checks.sh
+. "$ROOT/scripts/lib/checks.sh"
 
 install_to() { # install_to DESTDIR [VAR=value...]
     local dest=$1; shift
@@ -154,5 +148,4 @@ else
         expect_error "cannot create" env DESTDIR="$SCRATCH/ro/x" "$ROOT/scripts/install.sh" --"$profile"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ] || { echo "$ME: $failed check(s) failed (see FAIL lines above)" >&2; exit 1; }
+finish

@@ -4,34 +4,28 @@
 #   scripts/demo-cluster.sh           run until Ctrl-C, printing what to try
 #   scripts/demo-cluster.sh --smoke   a PURGE at each node empties all three; exit 0 if so
 set -euo pipefail
-MODE=interactive
-[ "${1:-}" = "--smoke" ] && MODE=smoke
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ART="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}"
-PEER_SO="$ART/libvmod_peer.so"
-[ -f "$PEER_SO" ] || { echo "demo-cluster: $PEER_SO missing: run 'make release'" >&2; exit 1; }
-command -v varnishd >/dev/null || { echo "demo-cluster: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
-
 STACK_NAME=demo-cluster
 # shellcheck source=lib/stack.sh
-. "$ROOT/scripts/lib/stack.sh"
+. "$(dirname "$0")/lib/stack.sh"
+stack_require "$PROFILE_DIR/libvmod_peer.so"
+PEER_SO="$PROFILE_DIR/libvmod_peer.so"
 
-ORIGIN=$(free_port); P1=$(free_port); P2=$(free_port); P3=$(free_port)
+start_server ORIGIN origin python3 "$ROOT/demo/origin.py" --name origin
+# Each node's VCL names the two others' ports: the nodes start on a boot VCL, then load theirs.
+P1=$(start_varnish n1 "" -i node1); P2=$(start_varnish n2 "" -i node2); P3=$(start_varnish n3 "" -i node3)
 PORTS=("" "$P1" "$P2" "$P3")
-python3 "$ROOT/demo/origin.py" --port "$ORIGIN" --name origin & STACK_PIDS+=($!)
-
 for n in 1 2 3; do
     others=()
     for m in 1 2 3; do [ "$m" != "$n" ] && others+=("${PORTS[$m]}"); done
     sed -e "s|@PEER_VMOD@|$PEER_SO|; s|@ORIGIN@|$ORIGIN|" \
         -e "s|@PEER1@|${others[0]}|; s|@PEER2@|${others[1]}|" "$ROOT/demo/cluster.vcl" > "$RUN/n$n.vcl"
-    start_varnish "n$n" "${PORTS[$n]}" "$RUN/n$n.vcl" -i "node$n"
+    harness load "$RUN/n$n" cluster "$RUN/n$n.vcl" || stack_die "node$n: $RUN/n$n.vcl does not load"
 done
 for p in "$ORIGIN" "$P1" "$P2" "$P3"; do wait_http "$p"; done
 
 SITE="www.demo.test"
 get() { curl -s -H "Host: $SITE" -D - -o /dev/null "http://127.0.0.1:$1$2" | grep -i '^X-Cache:' | tr -d ' \r' | cut -d: -f2; }
-purges() { varnishstat -n "$RUN/n$1" -1 -f MAIN.n_purges 2>/dev/null | awk '{print $2+0}'; }
+purges() { varnishstat -n "$RUN/n$1/n" -1 -f MAIN.n_purges 2>/dev/null | awk '{print $2+0}'; }
 
 if [ "$MODE" = interactive ]; then
     cat <<EOT
@@ -42,8 +36,8 @@ Try:
       caches /obj on every node (run twice: HIT everywhere).
   curl -s -X PURGE -H 'Host: $SITE' http://127.0.0.1:$P2/obj -o /dev/null -w '%{http_code}\n'
       purges node2 and, in the background, node1 and node3: run the GET loop again (MISS x3).
-  kill \$(cat $RUN/n3.pid); curl -X PURGE -H 'Host: $SITE' http://127.0.0.1:$P1/obj
-      node3 is down: node2 is purged, node1 retries node3 (varnishstat -n $RUN/n1 -1 -f 'PEER.*').
+  kill \$(cat $RUN/n3/pid); curl -X PURGE -H 'Host: $SITE' http://127.0.0.1:$P1/obj
+      node3 is down: node2 is purged, node1 retries node3 (varnishstat -n $RUN/n1/n -1 -f 'PEER.*').
 EOT
     while true; do sleep 3600; done
 fi

@@ -6,35 +6,25 @@
 # Expects varnishd on PATH (eval "$(make -s env)") and a release build (make release).
 set -euo pipefail
 
-MODE=interactive
-[ "${1:-}" = "--smoke" ] && MODE=smoke
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PROFILE_DIR="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}"
-PEER_SO="$PROFILE_DIR/libvmod_peer.so"
-SAINT_SO="$PROFILE_DIR/libvmod_saintmode.so"
-for so in "$PEER_SO" "$SAINT_SO"; do
-    [ -f "$so" ] || { echo "demo: $so missing: run 'make release' first" >&2; exit 1; }
-done
-command -v varnishd >/dev/null || { echo "demo: varnishd not on PATH: eval \"\$(make -s env)\"" >&2; exit 1; }
-
 STACK_NAME=demo
 # shellcheck source=lib/stack.sh
-. "$ROOT/scripts/lib/stack.sh"
+. "$(dirname "$0")/lib/stack.sh"
+stack_require "$PROFILE_DIR/libvmod_peer.so" "$PROFILE_DIR/libvmod_saintmode.so"
+PEER_SO="$PROFILE_DIR/libvmod_peer.so"
+SAINT_SO="$PROFILE_DIR/libvmod_saintmode.so"
 
-ORIGIN_A=$(free_port); ORIGIN_B=$(free_port); PEER_PORT=$(free_port); FRONT_PORT=$(free_port)
-
-python3 "$ROOT/demo/origin.py" --port "$ORIGIN_A" --name origin-a & STACK_PIDS+=($!)
-python3 "$ROOT/demo/origin.py" --port "$ORIGIN_B" --name origin-b --fail-prefix /flaky/ & STACK_PIDS+=($!)
+start_server ORIGIN_A origin-a python3 "$ROOT/demo/origin.py" --name origin-a
+start_server ORIGIN_B origin-b python3 "$ROOT/demo/origin.py" --name origin-b --fail-prefix /flaky/
 
 render() {
     sed -e "s|@PEER_VMOD@|$PEER_SO|; s|@SAINTMODE_VMOD@|$SAINT_SO|" \
-        -e "s|@ORIGIN_A@|$ORIGIN_A|; s|@ORIGIN_B@|$ORIGIN_B|; s|@PEER_PORT@|$PEER_PORT|" "$1" > "$2"
+        -e "s|@ORIGIN_A@|$ORIGIN_A|; s|@ORIGIN_B@|$ORIGIN_B|; s|@PEER_PORT@|${PEER_PORT:-}|" "$1" > "$2"
 }
+# The peer cache first: the front's VCL names its port.
 render "$ROOT/demo/peer.vcl" "$RUN/peer.vcl"
+PEER_PORT=$(start_varnish peer "$RUN/peer.vcl" -p vcc_allow_inline_c=off)
 render "$ROOT/demo/front.vcl" "$RUN/front.vcl"
-
-start_varnish peer "$PEER_PORT" "$RUN/peer.vcl" -p vcc_allow_inline_c=off
-start_varnish front "$FRONT_PORT" "$RUN/front.vcl" -p vcc_allow_inline_c=off
+FRONT_PORT=$(start_varnish front "$RUN/front.vcl" -p vcc_allow_inline_c=off)
 
 for p in "$ORIGIN_A" "$ORIGIN_B" "$PEER_PORT" "$FRONT_PORT"; do wait_http "$p"; done
 
@@ -66,8 +56,8 @@ Try:
   curl -si -H 'Host: $SITE' -X PURGE $FRONT/page; curl -si -H 'Host: $SITE' $PEER/page | grep X-Cache
       the PURGE at the front is forwarded in the background by peer.queue_req():
       the peer's copy is gone (MISS again).
-  varnishstat -n $RUN/front -1 | grep -iE 'peer|saintmode'
-  varnishlog -n $RUN/front -g request -q 'ReqMethod eq "PURGE"'
+  varnishstat -n $RUN/front/n -1 | grep -iE 'peer|saintmode'
+  varnishlog -n $RUN/front/n -g request -q 'ReqMethod eq "PURGE"'
 EOT
     while true; do sleep 3600; done
 fi
@@ -112,7 +102,7 @@ st=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $SITE" -X PURGE "$FRONT/pa
 step "the purge reaches the peer cache (n_purges, then MISS)"
 purged=0
 for _ in $(seq 1 100); do
-    n=$(varnishstat -n "$RUN/peer" -1 -f MAIN.n_purges 2>/dev/null | awk '{print $2}')
+    n=$(varnishstat -n "$RUN/peer/n" -1 -f MAIN.n_purges 2>/dev/null | awk '{print $2}')
     [ "${n:-0}" -ge 1 ] && { purged=1; break; }
     sleep 0.1
 done

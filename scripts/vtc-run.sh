@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one place that says which macros a VTC of this repository gets; everything that runs
 # varnishtest goes through it: `cargo test` (vmod-build/src/vtc.rs), check-examples.sh,
-# faults/memcheck.sh and faults/run.py.
+# faults/memcheck.sh, faults/run.py, the install checks (packaging/lib.sh's run_vtcs) and
+# check-deb.sh (copied into its Debian root, where it runs Debian's varnishtest).
 #
 #   scripts/vtc-run.sh [--so DIR] [--own peer|saintmode] [--timeout S] [-D name=value]...
 #                      [--] [varnishtest option]... FILE...
@@ -11,6 +12,13 @@
 # Varnish's vmoddir, for plain `import peer;`) and, with --own, ${vmod} (that module's .so).
 # A -D given here replaces the macro of the same name (e.g. ${vmod} pointing at another
 # build of the module). --timeout defaults to $VTC_TIMEOUT, else 120 seconds.
+#
+# A VTC with the line `# vtc-run: private-hosts` runs in a mount namespace of its own
+# (unshare) where /etc/hosts is a copy of the machine's, ${hosts_file}, that the VTC may
+# rewrite to make names resolve to loopback addresses (glibc reads the hosts file at every
+# lookup). Rewrite it in place (`cat ... > ${hosts_file}`), never by renaming a file over
+# it: the bind mount would keep the old one. Without the privilege (not root, no user
+# namespaces) the run is skipped (77).
 # Exits with varnishtest's status (77: a feature the machine lacks).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -42,8 +50,38 @@ fi
 for o in "${overrides[@]}"; do
     define "${o%%=*}" "${o#*=}"
 done
+private_hosts=""
+for a in "$@"; do
+    if [ -f "$a" ] && grep -qx '# vtc-run: private-hosts' "$a"; then
+        private_hosts=1
+    fi
+done
+if [ -n "$private_hosts" ]; then
+    if unshare --mount true 2>/dev/null; then
+        unshare_cmd=(unshare --mount)
+    elif unshare --user --map-root-user --mount true 2>/dev/null; then
+        unshare_cmd=(unshare --user --map-root-user --mount)
+    else
+        echo "vtc-run.sh: skipped: the test needs a private /etc/hosts, and this user may" \
+            "unshare neither a mount namespace (root) nor a user namespace" >&2
+        exit 77
+    fi
+    hosts_dir=$(mktemp -d "${TMPDIR:-/tmp}/vtc-hosts.XXXXXX")
+    trap 'rm -rf "$hosts_dir"' EXIT
+    cp /etc/hosts "$hosts_dir/hosts"
+    chmod 644 "$hosts_dir/hosts"
+    define hosts_file "$hosts_dir/hosts"
+fi
 args=(-t "$timeout")
 for name in "${order[@]}"; do
     args+=(-D "$name=${macro[$name]}")
 done
+if [ -n "$private_hosts" ]; then
+    # Not exec'd, so that the copy is removed afterwards. The bind mount exists only in the
+    # new namespace: the machine's /etc/hosts is never touched.
+    rc=0
+    "${unshare_cmd[@]}" -- bash -c 'mount --bind "$1" /etc/hosts && shift && exec varnishtest "$@"' \
+        _ "$hosts_dir/hosts" "${args[@]}" "$@" || rc=$?
+    exit "$rc"
+fi
 exec varnishtest "${args[@]}" "$@"

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::gate::GateSettings;
 use crate::policy::RetryPolicy;
 pub use crate::snapshot::Credentials;
 
@@ -50,6 +51,10 @@ pub struct PeerArgs {
     pub queue_bytes: i64,
     pub credentials: String,
     pub proxy: String,
+    pub rate: f64,
+    pub burst: i64,
+    pub circuit_failures: i64,
+    pub circuit_interval: f64,
 }
 
 impl Default for PeerArgs {
@@ -70,6 +75,10 @@ impl Default for PeerArgs {
             queue_bytes: 64 << 20,
             credentials: "auto".into(),
             proxy: String::new(),
+            rate: 0.0,
+            burst: 1,
+            circuit_failures: 0,
+            circuit_interval: 5.0,
         }
     }
 }
@@ -91,6 +100,8 @@ pub struct Settings {
     pub proxy: Option<ProxyUrl>,
     pub copy_headers: bool,
     pub credentials: Credentials,
+    /// Each destination's rate limit and circuit.
+    pub gate: GateSettings,
 }
 
 impl Default for Settings {
@@ -131,6 +142,8 @@ pub enum ConfigError {
     },
     Credentials(String),
     Proxy(String),
+    /// Not 0 and outside `MIN_RATE..=MAX_RATE` (see `gate.rs`).
+    Rate(f64),
 }
 
 impl fmt::Display for ConfigError {
@@ -154,7 +167,12 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Zero { arg, secs } => write!(
                 f,
-                "{arg} must be at least 1 ms (0 would mean no timeout) ({secs})"
+                "{arg} must be at least 1 ms (0 would {}) ({secs})",
+                if *arg == "circuit_interval" {
+                    "probe without a pause"
+                } else {
+                    "mean no timeout"
+                }
             ),
             ConfigError::TooLong {
                 arg,
@@ -178,13 +196,19 @@ impl fmt::Display for ConfigError {
                 f,
                 "proxy \"{s}\" must be an http://, https://, socks4://, socks5:// or socks5h:// URL"
             ),
+            ConfigError::Rate(r) => write!(f, "rate {}", crate::gate::RateError(*r)),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-fn count(arg: &'static str, value: i64, min: i64, max: i64) -> Result<usize, ConfigError> {
+pub(crate) fn count(
+    arg: &'static str,
+    value: i64,
+    min: i64,
+    max: i64,
+) -> Result<usize, ConfigError> {
     if (min..=max).contains(&value) {
         usize::try_from(value).map_err(|_| ConfigError::Count {
             arg,
@@ -317,6 +341,11 @@ pub fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, ConfigError> 
         Some(PathBuf::from(&a.ca_file))
     };
     let max_attempts = count("max_attempts", a.max_attempts, 1, MAX_ATTEMPTS)?;
+    let (connect_timeout, timeout) = (
+        timeout("connect_timeout", a.connect_timeout)?,
+        timeout("timeout", a.timeout)?,
+    );
+    let max_backoff = policy_duration("max_backoff", a.max_backoff, true)?;
     Ok(Settings {
         name: name.to_string(),
         queue_size: count("queue_size", a.queue_size, 1, MAX_QUEUE_SIZE)?,
@@ -330,12 +359,12 @@ pub fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, ConfigError> 
         policy: RetryPolicy {
             max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
             backoff: policy_duration("backoff", a.backoff, true)?,
-            max_backoff: policy_duration("max_backoff", a.max_backoff, true)?,
+            max_backoff,
             // 0 would expire every request before its first attempt.
             max_age: policy_duration("max_age", a.max_age, false)?,
         },
-        connect_timeout: timeout("connect_timeout", a.connect_timeout)?,
-        timeout: timeout("timeout", a.timeout)?,
+        connect_timeout,
+        timeout,
         tls_verify: a.tls_verify,
         ca_file,
         drain_timeout: drain_timeout("drain_timeout", a.drain_timeout)?,
@@ -343,6 +372,7 @@ pub fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, ConfigError> 
         copy_headers: a.copy_headers,
         credentials: Credentials::parse(&a.credentials)
             .ok_or_else(|| ConfigError::Credentials(a.credentials.clone()))?,
+        gate: GateSettings::from_args(a, max_backoff, connect_timeout + timeout)?,
     })
 }
 
@@ -397,6 +427,10 @@ mod tests {
             ("queue_bytes", d.queue_bytes.to_string()),
             ("credentials", d.credentials.clone()),
             ("proxy", d.proxy.clone()),
+            ("rate", d.rate.to_string()),
+            ("burst", d.burst.to_string()),
+            ("circuit_failures", d.circuit_failures.to_string()),
+            ("circuit_interval", d.circuit_interval.to_string()),
         ];
         let vcc = vcc_defaults();
         assert_eq!(vcc.len(), code.len(), "{vcc:?}");

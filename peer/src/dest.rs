@@ -2,6 +2,7 @@
 //! `http://` / `https://` base URL, with the errors `vcl_init` reports.
 
 use std::fmt;
+use std::net::IpAddr;
 
 /// The longest host name DNS allows (RFC 1035: 255 octets on the wire, 253 as text).
 pub const MAX_HOST_LEN: usize = 253;
@@ -15,7 +16,7 @@ const QUOTED_MAX: usize = 64;
 
 /// An argument quoted in a message, cut after [`QUOTED_MAX`] bytes (a 100 000-byte host
 /// would otherwise fill the CLI answer).
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     if s.len() <= QUOTED_MAX {
         return format!("\"{s}\"");
     }
@@ -59,16 +60,19 @@ pub struct Destination {
     pub base_path: String,
     /// Given as an `http://` or `https://` URL (an API), rather than host + port (a cache).
     pub is_url: bool,
+    /// One address of `host` (discovered in DNS): connections go there while the URL, the
+    /// `Host` header and TLS keep the name. `None`: libcurl resolves `host` itself.
+    pub address: Option<IpAddr>,
 }
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.https { "https" } else { "http" };
-        write!(
-            f,
-            "{scheme}://{}:{}{}",
-            self.host, self.port, self.base_path
-        )
+        self.write_base(f)?;
+        match self.address {
+            Some(IpAddr::V6(a)) => write!(f, " ([{a}])"),
+            Some(IpAddr::V4(a)) => write!(f, " ({a})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -221,6 +225,7 @@ impl Destination {
             port,
             base_path: String::new(),
             is_url: false,
+            address: None,
         })
     }
 
@@ -279,13 +284,57 @@ impl Destination {
             port,
             base_path,
             is_url: true,
+            address: None,
         })
+    }
+
+    /// The same destination reached at `address` (one address its host resolves to).
+    #[must_use]
+    pub fn at(&self, address: IpAddr) -> Self {
+        Destination {
+            address: Some(address),
+            ..self.clone()
+        }
+    }
+
+    /// The host as a resolver takes it: IPv6 addresses without their brackets.
+    pub fn bare_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+
+    /// `HOST:PORT:ADDRESS:PORT` for libcurl's CURLOPT_CONNECT_TO, when the destination has
+    /// an address.
+    pub fn connect_to(&self) -> Option<String> {
+        let address = match self.address? {
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
+        };
+        Some(format!(
+            "{}:{}:{address}:{}",
+            self.host, self.port, self.port
+        ))
+    }
+
+    /// The base URL: scheme, host, port and base path (never the address).
+    fn write_base(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(
+            f,
+            "{scheme}://{}:{}{}",
+            self.host, self.port, self.base_path
+        )
     }
 
     /// The full URL of a request target (`req.url`) at this destination, the target
     /// percent-encoded where it has bytes a request-target may not carry.
     pub fn url_for(&self, target: &[u8]) -> Vec<u8> {
-        let mut url = self.to_string().into_bytes();
+        let mut base = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_base(&mut base);
+        let mut url = base.into_bytes();
         url.reserve(target.len() + 1);
         if !target.starts_with(b"/") {
             url.push(b'/');
@@ -391,5 +440,29 @@ mod tests {
         assert!(Destination::parse("http://h:x", 0).is_err());
         assert!(Destination::parse("http://h", 80).is_err());
         assert!(Destination::parse("http://u@h", 0).is_err());
+    }
+
+    #[test]
+    fn an_address_is_shown_and_connected_to_but_the_url_keeps_the_name() {
+        let d = Destination::parse("cache.example", 8080).unwrap();
+        assert_eq!(d.connect_to(), None);
+        let v4 = d.at("127.0.0.2".parse().unwrap());
+        assert_eq!(v4.to_string(), "http://cache.example:8080 (127.0.0.2)");
+        assert_eq!(v4.url_for(b"/a"), b"http://cache.example:8080/a");
+        assert_eq!(
+            v4.connect_to().as_deref(),
+            Some("cache.example:8080:127.0.0.2:8080")
+        );
+        let v6 = Destination::parse("https://api.example/v1", 0)
+            .unwrap()
+            .at("::1".parse().unwrap());
+        assert_eq!(v6.to_string(), "https://api.example:443/v1 ([::1])");
+        assert_eq!(v6.url_for(b"/p"), b"https://api.example:443/v1/p");
+        assert_eq!(
+            v6.connect_to().as_deref(),
+            Some("api.example:443:[::1]:443")
+        );
+        assert_ne!(v4, d, "an address makes another destination");
+        assert_eq!(Destination::parse("::1", 80).unwrap().bare_host(), "::1");
     }
 }

@@ -1,12 +1,19 @@
-//! Escaping for bodies and URLs built in VCL from request data (`peer.json_string()`,
-//! `peer.url_component()`): without it a crafted `req.url` could add keys to a JSON body or
-//! segments to an API path.
+//! Escaping for bodies and URLs built from request data: in VCL (`peer.json_string()`,
+//! `peer.url_component()`) and in the calls of a batch peer (`batch`), with the same code.
+//! Without it a crafted `req.url` could add keys to a JSON body or segments to an API path.
 
 /// `s` as a JSON string literal, quotes included (RFC 8259): `"`, `\` and control characters
 /// escaped; bytes that are not UTF-8 replaced by U+FFFD (JSON text is UTF-8).
 pub fn json_string(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    push_json_string(&mut out, s);
+    out
+}
+
+/// Appends `s` to `out` as a JSON string literal (see [`json_string`]): the one
+/// implementation behind `peer.json_string()` and the `json` items of a batch call.
+pub fn push_json_string(out: &mut Vec<u8>, s: &[u8]) {
     let text = String::from_utf8_lossy(s);
-    let mut out = Vec::with_capacity(text.len() + 2);
     out.push(b'"');
     for c in text.chars() {
         match c {
@@ -26,7 +33,18 @@ pub fn json_string(s: &[u8]) -> Vec<u8> {
         }
     }
     out.push(b'"');
-    out
+}
+
+/// True when `s` can be one element of a space-separated list in a header value (Fastly's
+/// `Surrogate-Key`): not empty, visible ASCII only, and no `"` or `\`. There is no escaping
+/// in such a list: an element with a space would become two keys, and one with a control
+/// character or a byte outside ASCII would not reach the API intact, so it is refused
+/// rather than altered (an altered key would purge nothing). Without quotes and
+/// backslashes it also stays inert inside a quoted string of a body.
+pub fn is_list_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\')
 }
 
 /// `s` percent-encoded for one URL path segment or query value (RFC 3986): everything but
@@ -77,5 +95,38 @@ mod tests {
         );
         assert_eq!(url_component("é".as_bytes()), b"%C3%A9");
         assert_eq!(url_component(b"../admin"), b"..%2Fadmin");
+    }
+
+    #[test]
+    fn push_json_string_appends_the_same_literal_as_json_string() {
+        let mut out = b"[".to_vec();
+        push_json_string(&mut out, b"a\"b");
+        out.push(b',');
+        push_json_string(&mut out, b"c\\");
+        assert_eq!(out, br#"["a\"b","c\\""#);
+    }
+
+    #[test]
+    fn list_tokens_are_visible_ascii_without_quotes_or_backslashes() {
+        for ok in [
+            &b"k1"[..],
+            b"product/42",
+            b"user:7,a",
+            b"~!#$%&'()*+-./;<=>?@[]^_`{|}",
+        ] {
+            assert!(is_list_token(ok), "{ok:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\tb",
+            b"a\r\n",
+            b"\x7f",
+            b"caf\xc3\xa9",
+            b"a\"b",
+            b"a\\b",
+        ] {
+            assert!(!is_list_token(bad), "{bad:?}");
+        }
     }
 }

@@ -6,15 +6,28 @@
 //! Varnish primitives they use come from the shared crate `vmod-rt`. The rest is plain Rust
 //! with unit tests: `config` (arguments, defaults, bounds), `vcl` (a VCL's peers and its temperature), `snapshot` (the
 //! copy of a request and its wire form), `dest` (destinations), `policy` (retries),
-//! `sender` (queues and threads), `transport` (libcurl), `stats` (counters), `escape`,
-//! `magic` (the tag checked on the object pointers Varnish hands back).
+//! `sender` (queues and threads; `crew`: the threads of one destination), `discover`
+//! (destinations found in DNS), `batch` and `batch_send` (batch peers: items merged into one
+//! call), `transport` (libcurl), `stats` (counters), `escape`,
+//! `magic` (the tag checked on the object pointers Varnish hands back), and each
+//! destination's own state: `deststate` (label, counters, gate), `gate` (pause, circuit and
+//! rate limit before each attempt), `circuit`, `bucket` (token bucket), `report` (JSON).
 
+pub mod batch;
+pub mod batch_send;
+pub mod bucket;
+pub mod circuit;
 pub mod config;
+mod crew;
 pub mod dest;
+pub mod deststate;
+pub mod discover;
 pub mod escape;
 pub mod ffi;
+pub mod gate;
 pub mod magic;
 pub mod policy;
+pub mod report;
 pub mod sender;
 pub mod snapshot;
 pub mod stats;

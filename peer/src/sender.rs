@@ -1,25 +1,31 @@
 //! The sender: one queue per destination, bounded in requests and in bytes, sender threads
 //! that take requests from it, retry them per the policy, and count the results.
-//! `enqueue()` does no I/O and takes no lock; the threads follow the VCL temperature
-//! (start, drain with a deadline, join).
+//! `enqueue()` does no I/O and takes no lock but the read side of the lanes' `RwLock`, held
+//! for an `Arc` clone; the threads follow the VCL temperature (start, drain with a deadline,
+//! join), one crew per lane (`crew.rs`), so that lanes can be added and retired while the
+//! peer runs (`sender_lanes.rs`, for DNS discovery).
 //!
 //! Modelled on tracing-appender's worker: lossy `try_send` with a dropped counter, named
 //! threads, a stop signal, and a join bounded in time.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
+use crate::batch::BatchSpec;
 use crate::config::Settings;
+use crate::crew::Crew;
 use crate::dest::Destination;
+use crate::deststate::{label_for, DestState, NameError};
 use crate::policy::Outcome;
+use crate::report::{peer_json, DestReport};
 use crate::snapshot::{HeaderError, Prepared, Refusal, Snapshot, Template};
-use crate::stats::{CounterStore, PeerCounters};
+use crate::stats::{CounterStore, PeerCounters, Tally};
 pub use crate::worker::Control;
-use crate::worker::{fail_lane_leftovers, Job, Lane, QueueFull, Shared, Worker};
+use crate::worker::{drop_line, fail_lane_leftovers, Job, Lane, QueueFull, Shared};
 
 /// Extra time given to threads after the drain deadline: aborting a transfer in progress
 /// takes until libcurl's next progress check (0.1 s).
@@ -78,6 +84,7 @@ pub enum SetupError {
     /// Changed after its first use (outside `vcl_init`).
     InUse,
     Header(HeaderError),
+    Name(NameError),
 }
 
 impl std::fmt::Display for SetupError {
@@ -87,6 +94,7 @@ impl std::fmt::Display for SetupError {
                 f.write_str("the peer is already in use; configure it in vcl_init")
             }
             SetupError::Header(e) => e.fmt(f),
+            SetupError::Name(e) => e.fmt(f),
         }
     }
 }
@@ -113,71 +121,55 @@ impl std::fmt::Display for StartError {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EnqueueReport {
     pub queued: usize,
-    /// The line to log for each destination whose queue was full ([`drop_line`]).
+    /// The line to log for each destination whose queue was full
+    /// ([`crate::worker::drop_line`]).
     pub dropped: Vec<String>,
 }
 
 struct Frozen {
-    lanes: Vec<Arc<Lane>>,
-    /// Per lane (same order), its `VCL_Error` lines for a full queue, made once.
-    full_lines: Vec<FullLines>,
+    /// The lanes requests are queued to. Replaced as a whole when a lane is added or
+    /// retired, so that `enqueue()` only clones an `Arc` under an uncontended read lock.
+    lanes: RwLock<Arc<Vec<Arc<Lane>>>>,
     template: Arc<Template>,
 }
 
-/// The line logged for a request dropped because a destination's queue is full:
-/// `peer <name>: dropped for <dest> (<why>)`.
-pub fn drop_line(peer: &str, dest: &dyn std::fmt::Display, why: &dyn std::fmt::Display) -> String {
-    format!("peer {peer}: dropped for {dest} ({why})")
-}
-
-/// One destination's drop lines for the reasons that do not depend on the request: a peer
-/// whose destination is down drops every request, and logs one of these for each.
-struct FullLines {
-    capacity: String,
-    bytes: String,
-    /// The queue had room again by the time the drop was counted.
-    plain: String,
-}
-
-impl FullLines {
-    fn new(peer: &str, dest: &Destination, settings: &Settings) -> Self {
-        FullLines {
-            capacity: drop_line(peer, dest, &QueueFull::Capacity(settings.queue_size)),
-            bytes: drop_line(peer, dest, &QueueFull::Bytes(settings.queue_bytes)),
-            plain: drop_line(peer, dest, &"queue full"),
-        }
-    }
-
-    fn line(&self, why: Option<QueueFull>) -> &str {
-        match why {
-            Some(QueueFull::Capacity(_)) => &self.capacity,
-            Some(QueueFull::Bytes(_) | QueueFull::NoRoomFor { .. }) => &self.bytes,
-            None => &self.plain,
-        }
-    }
-}
-
-/// One generation of sender threads (from a warm event to the next cold one).
+/// One generation of sender threads (from a warm event to the next cold one): a crew per
+/// lane.
 struct Generation {
-    control: Arc<Control>,
-    stop: Option<Sender<()>>,
-    done: Receiver<()>,
-    handles: Vec<JoinHandle<()>>,
+    /// Not told to drain yet: a lane added now gets its threads at once.
+    warm: bool,
+    crews: Vec<(Arc<Lane>, Crew)>,
 }
 
-/// A generation told to stop, to be joined (see [`Peer::begin_stop`]).
-pub struct Stopping(Option<Generation>);
+/// A lane taken out of the peer's lanes, draining, until it is ended (see
+/// [`Peer::reap_retired`]).
+struct Retired {
+    lane: Arc<Lane>,
+    /// Its threads, if it had any (none when retired while the peer was not running).
+    crew: Option<Crew>,
+}
+
+/// What a stopping peer still has to join (see [`Peer::begin_stop`]).
+pub struct Stopping {
+    generation: Option<Generation>,
+    retired: Vec<Retired>,
+}
 
 impl Stopping {
     /// When its threads stop attempting anything.
     pub fn deadline(&self) -> Option<Instant> {
-        self.0.as_ref().and_then(|g| g.control.deadline())
+        let crews = self
+            .generation
+            .iter()
+            .flat_map(|g| g.crews.iter().map(|(_, c)| c));
+        let retired = self.retired.iter().filter_map(|r| r.crew.as_ref());
+        crews.chain(retired).filter_map(Crew::deadline).max()
     }
 }
 
 #[derive(Default)]
 struct Setup {
-    dests: Vec<Destination>,
+    dests: Vec<(Destination, DestState)>,
     template: Template,
 }
 
@@ -187,7 +179,15 @@ pub struct Peer {
     setup: Mutex<Setup>,
     frozen: OnceLock<Frozen>,
     running: Mutex<Option<Generation>>,
+    retired: Mutex<Vec<Retired>>,
+    /// Serializes what changes the lanes or their threads (temperature events, lanes added
+    /// and retired by discovery): held across a restart's join, never by `enqueue()`.
+    changes: Mutex<()>,
+    /// Numbers lanes in thread names.
+    serial: AtomicUsize,
     spawn: Spawn,
+    /// Names re-resolved while the VCL is warm (`discover.rs`).
+    discoveries: Mutex<Vec<crate::discover::Discovery>>,
 }
 
 impl Peer {
@@ -211,7 +211,11 @@ impl Peer {
             }),
             frozen: OnceLock::new(),
             running: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
+            changes: Mutex::new(()),
+            serial: AtomicUsize::new(0),
             spawn: spawn_thread,
+            discoveries: Mutex::new(Vec::new()),
         }
     }
 
@@ -243,12 +247,52 @@ impl Peer {
     }
 
     pub fn add_destination(&self, dest: Destination) -> Result<(), SetupError> {
-        self.change_setup(|s| s.dests.push(dest))
+        self.add_named_destination(dest, "")
+    }
+
+    /// Adds `dest` under the label `name`, or one made from its host and port when empty.
+    pub fn add_named_destination(&self, dest: Destination, name: &str) -> Result<(), SetupError> {
+        if self.frozen.get().is_some() {
+            return Err(SetupError::InUse);
+        }
+        let mut setup = self.setup.lock();
+        let taken: Vec<&str> = setup.dests.iter().map(|(_, s)| s.label.as_str()).collect();
+        let label = label_for(&dest, name, &taken).map_err(SetupError::Name)?;
+        let state = self.dest_state(label);
+        setup.dests.push((dest, state));
+        Ok(())
+    }
+
+    /// A new destination's state: its counters (a VSC segment in varnishd) and gate. For
+    /// every destination, configured or discovered (see `sender_lanes.rs`).
+    fn dest_state(&self, label: String) -> DestState {
+        let counters = self.shared.counters.destination(&label);
+        DestState::new(label, counters, &self.shared.settings.gate, Instant::now())
     }
 
     /// Replaces every destination by `dest` (`peer.set()` called again).
     pub fn replace_destinations(&self, dest: Destination) -> Result<(), SetupError> {
-        self.change_setup(|s| s.dests = vec![dest])
+        self.change_setup(|s| s.dests.clear())?;
+        self.add_destination(dest)
+    }
+
+    /// The state of every destination as JSON (`x.report()`).
+    pub fn report_json(&self, out: &mut String) {
+        peer_json(out, self.name(), &self.destinations());
+    }
+
+    /// The state of every destination, without freezing the setup (destinations retired
+    /// and still draining are not shown).
+    pub fn destinations(&self) -> Vec<DestReport> {
+        let now = Instant::now();
+        match self.frozen.get() {
+            Some(frozen) => (frozen.lanes.read().iter())
+                .map(|l| DestReport::of(&l.state, &l.dest, now))
+                .collect(),
+            None => (self.setup.lock().dests.iter())
+                .map(|(dest, state)| DestReport::of(state, dest, now))
+                .collect(),
+        }
     }
 
     /// A fixed header, as bytes: the value is sent exactly as given.
@@ -257,59 +301,49 @@ impl Peer {
         self.change_setup(|s| s.template.fixed.push((name.to_vec(), value.to_vec())))
     }
 
+    /// Makes this a batch peer (`x.set_batch()`).
+    pub fn set_batch(&self, spec: BatchSpec) -> Result<(), SetupError> {
+        self.change_setup(|s| s.template.batch = Some(Arc::new(spec)))
+    }
+
+    /// The call of a batch peer (fixed from the first use on, like the destinations).
+    pub fn batch(&self) -> Option<&BatchSpec> {
+        self.frozen().template.batch.as_deref()
+    }
+
     pub fn unset_header(&self, name: &[u8]) -> Result<(), SetupError> {
         Template::check_fixed(name, b"").map_err(SetupError::Header)?;
         self.change_setup(|s| s.template.unset.push(name.to_vec()))
     }
 
-    /// The destinations and template, fixed from the first use on.
-    fn frozen(&self) -> &Frozen {
-        self.frozen.get_or_init(|| {
-            let setup = std::mem::take(&mut *self.setup.lock());
-            let settings = &self.shared.settings;
-            let full_lines = setup
-                .dests
-                .iter()
-                .map(|dest| FullLines::new(&settings.name, dest, settings))
-                .collect();
-            let lanes = setup
-                .dests
-                .into_iter()
-                .map(|dest| Arc::new(Lane::new(dest)))
-                .collect();
-            Frozen {
-                lanes,
-                full_lines,
-                template: Arc::new(setup.template),
-            }
-        })
-    }
-
     /// True when the peer has a destination (it is configured from then on).
     pub fn has_destination(&self) -> bool {
-        !self.frozen().lanes.is_empty()
+        self.with_lanes(|lanes| !lanes.is_empty())
     }
 
     /// True when at least one destination queue has room: otherwise a caller need not
     /// even take a snapshot ([`Peer::drop_all`] counts the loss).
     pub fn has_room(&self) -> bool {
-        let frozen = self.frozen();
-        frozen.lanes.is_empty()
-            || frozen
-                .lanes
-                .iter()
-                .any(|l| l.full(&self.shared.settings).is_none())
+        self.with_lanes(|lanes| {
+            lanes.is_empty()
+                || lanes
+                    .iter()
+                    .any(|l| l.full(&self.shared.settings).is_none())
+        })
     }
 
     /// Counts a request dropped for every destination, without a snapshot, and hands `log`
-    /// each destination's line (made once per peer: no allocation per drop).
+    /// each destination's line (made once per lane: no allocation per drop).
     pub fn drop_all(&self, mut log: impl FnMut(&str)) {
         let counters = self.counters();
-        let frozen = self.frozen();
-        for (lane, lines) in frozen.lanes.iter().zip(&frozen.full_lines) {
-            PeerCounters::inc(&counters.dropped);
-            log(lines.line(lane.full(&self.shared.settings)));
-        }
+        let settings = &self.shared.settings;
+        self.with_lanes(|lanes| {
+            for lane in lanes {
+                PeerCounters::inc(&counters.dropped);
+                lane.state.counters().tally(Tally::Dropped);
+                log(lane.full_lines(settings).line(lane.full(settings)));
+            }
+        });
     }
 
     /// Queues `snap` for every destination. Never blocks: a full queue drops the request
@@ -320,19 +354,28 @@ impl Peer {
             PeerCounters::inc(&counters.refused);
             return Err(EnqueueError::Refused(refusal));
         }
-        let frozen = self.frozen();
-        if frozen.lanes.is_empty() {
+        self.with_lanes(|lanes| self.enqueue_on(lanes, snap))
+    }
+
+    fn enqueue_on(
+        &self,
+        lanes: &[Arc<Lane>],
+        snap: Snapshot,
+    ) -> Result<EnqueueReport, EnqueueError> {
+        let counters = self.counters();
+        if lanes.is_empty() {
             return Err(EnqueueError::NoDestination);
         }
         let size = snap.size();
         let mut report = EnqueueReport::default();
-        let name = &self.shared.settings.name;
-        for (lane, lines) in frozen.lanes.iter().zip(&frozen.full_lines) {
-            if let Err(why) = lane.reserve(size, &self.shared.settings) {
+        let settings = &self.shared.settings;
+        for lane in lanes {
+            if let Err(why) = lane.reserve(size, settings) {
                 PeerCounters::inc(&counters.dropped);
+                lane.state.counters().tally(Tally::Dropped);
                 report.dropped.push(match why {
-                    QueueFull::NoRoomFor { .. } => drop_line(name, &lane.dest, &why),
-                    _ => lines.line(Some(why)).to_owned(),
+                    QueueFull::NoRoomFor { .. } => drop_line(&settings.name, &lane.dest, &why),
+                    _ => lane.full_lines(settings).line(Some(why)).to_owned(),
                 });
                 continue;
             }
@@ -340,16 +383,20 @@ impl Peer {
             PeerCounters::inc(&counters.queue_length);
             let job = Job { snap: snap.clone() };
             // The receiver lives as long as the lane: a send cannot fail.
+            PeerCounters::inc(&lane.state.counters().queue_length);
             if lane.tx.send(job).is_ok() {
                 PeerCounters::inc(&counters.queued);
+                lane.state.counters().tally(Tally::Queued);
                 report.queued += 1;
             } else {
                 lane.release(size);
                 PeerCounters::dec(&counters.queue_length);
                 PeerCounters::inc(&counters.dropped);
+                PeerCounters::dec(&lane.state.counters().queue_length);
+                lane.state.counters().tally(Tally::Dropped);
                 report
                     .dropped
-                    .push(drop_line(name, &lane.dest, &"queue closed"));
+                    .push(drop_line(&settings.name, &lane.dest, &"queue closed"));
             }
         }
         Ok(report)
@@ -366,26 +413,26 @@ impl Peer {
     }
 
     /// Starts the sender threads (warm event). A previous generation still draining is
-    /// aborted at once and joined for at most [`RESTART_JOIN`], without holding the lock:
-    /// the warm event answers promptly on the CLI, and what it had not sent stays queued
-    /// (the request in flight goes back to the head of its queue) for the new threads.
-    /// If a thread cannot be started, those already started are stopped and the error
-    /// returned.
+    /// aborted at once and joined for at most [`RESTART_JOIN`], without holding the
+    /// `running` lock: the warm event answers promptly on the CLI, and what it had not sent
+    /// stays queued (the request in flight goes back to the head of its queue) for the new
+    /// threads. If a thread cannot be started, those already started are stopped and the
+    /// error returned. Lanes retired earlier keep draining on their own.
     pub fn start(&self) -> Result<(), StartError> {
+        let _changes = self.changes.lock();
         let old = {
             let mut running = self.running.lock();
-            if running.as_ref().is_some_and(|g| g.stop.is_some()) {
+            if running.as_ref().is_some_and(|g| g.warm) {
                 return Ok(());
             }
             running.take()
         };
         if let Some(old) = old {
-            old.control.abort_for_restart();
-            self.join(old, Some(Instant::now() + RESTART_JOIN));
+            self.stop_generation(old);
         }
         let generation = self.spawn_generation()?;
         let replaced = self.running.lock().replace(generation);
-        // Events are serialized on the CLI thread: nothing else starts a generation.
+        // `changes` is held: nothing else starts a generation.
         if let Some(other) = replaced {
             self.stop_generation(other);
         }
@@ -393,94 +440,89 @@ impl Peer {
     }
 
     fn spawn_generation(&self) -> Result<Generation, StartError> {
-        let frozen = self.frozen();
-        let control = Arc::new(Control::default());
-        let (stop_tx, stop_rx) = bounded::<()>(0);
-        let (done_tx, done_rx) = bounded::<()>(0);
         let mut generation = Generation {
-            control: Arc::clone(&control),
-            stop: Some(stop_tx),
-            done: done_rx,
-            handles: Vec::new(),
+            warm: true,
+            crews: Vec::new(),
         };
-        let settings = &self.shared.settings;
-        for (lane_no, lane) in frozen.lanes.iter().enumerate() {
-            for thread_no in 0..settings.concurrency.max(1) {
-                let worker = Worker {
-                    shared: Arc::clone(&self.shared),
-                    lane: Arc::clone(lane),
-                    template: Arc::clone(&frozen.template),
-                    control: Arc::clone(&control),
-                };
-                let stop_rx = stop_rx.clone();
-                let done_tx = done_tx.clone();
-                let mut name = format!("peer-{lane_no}.{thread_no}-{}", settings.name);
-                name.truncate(15);
-                let body = Box::new(move || {
-                    let _done = done_tx;
-                    worker.run(&stop_rx);
-                });
-                match (self.spawn)(name, body) {
-                    Ok(handle) => generation.handles.push(handle),
-                    Err(error) => {
-                        self.stop_generation(generation);
-                        return Err(StartError {
-                            peer: settings.name.clone(),
-                            dest: lane.dest.to_string(),
-                            error,
-                        });
-                    }
+        for lane in self.lanes().iter() {
+            match self.spawn_crew(lane) {
+                Ok(crew) => generation.crews.push((Arc::clone(lane), crew)),
+                Err(e) => {
+                    self.stop_generation(generation);
+                    return Err(e);
                 }
             }
         }
         Ok(generation)
     }
 
+    fn spawn_crew(&self, lane: &Arc<Lane>) -> Result<Crew, StartError> {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let template = &self.frozen().template;
+        Crew::spawn(&self.shared, lane, template, serial, self.spawn)
+    }
+
     /// Stops a generation that is being replaced or could not start in full: at once, and
     /// without giving up its queues (the next generation, or the discard, takes them).
-    fn stop_generation(&self, mut generation: Generation) {
-        generation.stop = None;
-        generation.control.abort_for_restart();
-        self.join(generation, Some(Instant::now() + RESTART_JOIN));
+    fn stop_generation(&self, generation: Generation) {
+        let crews = generation.crews.into_iter().map(|(_, mut crew)| {
+            crew.abort_for_restart();
+            crew
+        });
+        self.join(crews, Some(Instant::now() + RESTART_JOIN));
     }
 
     /// Cold event: the threads send what is queued until the queues are empty or the
     /// drain timeout has passed, then exit. Does not wait for them.
     pub fn begin_drain(&self) {
-        let mut running = self.running.lock();
-        if let Some(generation) = running.as_mut() {
-            Self::signal_drain(generation, self.shared.settings.drain_timeout);
+        let _changes = self.changes.lock();
+        if let Some(generation) = self.running.lock().as_mut() {
+            self.signal_drain(generation);
         }
     }
 
-    fn signal_drain(generation: &mut Generation, drain_timeout: Duration) {
-        if generation.stop.is_some() {
-            generation
-                .control
-                .set_deadline(Instant::now() + drain_timeout);
-            generation.stop = None;
-        } else if drain_timeout.is_zero() {
-            generation.control.set_deadline(Instant::now());
+    fn signal_drain(&self, generation: &mut Generation) {
+        generation.warm = false;
+        for (_, crew) in &mut generation.crews {
+            crew.drain(self.shared.settings.drain_timeout);
         }
     }
 
     /// Tells the threads to drain (if not already draining) and hands back what to join:
     /// several peers are stopped together this way (see [`Peer::finish_stop`]).
     pub fn begin_stop(&self) -> Stopping {
-        let generation = self.running.lock().take();
-        Stopping(generation.map(|mut g| {
-            Self::signal_drain(&mut g, self.shared.settings.drain_timeout);
+        let _changes = self.changes.lock();
+        let generation = self.running.lock().take().map(|mut g| {
+            self.signal_drain(&mut g);
             g
-        }))
+        });
+        Stopping {
+            generation,
+            retired: std::mem::take(&mut *self.retired.lock()),
+        }
     }
 
     /// Joins the threads of `stopping`, waiting at most until `limit` (by default its
     /// deadline plus [`JOIN_GRACE`]); then counts what is still queued as failed, in bulk.
     pub fn finish_stop(&self, stopping: Stopping, limit: Option<Instant>) {
-        if let Some(generation) = stopping.0 {
-            self.join(generation, limit);
+        let limit = limit.unwrap_or_else(|| {
+            stopping
+                .deadline()
+                .unwrap_or_else(Instant::now)
+                .max(Instant::now())
+                + JOIN_GRACE
+        });
+        let mut retired = stopping.retired;
+        let crews = stopping.generation.into_iter().flat_map(|g| g.crews);
+        let crews = crews.map(|(_, crew)| crew);
+        let retired_crews = retired.iter_mut().filter_map(|r| r.crew.take());
+        self.join(crews.chain(retired_crews), Some(limit));
+        for r in retired {
+            self.end_lane(r.lane);
         }
-        self.fail_leftovers();
+        for lane in self.lanes().iter() {
+            fail_lane_leftovers(&self.shared, lane);
+        }
     }
 
     /// Drains (if not already draining) and joins the threads, waiting at most the drain
@@ -490,46 +532,30 @@ impl Peer {
         self.finish_stop(stopping, None);
     }
 
-    fn join(&self, generation: Generation, limit: Option<Instant>) {
+    /// Joins `crews`, all within `limit` (by default the latest deadline plus
+    /// [`JOIN_GRACE`]). A thread stuck in a transfer holds its own references to the shared
+    /// state: it is left to finish detached (logged once), and the counters (the VSC
+    /// segment) are freed when it lets go, not leaked.
+    fn join(&self, crews: impl Iterator<Item = Crew>, limit: Option<Instant>) {
+        let crews: Vec<Crew> = crews.collect();
         let limit = limit.unwrap_or_else(|| {
-            generation
-                .control
-                .deadline()
+            crews
+                .iter()
+                .filter_map(Crew::deadline)
+                .max()
                 .unwrap_or_else(Instant::now)
                 .max(Instant::now())
                 + JOIN_GRACE
         });
-        // Nothing is sent on `done`: it disconnects when the last thread exits, so this
-        // loop ends at the disconnection or at `limit`.
-        loop {
-            match generation.done.recv_deadline(limit) {
-                Ok(()) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    for handle in generation.handles {
-                        let _ = handle.join();
-                    }
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // A thread is stuck in a transfer. It holds its own reference to the
-                    // shared state; dropping the handles detaches it, and the counters (the
-                    // VSC segment) are freed when it lets go, not leaked.
-                    self.shared.log.thread_left_running(&format!(
-                        "peer {}: a sender thread did not stop in time and was left to finish",
-                        self.shared.settings.name
-                    ));
-                    return;
-                }
-            }
+        let mut all_joined = true;
+        for crew in crews {
+            all_joined &= crew.join(limit);
         }
-    }
-
-    /// Counts what is still queued as failed: in bulk, one log line per destination.
-    fn fail_leftovers(&self) {
-        if let Some(frozen) = self.frozen.get() {
-            for lane in &frozen.lanes {
-                fail_lane_leftovers(&self.shared, lane);
-            }
+        if !all_joined {
+            self.shared.log.thread_left_running(&format!(
+                "peer {}: a sender thread did not stop in time and was left to finish",
+                self.shared.settings.name
+            ));
         }
     }
 }
@@ -540,6 +566,13 @@ impl Drop for Peer {
     }
 }
 
+#[path = "sender_lanes.rs"]
+mod lanes;
+
 #[cfg(test)]
 #[path = "sender_tests.rs"]
-mod tests;
+pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "sender_gate_tests.rs"]
+mod gate_tests;

@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 
 /// A transport that plays scripted outcomes per destination and records what it sent.
 #[derive(Default)]
-struct Script {
-    outcomes: Mutex<std::collections::HashMap<String, VecDeque<Outcome>>>,
-    sent: Mutex<Vec<(String, Vec<u8>)>>,
+pub(crate) struct Script {
+    pub(crate) outcomes: Mutex<std::collections::HashMap<String, VecDeque<Outcome>>>,
+    pub(crate) sent: Mutex<Vec<(String, Vec<u8>)>>,
     /// Destinations whose transfers block until the deadline (a dead peer).
-    hang: Mutex<Vec<String>>,
+    pub(crate) hang: Mutex<Vec<String>>,
 }
 
 struct ScriptTransport(Arc<Script>);
@@ -51,14 +51,14 @@ impl TransportFactory for Arc<Script> {
 }
 
 #[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
+pub(crate) struct Lines(pub(crate) Mutex<Vec<String>>);
 impl EventLog for Lines {
     fn log(&self, line: &str) {
         self.0.lock().push(line.to_string());
     }
 }
 
-fn peer(settings: Settings, script: &Arc<Script>, log: &Arc<Lines>) -> Peer {
+pub(crate) fn peer(settings: Settings, script: &Arc<Script>, log: &Arc<Lines>) -> Peer {
     let template = Template {
         copy_headers: true,
         marker: "t".into(),
@@ -73,7 +73,7 @@ fn peer(settings: Settings, script: &Arc<Script>, log: &Arc<Lines>) -> Peer {
     )
 }
 
-fn fast() -> Settings {
+pub(crate) fn fast() -> Settings {
     Settings {
         policy: RetryPolicy {
             max_attempts: 3,
@@ -86,7 +86,7 @@ fn fast() -> Settings {
     }
 }
 
-fn parts(url: &str) -> Parts {
+pub(crate) fn parts(url: &str) -> Parts {
     Parts {
         method: b"PURGE".to_vec(),
         url: url.as_bytes().to_vec(),
@@ -95,11 +95,11 @@ fn parts(url: &str) -> Parts {
     }
 }
 
-fn snap(url: &str) -> Snapshot {
+pub(crate) fn snap(url: &str) -> Snapshot {
     parts(url).into()
 }
 
-fn wait_until(what: impl Fn() -> bool) {
+pub(crate) fn wait_until(what: impl Fn() -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
     while !what() {
         assert!(Instant::now() < end, "condition not reached in 10 s");

@@ -269,6 +269,8 @@ pub struct Template {
     pub unset: Vec<Vec<u8>>,
     pub marker: String,
     pub credentials: Credentials,
+    /// The call of a batch peer (`x.set_batch()`): its jobs are items, sent together.
+    pub batch: Option<Arc<crate::batch::BatchSpec>>,
 }
 
 /// One request ready for the transport: everything as bytes, the header lines in the

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use curl::easy::{Easy2, Handler, HttpVersion, WriteError};
+use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
 use curl::multi::Multi;
 
 use crate::config::Settings;
@@ -75,6 +75,7 @@ fn configure(
     headers: &mut Option<CurlHeaderList>,
     body: &mut Option<Body>,
     req: &Prepared,
+    dest: &Destination,
     settings: &Settings,
 ) -> Result<(), curl::Error> {
     easy.reset();
@@ -91,6 +92,13 @@ fn configure(
             .map_or("", crate::config::ProxyUrl::as_str),
     )?;
     crate::ffi::curl_set_url(easy, &req.url)?;
+    // A discovered address: connect there, while the URL (hence `Host`, SNI and the
+    // certificate check) keeps the name.
+    if let Some(connect_to) = dest.connect_to() {
+        let mut list = List::new();
+        list.append(&connect_to)?;
+        easy.connect_to(list)?;
+    }
     // Send the path as queued: libcurl would otherwise resolve "." and ".." segments, and a
     // copied `PURGE /a/../b` would purge `/b` at the destination.
     easy.path_as_is(true)?;
@@ -162,7 +170,7 @@ fn status_outcome(code: u32, retry_after: Option<&[u8]>) -> Outcome {
 impl Transport for CurlTransport {
     fn send(
         &mut self,
-        _dest: &Destination,
+        dest: &Destination,
         req: &Prepared,
         settings: &Settings,
         control: &Arc<Control>,
@@ -171,7 +179,14 @@ impl Transport for CurlTransport {
             .easy
             .take()
             .unwrap_or_else(|| Easy2::new(Sink::default()));
-        if let Err(e) = configure(&mut easy, &mut self.headers, &mut self.body, req, settings) {
+        if let Err(e) = configure(
+            &mut easy,
+            &mut self.headers,
+            &mut self.body,
+            req,
+            dest,
+            settings,
+        ) {
             self.easy = Some(easy);
             return Outcome::Failed(Failure::BadRequest(format!(
                 "cannot set up the transfer: {e}"
@@ -322,6 +337,37 @@ mod tests {
             String::from_utf8_lossy(&expected)
         );
         assert_eq!(wire, expected);
+    }
+
+    #[test]
+    fn a_discovered_address_is_connected_to_while_the_url_keeps_the_name() {
+        let (port, server) = one_connection(200, 1);
+        // A name nothing resolves: only the address can be connected to.
+        let dest = Destination::parse("peer-test.invalid", i64::from(port))
+            .unwrap()
+            .at("127.0.0.1".parse().unwrap());
+        let prepared = Template::default().render(
+            &Parts {
+                method: b"PURGE".to_vec(),
+                url: b"/x".to_vec(),
+                ..Parts::default()
+            }
+            .into(),
+            &dest,
+        );
+        let mut transport = CurlFactory.create();
+        let control = Arc::new(Control::default());
+        assert_eq!(
+            transport.send(&dest, &prepared, &settings(), &control),
+            Outcome::Status(200)
+        );
+        let wire = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(
+            wire.starts_with(&format!(
+                "PURGE /x HTTP/1.1\r\nHost: peer-test.invalid:{port}\r\n"
+            )),
+            "{wire}"
+        );
     }
 
     #[test]

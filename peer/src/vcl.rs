@@ -9,6 +9,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{settings_from, ConfigError, PeerArgs};
 use crate::dest::Destination;
+use crate::discover::{Discoverer, Resolver, SystemResolver};
 use crate::sender::{
     EnqueueError, EventLog, Peer, SetupError, StartError, TransportFactory, JOIN_GRACE,
 };
@@ -21,6 +22,10 @@ pub trait Services: Send + Sync {
     fn counters(&self, vcl: &str, peer: &str) -> Arc<dyn CounterStore>;
     fn log(&self) -> Arc<dyn EventLog>;
     fn transport(&self) -> Arc<dyn TransportFactory>;
+    /// How names of discovered destinations are resolved at run time.
+    fn resolver(&self) -> Arc<dyn Resolver> {
+        Arc::new(SystemResolver)
+    }
 }
 
 /// The timeouts of the default peer set by `peer.set_*timeout(ms)`.
@@ -87,7 +92,14 @@ pub struct VclPeers {
     default_setup: Mutex<DefaultPeer>,
     default: RwLock<Option<Arc<Peer>>>,
     named: RwLock<Vec<Arc<Peer>>>,
+    /// The threads re-resolving discovered names: started warm, signalled cold, joined at
+    /// the next warm event (when done) or at the discard.
+    discoverers: Mutex<Vec<Discoverer>>,
 }
+
+/// How long a discard waits at least for discovery threads it signalled (they exit at
+/// once unless the resolver holds them).
+const DISCOVERY_JOIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The name of the default peer in counters and log lines.
 pub const DEFAULT_PEER: &str = "default";
@@ -104,6 +116,7 @@ impl VclPeers {
             }),
             default: RwLock::new(None),
             named: RwLock::new(Vec::new()),
+            discoverers: Mutex::new(Vec::new()),
         }
     }
 
@@ -184,6 +197,20 @@ impl VclPeers {
         all
     }
 
+    /// `peer.report()`: `{"peers":[...]}`, the named peers in the order they were made,
+    /// then the default peer (once made, at the first warm event).
+    pub fn report_json(&self) -> String {
+        let mut out = String::from("{\"peers\":[");
+        for (i, peer) in self.all().iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            peer.report_json(&mut out);
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// Queued or in flight over all peers, without allocating (called per request).
     pub fn pending(&self) -> u64 {
         let named: u64 = self.named.read().iter().map(|p| p.pending()).sum();
@@ -203,11 +230,32 @@ impl VclPeers {
                 return Err(WarmError::Start(e));
             }
         }
+        if let Err(e) = self.start_discovery(&all) {
+            self.cold();
+            return Err(WarmError::Discovery(e));
+        }
         Ok(())
     }
 
-    /// Cold event: every peer drains in the background.
+    /// Starts a discovery thread per peer that has names to re-resolve; those of an
+    /// earlier warm period that have exited are joined.
+    fn start_discovery(&self, all: &[Arc<Peer>]) -> std::io::Result<()> {
+        let mut discoverers = self.discoverers.lock();
+        discoverers.retain(|d| !d.finished());
+        for peer in all {
+            if let Some(d) = Discoverer::start(peer, self.services.resolver())? {
+                discoverers.push(d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Cold event: discovery stops, every peer drains in the background.
     pub fn cold(&self) {
+        self.discoverers
+            .lock()
+            .iter_mut()
+            .for_each(Discoverer::signal);
         self.all().iter().for_each(|p| p.begin_drain());
     }
 
@@ -215,12 +263,21 @@ impl VclPeers {
     /// deadline plus [`JOIN_GRACE`] (the drain timeouts are at most 30 s, below
     /// `cli_timeout`), however many peers have a backlog. Returns the limit used.
     pub fn discard(&self) -> Option<Instant> {
+        let mut discoverers = std::mem::take(&mut *self.discoverers.lock());
+        discoverers.iter_mut().for_each(Discoverer::signal);
         let all = self.all();
         let stopping: Vec<_> = all.iter().map(|p| p.begin_stop()).collect();
         let latest = stopping.iter().filter_map(|s| s.deadline()).max();
         let limit = latest.map(|d| d.max(Instant::now()) + JOIN_GRACE);
         for (peer, stopping) in all.iter().zip(stopping) {
             peer.finish_stop(stopping, limit);
+        }
+        // Signalled above, they change nothing any more: only one inside the resolver
+        // takes a moment to notice.
+        let now = Instant::now();
+        let discovery_limit = limit.unwrap_or(now).max(now + DISCOVERY_JOIN);
+        for d in discoverers {
+            d.join(discovery_limit);
         }
         limit
     }
@@ -231,6 +288,25 @@ impl VclPeers {
 /// log as `VCL_Error` in the request's transaction (drops, refusals, nothing queued). A drop
 /// for a full queue allocates nothing: a destination that is down makes every call one.
 pub fn queue_on(
+    peer: &Peer,
+    fname: &str,
+    take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
+    mut log: impl FnMut(&str),
+) {
+    if peer.batch().is_some() {
+        peer.count_refused();
+        let name = peer.name();
+        log(&format!(
+            "{fname}: peer {name} sends batches of items: queue them with {name}.queue_item(); \
+             nothing queued"
+        ));
+        return;
+    }
+    queue_snapshot(peer, fname, take, log);
+}
+
+/// [`queue_on`] for requests and batch items alike (`batch::queue_item_on`).
+pub(crate) fn queue_snapshot(
     peer: &Peer,
     fname: &str,
     take: impl FnOnce() -> Result<Snapshot, SnapshotError>,
@@ -285,6 +361,7 @@ pub fn queue_on(
 pub enum WarmError {
     Default(DefaultPeerError),
     Start(StartError),
+    Discovery(std::io::Error),
 }
 
 impl std::fmt::Display for WarmError {
@@ -292,6 +369,7 @@ impl std::fmt::Display for WarmError {
         match self {
             WarmError::Default(e) => write!(f, "peer: default peer: {e}"),
             WarmError::Start(e) => e.fmt(f),
+            WarmError::Discovery(e) => write!(f, "peer: cannot start a DNS discovery thread: {e}"),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! One sender thread of one destination and what it works with: the destination's queue
-//! (bounded in requests and bytes), the stop deadline, and the retry loop of one request.
+//! (bounded in requests and bytes) and state (its counters and gate: see `deststate`), the
+//! stop deadline, and the retry loop of one request.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -12,10 +13,11 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Settings;
 use crate::dest::Destination;
+use crate::deststate::{DestState, Passage};
 use crate::policy::{Decision, Outcome};
 use crate::sender::{EventLog, Transport, TransportFactory};
 use crate::snapshot::{Snapshot, Template};
-use crate::stats::{CounterStore, PeerCounters};
+use crate::stats::{CounterStore, PeerCounters, Tally};
 
 /// How long a sender thread may wait for a job before it looks at its lane's resumed jobs
 /// again (they are handed back without waking anyone, see [`Lane::resume`]).
@@ -104,30 +106,53 @@ pub(crate) struct Lane {
     /// Jobs a stopped generation had taken and handed back unsent: taken before the
     /// channel, so they keep their place ahead of what was queued after them.
     pub(crate) resumed: Mutex<VecDeque<Job>>,
+    /// Its label, counters and gate: made and dropped with the lane.
+    pub(crate) state: DestState,
+    /// Taken out of the peer's lanes (its address left DNS): nothing new is queued to it,
+    /// what is queued is sent until its drain deadline.
+    retired: AtomicBool,
+    /// Its drop lines, made at the first drop.
+    full_lines: OnceLock<FullLines>,
 }
 
 impl Lane {
-    pub(crate) fn new(dest: Destination) -> Self {
+    pub(crate) fn new(dest: Destination, state: DestState) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         Lane {
+            state,
             dest: Arc::new(dest),
             tx,
             rx,
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             resumed: Mutex::new(VecDeque::new()),
+            retired: AtomicBool::new(false),
+            full_lines: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Why what is left in the queue is given up when its threads stop.
+    pub(crate) fn stop_reason(&self) -> &'static str {
+        if self.retired.load(Ordering::Acquire) {
+            "the destination was retired (its address left DNS)"
+        } else {
+            "shutdown"
         }
     }
 
     /// Hands back a job taken but not sent: it counts in the queue again, above its bounds
     /// if need be (it had its room before).
-    fn resume(&self, job: Job) {
+    pub(crate) fn resume(&self, job: Job) {
         self.len.fetch_add(1, Ordering::AcqRel);
         self.bytes.fetch_add(job.size(), Ordering::AcqRel);
         self.resumed.lock().push_back(job);
     }
 
-    fn take_resumed(&self) -> Option<Job> {
+    pub(crate) fn take_resumed(&self) -> Option<Job> {
         self.resumed.lock().pop_front()
     }
 
@@ -155,6 +180,12 @@ impl Lane {
         self.bytes.fetch_sub(size, Ordering::AcqRel);
     }
 
+    /// Its drop lines (the peer's settings do not change, so they are made once).
+    pub(crate) fn full_lines(&self, settings: &Settings) -> &FullLines {
+        self.full_lines
+            .get_or_init(|| FullLines::new(&self.dest, settings))
+    }
+
     /// Why the queue is full, if it is (no request, however small, would fit). Asked on
     /// every `queue_req()`: no allocation.
     pub(crate) fn full(&self, settings: &Settings) -> Option<QueueFull> {
@@ -164,6 +195,44 @@ impl Lane {
             Some(QueueFull::Bytes(settings.queue_bytes))
         } else {
             None
+        }
+    }
+}
+
+/// The line logged for a request dropped because a destination's queue is full:
+/// `peer <name>: dropped for <dest> (<why>)`.
+pub(crate) fn drop_line(
+    peer: &str,
+    dest: &dyn std::fmt::Display,
+    why: &dyn std::fmt::Display,
+) -> String {
+    format!("peer {peer}: dropped for {dest} ({why})")
+}
+
+/// One destination's drop lines for the reasons that do not depend on the request: a peer
+/// whose destination is down drops every request, and logs one of these for each.
+pub(crate) struct FullLines {
+    capacity: String,
+    bytes: String,
+    /// The queue had room again by the time the drop was counted.
+    plain: String,
+}
+
+impl FullLines {
+    fn new(dest: &Destination, settings: &Settings) -> Self {
+        let line = |why: &dyn std::fmt::Display| drop_line(&settings.name, dest, why);
+        FullLines {
+            capacity: line(&QueueFull::Capacity(settings.queue_size)),
+            bytes: line(&QueueFull::Bytes(settings.queue_bytes)),
+            plain: line(&"queue full"),
+        }
+    }
+
+    pub(crate) fn line(&self, why: Option<QueueFull>) -> &str {
+        match why {
+            Some(QueueFull::Capacity(_)) => &self.capacity,
+            Some(QueueFull::Bytes(_) | QueueFull::NoRoomFor { .. }) => &self.bytes,
+            None => &self.plain,
         }
     }
 }
@@ -227,9 +296,12 @@ pub(crate) fn fail_lane_leftovers(shared: &Shared, lane: &Lane) {
         let counters = shared.counters();
         PeerCounters::sub(&counters.queue_length, left);
         PeerCounters::add(&counters.failed, left);
+        lane.state.counters().tally(Tally::LeftOver(left));
         shared.log.log(&format!(
-            "peer {}: gave up {left} requests to {}: shutdown before they were sent",
-            shared.settings.name, lane.dest
+            "peer {}: gave up {left} requests to {}: {} before they were sent",
+            shared.settings.name,
+            lane.dest,
+            lane.stop_reason()
         ));
     }
 }
@@ -242,7 +314,7 @@ pub(crate) struct Worker {
     pub(crate) control: Arc<Control>,
 }
 
-enum End {
+pub(crate) enum End {
     Sent,
     Failed(String),
     Expired(String),
@@ -292,7 +364,7 @@ impl Worker {
     }
 
     /// What becomes of a request when this generation stops before it is sent.
-    fn stopped(&self, reason: impl FnOnce() -> String) -> End {
+    pub(crate) fn stopped(&self, reason: impl FnOnce() -> String) -> End {
         if self.control.restarting() {
             End::Resumed
         } else {
@@ -301,9 +373,13 @@ impl Worker {
     }
 
     fn process(&self, transport: &mut dyn Transport, job: Job) {
+        if let Some(spec) = self.template.batch.as_deref() {
+            return self.process_batch(transport, job, spec);
+        }
         let counters = self.shared.counters();
         PeerCounters::inc(&counters.in_flight);
         PeerCounters::dec(&counters.queue_length);
+        self.lane.state.counters().tally(Tally::Taken);
         self.lane.release(job.size());
         let end = catch_unwind(AssertUnwindSafe(|| self.attempts(transport, &job)))
             .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
@@ -313,6 +389,7 @@ impl Worker {
                 // that pending() never dips while it moves.
                 PeerCounters::inc(&counters.queue_length);
                 PeerCounters::dec(&counters.in_flight);
+                self.lane.state.counters().tally(Tally::Resumed);
                 self.lane.resume(job);
                 return;
             }
@@ -320,6 +397,11 @@ impl Worker {
             End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
             End::Expired(r) => (&counters.expired, "expired", r.as_str()),
         };
+        self.lane.state.counters().tally(match &end {
+            End::Sent => Tally::Sent,
+            End::Expired(_) => Tally::Expired,
+            _ => Tally::Failed,
+        });
         PeerCounters::inc(counter);
         PeerCounters::dec(&counters.in_flight);
         if !verb.is_empty() {
@@ -337,20 +419,34 @@ impl Worker {
         let settings = &self.shared.settings;
         let policy = &settings.policy;
         if self.control.aborted() {
-            return self.stopped(|| "shutdown before it was sent".into());
+            return self.stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
         }
         let prepared = self.template.render(&job.snap, &self.lane.dest);
         let mut attempts = 0;
         loop {
             if self.control.aborted() {
-                return self.stopped(|| "shutdown before it was sent".into());
+                return self.stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
             }
             if policy.is_expired(job.queued_at(), Instant::now()) {
                 return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
             }
+            // The destination's gate: its pause, circuit and rate limit.
+            match self.lane.state.pass(job.queued_at(), policy, &self.control) {
+                Passage::Go => {}
+                Passage::Expired(reason) => return End::Expired(reason),
+                Passage::Stopped => {
+                    return self
+                        .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
+                }
+            }
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
-            let decision = policy.decide(attempts, job.queued_at(), Instant::now(), &outcome);
+            let now = Instant::now();
+            let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
+            if let Some(line) = line {
+                self.shared.log.log(&line);
+            }
+            let decision = policy.decide(attempts, job.queued_at(), now, &outcome);
             if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
                 // The transfer was cut short for a new generation: it sends it again. (An
                 // answer, even an error status, stands: it is decided on as usual.)
@@ -362,10 +458,13 @@ impl Worker {
                 Decision::Expired(reason) => return End::Expired(reason),
                 Decision::RetryAfter(wait) => {
                     if !self.control.sleep(wait) {
-                        return self.stopped(|| format!("{outcome}; shutdown before the retry"));
+                        return self.stopped(|| {
+                            format!("{outcome}; {} before the retry", self.lane.stop_reason())
+                        });
                     }
                     // Counted when the retry is about to happen, not when it was planned.
                     PeerCounters::inc(&self.shared.counters().retried);
+                    self.lane.state.counters().tally(Tally::Retried);
                 }
             }
         }

@@ -4,7 +4,7 @@ it to a JSON-lines log with the headers in order, duplicates kept, bytes preserv
 (latin-1 round trip), so that a test can check exactly what the VMOD sent.
 
   peer_server.py --port-file F --log F [--port N] [--status 200] [--cert C --key K]
-                 [--listen-when FILE | --refuse]
+                 [--listen-when FILE | --refuse] [--answers JSON]
 
 Binds 127.0.0.1 (port 0: any free port), writes the port number to --port-file once it
 listens, serves HTTP/1.1 with keep-alive, or HTTPS with --cert/--key.
@@ -14,6 +14,9 @@ are refused, a "down" destination that comes up on the same port without the por
 being free for another process to take. With --refuse, the port is written once bound and
 never listened on: a dead destination (connections refused) for as long as the process runs
 (at most 600 s), which no other process can take over.
+With --answers '[[429, [["Retry-After", "2"]]], [200, []]]', the Nth request gets the Nth
+status and headers of the list, later ones --status. Each log record carries "t", the
+CLOCK_MONOTONIC time (seconds, comparable between processes) at which the request was read.
 """
 import argparse
 import base64
@@ -35,8 +38,11 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--listen-when")
     ap.add_argument("--refuse", action="store_true")
+    ap.add_argument("--answers", default="[]")
     args = ap.parse_args()
     lock = threading.Lock()
+    answers = json.loads(args.answers)
+    count = [0]
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -60,12 +66,18 @@ def main():
                 "headers": [[k, v] for k, v in self.headers.raw_items()],
                 "body_b64": base64.b64encode(body).decode(),
                 "conn": "%s:%d" % self.client_address,
+                "t": time.monotonic(),
             }
             with lock:
+                n = count[0]
+                count[0] += 1
                 with open(args.log, "a", encoding="latin-1") as f:
                     f.write(json.dumps(record) + "\n")
+            status, headers = answers[n] if n < len(answers) else (args.status, [])
             payload = b"ok\n"
-            self.send_response(args.status)
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

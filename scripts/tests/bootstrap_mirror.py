@@ -16,7 +16,6 @@ import io
 import lzma
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -24,6 +23,9 @@ import tempfile
 import threading
 import unittest
 from email.utils import formatdate
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import PortHold  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOOTSTRAP = os.path.join(ROOT, "scripts", "bootstrap.sh")
@@ -275,11 +277,10 @@ class BootstrapSelection(unittest.TestCase):
         self.assertStops(self.bootstrap(), ORIG, "HTTP 404")
 
     def test_mirror_unreachable_stops_naming_the_mirror(self):
-        # A bound socket that never listens: connections are refused, and no other
+        # A held port nothing listens on: connections are refused, and no other
         # process can take the port while the test holds it.
-        with socket.socket() as hole:
-            hole.bind(("127.0.0.1", 0))
-            url = f"http://127.0.0.1:{hole.getsockname()[1]}/debian"
+        with PortHold() as hole:
+            url = f"http://127.0.0.1:{hole.port}/debian"
             self.assertStops(self.bootstrap(url), f"apt-get update from {url} failed")
 
     def test_index_signed_by_another_key_stops(self):
@@ -303,9 +304,8 @@ class BootstrapSelection(unittest.TestCase):
     def test_installed_varnish_prefix_is_used_as_is_without_the_mirror(self):
         prefix = self.fake_prefix("7.7.0")
         before = sorted(os.walk(prefix))
-        with socket.socket() as hole:  # no mirror at all: nothing may be downloaded
-            hole.bind(("127.0.0.1", 0))
-            rc, out, err = self.bootstrap(f"http://127.0.0.1:{hole.getsockname()[1]}/debian",
+        with PortHold() as hole:  # no mirror at all: nothing may be downloaded
+            rc, out, err = self.bootstrap(f"http://127.0.0.1:{hole.port}/debian",
                                           {"VARNISH_PREFIX": prefix}, args=())
         self.assertEqual((rc, out), (0, prefix), err)
         self.assertEqual(sorted(os.walk(prefix)), before)

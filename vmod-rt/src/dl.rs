@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr::{null, null_mut};
 use std::sync::OnceLock;
 
-use varnish::ffi::vsb;
+use varnish::ffi::{vdi_methods, vmod_priv_methods, vsb};
 
 extern "C" {
     // libc (glibc >= 2.34 has these in libc itself).
@@ -27,11 +27,21 @@ const RTLD_NOW: c_int = 2;
 const RTLD_NOLOAD: c_int = 4;
 const RTLD_NODELETE: c_int = 0x1000;
 
-/// A C method table in a `static` (they hold pointers, which are not `Sync`).
+/// A C method table in a `static` (they hold pointers, which are not `Sync`). `Sync` only for
+/// the two tables the modules register: a director's `vdi_methods` and a PRIV's
+/// `vmod_priv_methods`.
 pub struct SyncMethods<T>(pub T);
-// SAFETY: the wrapped tables hold only pointers to static strings and functions, never
-// written after construction.
-unsafe impl<T> Sync for SyncMethods<T> {}
+// SAFETY: `vdi_methods` (vdi.h) is plain data: a `c_uint` magic, a `*const c_char` type name
+// and `Option<unsafe extern "C" fn>` callbacks; it has no interior mutability (no `Cell`,
+// `UnsafeCell`, atomics), so through `&SyncMethods<vdi_methods>` every thread can only read
+// values that never change. The one raw pointer is never dereferenced by Rust code; Varnish
+// reads it as a NUL-terminated name, which our statics point at C string literals
+// (`c"..."`), immutable for the life of the process.
+unsafe impl Sync for SyncMethods<vdi_methods> {}
+// SAFETY: `vmod_priv_methods` (vrt.h) is plain data in the same way: a `c_uint` magic, a
+// `*const c_char` type name pointing at a C string literal, and an `Option<unsafe extern "C"
+// fn>` fini callback; no interior mutability, so shared references only read immutable values.
+unsafe impl Sync for SyncMethods<vmod_priv_methods> {}
 
 /// Keeps the shared object holding this code mapped for the life of the process
 /// (`RTLD_NODELETE`), so that a thread still running its code survives the `dlclose()`

@@ -46,9 +46,8 @@ cp -al "$SEED" "\$dest"
 STUB
 chmod +x "$T/bin/mmdebstrap"
 
-passed=0 failed=0
-ok()   { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $*"; }
+# shellcheck source=../../../scripts/lib/checks.sh
+. "$ROOT/scripts/lib/checks.sh"
 calls() { [ -f "$T/calls" ] && wc -l < "$T/calls" || echo 0; }
 # ensure DESC EXPECTED_CALLS: ensure_root check in the scratch cache (own process), then
 # the stand-in must have run EXPECTED_CALLS times in all and the root must be sane.
@@ -118,5 +117,4 @@ else
     fail "unreachable archive: message"; sed 's/^/    | /' <<<"$out"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

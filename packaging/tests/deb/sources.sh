@@ -17,9 +17,8 @@ ME=sources
 command -v cargo >/dev/null || die "cargo not found"
 T=$(mktemp -d "${TMPDIR:-/tmp}/sources-test.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-passed=0 failed=0
-ok()   { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $*"; }
+# shellcheck source=../../../scripts/lib/checks.sh
+. "$ROOT/scripts/lib/checks.sh"
 
 # Two checkouts: one cache each, stable for a checkout.
 mkdir -p "$T/a" "$T/b"
@@ -65,5 +64,4 @@ elif python3 "$ROOT/packaging/gen-copyright.py" --check "$T/copyright.stale" >"$
 else
     ok "gen-copyright.py --check passes debian/copyright and refuses a copy lacking one crate of Cargo.lock"
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -1,14 +1,22 @@
-//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls),
+//! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls;
+//! `batch` for the batch methods, `discover` for `x.add_dns_destinations()`), `services`
+//! (VSC segments and VSL for the peers),
 //! `request` (reading a request out of Varnish's structures) and `curl` (libcurl options set
 //! from bytes). The Varnish primitives they use are the shared crate `vmod-rt`'s.
 //!
-//! `vmod` and `request` are left out of unit-test builds and of builds without the
+//! `vmod`, `services` and `request` are left out of unit-test builds and of builds without the
 //! `vmod` feature: they link against symbols only varnishd provides, which a test or bench
 //! executable does not have.
 
+#[cfg(all(not(test), feature = "vmod"))]
+mod batch;
 mod curl;
 #[cfg(all(not(test), feature = "vmod"))]
+mod discover;
+#[cfg(all(not(test), feature = "vmod"))]
 mod request;
+#[cfg(all(not(test), feature = "vmod"))]
+mod services;
 #[cfg(all(not(test), feature = "vmod"))]
 mod vmod;
 

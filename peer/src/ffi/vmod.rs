@@ -8,72 +8,22 @@ use std::sync::Arc;
 
 use varnish::ffi::{
     self, vmod_priv, vmod_priv_methods, vrt_ctx, VslTag, VCL_BOOL, VCL_BYTES, VCL_DURATION,
-    VCL_ENUM, VCL_INT, VCL_STRANDS, VCL_STRING,
+    VCL_ENUM, VCL_INT, VCL_REAL, VCL_STRANDS, VCL_STRING,
 };
 
 use vmod_rt::{
-    fail_in, guard_callback, guard_event, guard_task, log, log_raw, pin_module, priv_release,
-    priv_vcl, server_identity, strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_copy, Event,
-    VscSegment,
+    fail_in, guard_callback, guard_event, guard_task, log, log_raw, priv_release, priv_vcl,
+    server_identity, strands_bytes, vcl_bytes, vcl_name, vcl_str, ws_copy, Event,
 };
 
 use super::request::snapshot;
+use super::services::Varnishd;
 use crate::config::PeerArgs;
 use crate::dest::Destination;
 use crate::escape;
 use crate::magic::{Tagged, PEER_OBJECT_MAGIC};
-use crate::sender::{EventLog, Peer, TransportFactory};
-use crate::stats::{CounterStore, LocalCounters, PeerCounters};
-use crate::transport::CurlFactory;
-use crate::vcl::{queue_on, DefaultTimeout, Services, VclPeers, WarmError};
-
-// ---------------------------------------------------------------------------------------
-// What the peers get from varnishd
-
-/// Sender-thread lines go to VSL as `Error` records.
-struct VslLog;
-
-impl EventLog for VslLog {
-    fn log(&self, line: &str) {
-        log_raw(VslTag::Error, line);
-    }
-
-    fn thread_left_running(&self, line: &str) {
-        // Varnish unloads the module with its last VCL: code a detached thread still runs
-        // would vanish under it. Pinned instead (a rare, logged leak rather than a crash).
-        if pin_module() {
-            log_raw(VslTag::Error, &format!("{line}; the module stays loaded"));
-        } else {
-            log_raw(
-                VslTag::Error,
-                &format!("{line}; the module could not be pinned"),
-            );
-        }
-    }
-}
-
-impl CounterStore for VscSegment<PeerCounters> {
-    fn counters(&self) -> &PeerCounters {
-        self.get()
-    }
-}
-
-struct Varnishd;
-
-impl Services for Varnishd {
-    fn counters(&self, vcl: &str, peer: &str) -> Arc<dyn CounterStore> {
-        match VscSegment::<PeerCounters>::new(c"PEER", vcl, peer) {
-            Some(vsc) => Arc::new(vsc),
-            None => Arc::new(LocalCounters::default()),
-        }
-    }
-    fn log(&self) -> Arc<dyn EventLog> {
-        Arc::new(VslLog)
-    }
-    fn transport(&self) -> Arc<dyn TransportFactory> {
-        Arc::new(CurlFactory)
-    }
-}
+use crate::sender::{Peer, SetupError};
+use crate::vcl::{queue_on, DefaultTimeout, VclPeers, WarmError};
 
 unsafe extern "C" fn free_vcl_peers(_ctx: *const vrt_ctx, p: *mut std::ffi::c_void) {
     guard_callback("peer: freeing a VCL's state", (), || {
@@ -294,10 +244,7 @@ fn escaped(ctx: *const vrt_ctx, fname: &str, s: VCL_STRING, f: fn(&[u8]) -> Vec<
     let body = |ctx: &vrt_ctx| {
         // SAFETY: VCL string argument.
         let s = unsafe { vcl_bytes(s) };
-        ws_copy(ctx, &f(s)).unwrap_or_else(|e| {
-            fail_in(ctx, fname, e);
-            VCL_STRING(std::ptr::null())
-        })
+        ws_string(ctx, fname, &f(s))
     };
     // SAFETY: the context Varnish passed to this call.
     unsafe { guard_task(ctx, fname, VCL_STRING(std::ptr::null()), body) }
@@ -365,6 +312,10 @@ pub unsafe extern "C" fn vmod_peer__init(
     queue_bytes: VCL_BYTES,
     credentials: VCL_ENUM,
     proxy: VCL_STRING,
+    rate: VCL_REAL,
+    burst: VCL_INT,
+    circuit_failures: VCL_INT,
+    circuit_interval: VCL_DURATION,
 ) {
     // SAFETY: objp is where Varnish stores the object; NULL checked.
     let Some(objp) = (unsafe { objp.as_mut() }) else {
@@ -397,6 +348,10 @@ pub unsafe extern "C" fn vmod_peer__init(
             queue_bytes: queue_bytes.0,
             credentials,
             proxy,
+            rate: rate.0,
+            burst: burst.0,
+            circuit_failures: circuit_failures.0,
+            circuit_interval: circuit_interval.0 .0,
         };
         let Some(peers) = peers(ctx, priv_) else {
             return;
@@ -441,7 +396,7 @@ pub unsafe extern "C" fn vmod_peer__fini(objp: *mut *mut PeerObject) {
 ///
 /// # Safety
 /// Pointers from Varnish: `obj` is NULL or the object made by __init, alive until __fini.
-unsafe fn with_obj<T>(
+pub(super) unsafe fn with_obj<T>(
     ctx: *const vrt_ctx,
     obj: *const PeerObject,
     fname: &str,
@@ -475,17 +430,24 @@ pub unsafe extern "C" fn vmod_peer_add_destination(
     obj: *const PeerObject,
     destination: VCL_STRING,
     port: VCL_INT,
+    name: VCL_STRING,
 ) {
     const F: &str = "peer.add_destination()";
     let f = |ctx: &vrt_ctx, peer: &Peer| {
-        // SAFETY: VCL string argument.
-        let destination = unsafe { vcl_bytes(destination) };
+        // SAFETY: VCL string arguments.
+        let (destination, name) = unsafe { (vcl_bytes(destination), vcl_str(name)) };
         let added = match Destination::parse_bytes(destination, port.0) {
-            Ok(dest) => peer.add_destination(dest).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            // The name's error says "name: ..." itself.
+            Ok(dest) => peer
+                .add_named_destination(dest, &name)
+                .map_err(|e| match e {
+                    SetupError::Name(e) => e.to_string(),
+                    e => format!("destination: {e}"),
+                }),
+            Err(e) => Err(format!("destination: {e}")),
         };
         if let Err(e) = added {
-            fail_in(ctx, F, format_args!("{}: destination: {e}", peer.name()));
+            fail_in(ctx, F, format_args!("{}: {e}", peer.name()));
         }
     };
     // SAFETY: pointers from Varnish; `f` reads only this call's arguments.
@@ -593,4 +555,46 @@ pub unsafe extern "C" fn vmod_peer_pending(ctx: *const vrt_ctx, obj: *const Peer
             vcl_int(peer.pending())
         })
     }
+}
+
+/// `bytes` on the workspace, or NULL and a failed task when they do not fit.
+fn ws_string(ctx: &vrt_ctx, fname: &str, bytes: &[u8]) -> VCL_STRING {
+    ws_copy(ctx, bytes).unwrap_or_else(|e| {
+        fail_in(ctx, fname, e);
+        VCL_STRING(std::ptr::null())
+    })
+}
+
+/// `x.report()`.
+///
+/// # Safety
+/// Called by Varnish with valid arguments.
+#[no_mangle]
+pub unsafe extern "C" fn vmod_peer_report(
+    ctx: *const vrt_ctx,
+    obj: *const PeerObject,
+) -> VCL_STRING {
+    const F: &str = "peer.report()";
+    let f = |ctx: &vrt_ctx, peer: &Peer| {
+        let mut json = String::new();
+        peer.report_json(&mut json);
+        ws_string(ctx, F, json.as_bytes())
+    };
+    // SAFETY: pointers from Varnish.
+    unsafe { with_obj(ctx, obj, F, VCL_STRING(std::ptr::null()), f) }
+}
+
+/// `peer.report()`: every peer of this VCL.
+///
+/// # Safety
+/// Called by Varnish with valid arguments.
+#[no_mangle]
+pub unsafe extern "C" fn vmod_report(ctx: *const vrt_ctx, priv_: *mut vmod_priv) -> VCL_STRING {
+    const F: &str = "peer.report()";
+    let body = |ctx: &vrt_ctx| {
+        let json = peers(ctx, priv_).map_or_else(|| "{\"peers\":[]}".into(), VclPeers::report_json);
+        ws_string(ctx, F, json.as_bytes())
+    };
+    // SAFETY: the context Varnish passed to this call.
+    unsafe { guard_task(ctx, F, VCL_STRING(std::ptr::null()), body) }
 }

@@ -1,0 +1,227 @@
+//! A sender thread of a batch peer: it takes up to `max_items` queued items (waiting at
+//! most `window` after the first of them was queued), sends them as one call, retries the
+//! call as a whole per the peer's policy, and counts every item as sent, failed or expired.
+//! Items past `max_age` leave the batch before each attempt.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+
+use crate::batch::{item_of, BatchSpec};
+use crate::deststate::Passage;
+use crate::policy::{Decision, Outcome};
+use crate::sender::Transport;
+use crate::snapshot::Prepared;
+use crate::stats::{PeerCounters, Tally};
+use crate::worker::{End, Job, Worker};
+
+/// How often a thread waiting for more items looks at the stop deadline: a drain or a
+/// restart must not wait for the window to close.
+const WINDOW_POLL: Duration = Duration::from_millis(50);
+
+/// The moment a batch whose first item was queued at `first_queued` stops waiting for
+/// more: a backlog older than the window is sent at once.
+pub fn window_end(first_queued: Instant, window: Duration) -> Instant {
+    first_queued.checked_add(window).unwrap_or(first_queued)
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+impl Worker {
+    /// Sends `first` and the items that join it as one call (or several attempts of it).
+    pub(crate) fn process_batch(
+        &self,
+        transport: &mut dyn Transport,
+        first: Job,
+        spec: &BatchSpec,
+    ) {
+        let mut jobs = Vec::with_capacity(spec.max_items.min(256));
+        self.take_item(first, &mut jobs);
+        self.collect(spec, &mut jobs);
+        let end = catch_unwind(AssertUnwindSafe(|| {
+            self.batch_attempts(transport, spec, &mut jobs)
+        }))
+        .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
+        self.finish_batch(spec, end, jobs);
+    }
+
+    /// Moves a job from the queue to this batch (in flight).
+    fn take_item(&self, job: Job, jobs: &mut Vec<Job>) {
+        let counters = self.shared.counters();
+        // In flight first, so that pending() never dips while it moves.
+        PeerCounters::inc(&counters.in_flight);
+        PeerCounters::dec(&counters.queue_length);
+        self.lane.state.counters().tally(Tally::Taken);
+        self.lane.release(job.size());
+        jobs.push(job);
+    }
+
+    /// Adds queued items to the batch until it is full or its window closes. When the
+    /// generation is stopping, only what is queued already joins (no wait).
+    fn collect(&self, spec: &BatchSpec, jobs: &mut Vec<Job>) {
+        let Some(first) = jobs.first() else {
+            return;
+        };
+        let end = window_end(first.queued_at(), spec.window);
+        while jobs.len() < spec.max_items {
+            if let Some(job) = self.lane.take_resumed() {
+                self.take_item(job, jobs);
+                continue;
+            }
+            match self.lane.rx.try_recv() {
+                Ok(job) => {
+                    self.take_item(job, jobs);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {}
+            }
+            let now = Instant::now();
+            if now >= end || self.control.deadline().is_some() {
+                return;
+            }
+            match self.lane.rx.recv_timeout((end - now).min(WINDOW_POLL)) {
+                Ok(job) => self.take_item(job, jobs),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Removes the items older than `max_age` from the batch and counts them as expired.
+    /// True when some were removed (the call must be rendered again).
+    fn expire_items(&self, spec: &BatchSpec, jobs: &mut Vec<Job>, now: Instant) -> bool {
+        let policy = &self.shared.settings.policy;
+        let before = jobs.len();
+        jobs.retain(|job| !policy.is_expired(job.queued_at(), now));
+        let expired = before - jobs.len();
+        if expired > 0 {
+            let counters = self.shared.counters();
+            PeerCounters::add(&counters.expired, count(expired));
+            PeerCounters::sub(&counters.in_flight, count(expired));
+            (self.lane.state.counters()).tally_n(Tally::Expired, count(expired));
+            self.log_batch(
+                spec,
+                &format!("expired {expired} items of a batch"),
+                &format!("waited longer than max_age {:?}", policy.max_age),
+            );
+        }
+        expired > 0
+    }
+
+    fn batch_attempts(
+        &self,
+        transport: &mut dyn Transport,
+        spec: &BatchSpec,
+        jobs: &mut Vec<Job>,
+    ) -> End {
+        let settings = &self.shared.settings;
+        let policy = &settings.policy;
+        let mut prepared: Option<Prepared> = None;
+        let mut attempts = 0;
+        let mut retrying = false;
+        loop {
+            if self.control.aborted() {
+                return self.stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
+            }
+            if self.expire_items(spec, jobs, Instant::now()) {
+                prepared = None;
+            }
+            // The newest item decides whether a retry is still worth it: the batch is retried
+            // while one of its items may still be sent.
+            let Some(newest) = jobs.iter().map(Job::queued_at).max() else {
+                return End::Expired(String::new());
+            };
+            // The destination's gate (pause, circuit, rate limit), as for a single request;
+            // the newest item decides, as for retries.
+            match self.lane.state.pass(newest, policy, &self.control) {
+                Passage::Go => {}
+                Passage::Expired(reason) => return End::Expired(reason),
+                Passage::Stopped => {
+                    return self
+                        .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
+                }
+            }
+            if retrying {
+                // Counted per item, when the retry is about to happen.
+                let n = count(jobs.len());
+                PeerCounters::add(&self.shared.counters().retried, n);
+                self.lane.state.counters().tally_n(Tally::Retried, n);
+            }
+            let call = prepared.get_or_insert_with(|| {
+                let items: Vec<&[u8]> = jobs.iter().map(|j| item_of(&j.snap)).collect();
+                spec.prepare(&self.template, &items, &self.lane.dest)
+            });
+            attempts += 1;
+            let outcome = transport.send(&self.lane.dest, call, settings, &self.control);
+            let now = Instant::now();
+            let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
+            if let Some(line) = line {
+                self.shared.log.log(&line);
+            }
+            let decision = policy.decide(attempts, newest, now, &outcome);
+            if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
+                return End::Resumed;
+            }
+            match decision {
+                Decision::Sent => return End::Sent,
+                Decision::Failed(reason) => return End::Failed(reason),
+                Decision::Expired(reason) => return End::Expired(reason),
+                Decision::RetryAfter(wait) => {
+                    if !self.control.sleep(wait) {
+                        return self.stopped(|| {
+                            format!("{outcome}; {} before the retry", self.lane.stop_reason())
+                        });
+                    }
+                    retrying = true;
+                }
+            }
+        }
+    }
+
+    /// Counts every item still in the batch as its end says (or hands them back, in order).
+    fn finish_batch(&self, spec: &BatchSpec, end: End, jobs: Vec<Job>) {
+        let counters = self.shared.counters();
+        let n = count(jobs.len());
+        let (counter, verb, reason) = match &end {
+            End::Resumed => {
+                for job in jobs {
+                    PeerCounters::inc(&counters.queue_length);
+                    PeerCounters::dec(&counters.in_flight);
+                    self.lane.state.counters().tally(Tally::Resumed);
+                    self.lane.resume(job);
+                }
+                return;
+            }
+            End::Sent => (&counters.sent, "", ""),
+            End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
+            End::Expired(r) => (&counters.expired, "expired", r.as_str()),
+        };
+        PeerCounters::add(counter, n);
+        PeerCounters::sub(&counters.in_flight, n);
+        self.lane.state.counters().tally_n(
+            match &end {
+                End::Sent => Tally::Sent,
+                End::Expired(_) => Tally::Expired,
+                _ => Tally::Failed,
+            },
+            n,
+        );
+        if !verb.is_empty() && n > 0 {
+            self.log_batch(spec, &format!("{verb} a batch of {n} items"), reason);
+        }
+    }
+
+    fn log_batch(&self, spec: &BatchSpec, what: &str, reason: &str) {
+        self.shared.log.log(&format!(
+            "peer {}: {what} ({} {}) to {}: {reason}",
+            self.shared.settings.name,
+            String::from_utf8_lossy(&spec.method),
+            String::from_utf8_lossy(&spec.url),
+            self.lane.dest,
+        ));
+    }
+}
