@@ -12,6 +12,14 @@ pub mod dest;
 #[path = "../../peer/src/snapshot.rs"]
 pub mod snapshot;
 
+/// `snapshot::Template` names the batch settings of a batch peer; the fuzz targets render
+/// plain requests and never build one, so the type alone is enough here (the real one lives
+/// with the sender, which needs varnishd's symbols).
+pub mod batch {
+    #[derive(Debug)]
+    pub struct BatchSpec;
+}
+
 /// Splits fuzz input into fields at 0x1F bytes (a separator the interesting inputs rarely need).
 pub fn fields(data: &[u8]) -> Vec<&[u8]> {
     data.split(|b| *b == 0x1f).collect()
