@@ -1,7 +1,8 @@
 //! A sender thread of a batch peer: it takes up to `max_items` queued items (waiting at
 //! most `window` after the first of them was queued), sends them as one call, retries the
 //! call as a whole per the peer's policy, and counts every item as sent, failed or expired.
-//! Items past `max_age` leave the batch before each attempt.
+//! Items past `max_age` leave the batch before each attempt, and again when the
+//! destination's gate made it wait.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -143,6 +144,16 @@ impl Worker {
                 Passage::Stopped => {
                     return self
                         .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
+                }
+            }
+            // The gate may have made the batch wait: the items that passed max_age meanwhile
+            // leave it too. When none is left, the attempt is not made and the gate gets
+            // back what it gave for it.
+            if self.expire_items(spec, jobs, Instant::now()) {
+                prepared = None;
+                if jobs.is_empty() {
+                    self.lane.state.give_back();
+                    return End::Expired(String::new());
                 }
             }
             if retrying {

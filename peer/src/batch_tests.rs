@@ -2,6 +2,7 @@
 //! sender thread of a batch peer with a scripted transport (no network, no varnishd).
 use super::*;
 use crate::config::Settings;
+use crate::gate::GateSettings;
 use crate::policy::{Outcome, RetryPolicy};
 use crate::sender::{Control, EventLog, Transport, TransportFactory};
 use crate::stats::LocalCounters;
@@ -220,10 +221,16 @@ struct Rig {
 }
 
 fn rig(max_items: i64, window: f64, policy: RetryPolicy) -> Rig {
+    rig_gate(max_items, window, policy, Settings::default().gate)
+}
+
+/// A batch peer whose destination has the gate `gate` (rate limit, circuit).
+fn rig_gate(max_items: i64, window: f64, policy: RetryPolicy, gate: GateSettings) -> Rig {
     let script = Arc::new(Script::default());
     let log = Arc::new(Lines::default());
     let settings = Settings {
         policy,
+        gate,
         ..Settings::default()
     };
     let spec = BatchSpec::new(
@@ -367,6 +374,37 @@ fn items_past_max_age_leave_the_batch_before_the_retry() {
         .lock()
         .iter()
         .any(|l| l.contains("expired 2 items of a batch")));
+}
+
+#[test]
+fn items_past_max_age_after_a_wait_at_the_gate_leave_the_batch() {
+    // A token every 5 s, max_age 4 s. "old" joins a batch that waits for the token (the
+    // first call took it): when the token comes, "old" is about 5 s old and leaves the batch
+    // as expired; "fresh", queued 2 s after it (inside the 3 s window), is about 3 s old.
+    let policy = RetryPolicy {
+        max_age: Duration::from_secs(4),
+        ..fast()
+    };
+    let gate = GateSettings {
+        rate: 0.2,
+        burst: 1,
+        ..Settings::default().gate
+    };
+    let r = rig_gate(10, 3.0, policy, gate);
+    r.peer.start().unwrap();
+    queue(&r, ["first".to_string()]);
+    wait_until(|| r.peer.counters().sent.load(Ordering::Relaxed) == 1);
+    queue(&r, ["old".to_string()]);
+    std::thread::sleep(Duration::from_secs(2));
+    queue(&r, ["fresh".to_string()]);
+    wait_until(|| r.peer.pending() == 0);
+    let bodies = r.script.bodies.lock().clone();
+    assert_eq!(bodies, [r#"["first"]"#, r#"["fresh"]"#]);
+    let c = r.peer.counters();
+    assert_eq!(c.sent.load(Ordering::Relaxed), 2);
+    assert_eq!(c.expired.load(Ordering::Relaxed), 1);
+    let dest = &r.peer.destinations()[0].counts;
+    assert!(dest.contains(&("expired", 1)), "{dest:?}");
 }
 
 #[test]
