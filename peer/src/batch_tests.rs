@@ -343,22 +343,24 @@ fn a_batch_given_up_counts_every_item_failed_with_one_log_line() {
 
 #[test]
 fn items_past_max_age_leave_the_batch_before_the_retry() {
-    // Two old items and a fresh one; the first attempt is throttled for 1 s, after which the
-    // old ones are past max_age (2 s) and the fresh one is not.
+    // Two old items and a fresh one queued 2.5 s later; the first attempt is throttled for
+    // 3 s. At the retry the old ones are at least 5.5 s old, past max_age (5 s), whatever the
+    // machine's speed; the fresh one is about 3 s old and the first attempt's old ones about
+    // 2.5 s: 2 s of slack either way for a slow machine.
     let r = rig(
         10,
         0.0,
         RetryPolicy {
-            max_age: Duration::from_secs(2),
+            max_age: Duration::from_secs(5),
             ..fast()
         },
     );
     r.script.outcomes.lock().push_back(Outcome::Throttled {
         status: 429,
-        retry_after: Duration::from_secs(1),
+        retry_after: Duration::from_secs(3),
     });
     queue(&r, ["old1".to_string(), "old2".to_string()]);
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     queue(&r, ["fresh".to_string()]);
     r.peer.start().unwrap();
     wait_until(|| r.peer.pending() == 0);
