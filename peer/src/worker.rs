@@ -349,6 +349,12 @@ impl Worker {
                         .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
                 }
             }
+            if attempts > 0 {
+                // Counted when the retry is about to happen: after its backoff and its wait
+                // at the gate, which may still give it up.
+                PeerCounters::inc(&self.shared.counters().retried);
+                self.lane.state.counters().tally(Tally::Retried);
+            }
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
             let now = Instant::now();
@@ -372,9 +378,6 @@ impl Worker {
                             format!("{outcome}; {} before the retry", self.lane.stop_reason())
                         });
                     }
-                    // Counted when the retry is about to happen, not when it was planned.
-                    PeerCounters::inc(&self.shared.counters().retried);
-                    self.lane.state.counters().tally(Tally::Retried);
                 }
             }
         }
