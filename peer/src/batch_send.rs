@@ -1,5 +1,6 @@
 //! A sender thread of a batch peer: it takes up to `max_items` queued items (waiting at
-//! most `window` after the first of them was queued), sends them as one call, retries the
+//! most `window` after the first of them was queued, and adding those queued while the
+//! destination's gate made it wait), sends them as one call, retries the
 //! call as a whole per the peer's policy, and counts every item as sent, failed or expired.
 //! Items past `max_age` leave the batch before each attempt, and again when the
 //! destination's gate made it wait.
@@ -25,6 +26,13 @@ const WINDOW_POLL: Duration = Duration::from_millis(50);
 /// more: a backlog older than the window is sent at once.
 pub fn window_end(first_queued: Instant, window: Duration) -> Instant {
     first_queued.checked_add(window).unwrap_or(first_queued)
+}
+
+/// What [`Worker::take_queued`] found.
+enum Queued {
+    Took,
+    Empty,
+    Closed,
 }
 
 fn count(n: usize) -> u64 {
@@ -68,17 +76,10 @@ impl Worker {
         };
         let end = window_end(first.queued_at, spec.window);
         while jobs.len() < spec.max_items {
-            if let Some(job) = self.lane.take_resumed() {
-                self.take_item(job, jobs);
-                continue;
-            }
-            match self.lane.rx.try_recv() {
-                Ok(job) => {
-                    self.take_item(job, jobs);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => return,
-                Err(TryRecvError::Empty) => {}
+            match self.take_queued(jobs) {
+                Queued::Took => continue,
+                Queued::Closed => return,
+                Queued::Empty => {}
             }
             let now = Instant::now();
             if now >= end || self.control.deadline().is_some() {
@@ -90,6 +91,31 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+
+    /// Moves one item already queued (one handed back by a stopped generation first) into
+    /// the batch, without waiting.
+    fn take_queued(&self, jobs: &mut Vec<Job>) -> Queued {
+        if let Some(job) = self.lane.take_resumed() {
+            self.take_item(job, jobs);
+            return Queued::Took;
+        }
+        match self.lane.rx.try_recv() {
+            Ok(job) => {
+                self.take_item(job, jobs);
+                Queued::Took
+            }
+            Err(TryRecvError::Empty) => Queued::Empty,
+            Err(TryRecvError::Disconnected) => Queued::Closed,
+        }
+    }
+
+    /// Adds what was queued while the batch waited at the gate, up to `max_items`, without
+    /// waiting. True when some joined (the call must be rendered again).
+    fn top_up(&self, spec: &BatchSpec, jobs: &mut Vec<Job>) -> bool {
+        let before = jobs.len();
+        while jobs.len() < spec.max_items && matches!(self.take_queued(jobs), Queued::Took) {}
+        jobs.len() > before
     }
 
     /// Removes the items older than `max_age` from the batch and counts them as expired.
@@ -133,7 +159,7 @@ impl Worker {
             }
             // The newest item decides whether a retry is still worth it: the batch is retried
             // while one of its items may still be sent.
-            let Some(newest) = jobs.iter().map(|j| j.queued_at).max() else {
+            let Some(mut newest) = jobs.iter().map(|j| j.queued_at).max() else {
                 return End::Expired(String::new());
             };
             // The destination's gate (pause, circuit, rate limit), as for a single request;
@@ -146,9 +172,14 @@ impl Worker {
                         .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
                 }
             }
-            // The gate may have made the batch wait: the items that passed max_age meanwhile
-            // leave it too. When none is left, the attempt is not made and the gate gets
-            // back what it gave for it.
+            // The gate may have made the batch wait (a rate limit, a pause): what was queued
+            // meanwhile joins the first attempt (a retry keeps its items: a new one would
+            // get fewer attempts), and the items that passed max_age leave. When none is
+            // left, the attempt is not made and the gate gets back what it gave for it.
+            if attempts == 0 && self.top_up(spec, jobs) {
+                prepared = None;
+                newest = jobs.iter().map(|j| j.queued_at).max().unwrap_or(newest);
+            }
             if self.expire_items(spec, jobs, Instant::now()) {
                 prepared = None;
                 if jobs.is_empty() {

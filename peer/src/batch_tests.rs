@@ -410,6 +410,29 @@ fn items_past_max_age_after_a_wait_at_the_gate_leave_the_batch() {
 }
 
 #[test]
+fn items_queued_while_a_batch_waits_for_its_token_join_it() {
+    // A token every 2 s. "a" is taken alone (window 0) and waits for the token the first
+    // call took; "b" and "c", queued meanwhile, go in the same call.
+    let gate = GateSettings {
+        rate: 0.5,
+        burst: 1,
+        ..Settings::default().gate
+    };
+    let r = rig_gate(10, 0.0, fast(), gate);
+    r.peer.start().unwrap();
+    queue(&r, ["first".to_string()]);
+    wait_until(|| r.peer.counters().sent.load(Ordering::Relaxed) == 1);
+    queue(&r, ["a".to_string()]);
+    wait_until(|| r.peer.counters().in_flight.load(Ordering::Relaxed) == 1);
+    std::thread::sleep(Duration::from_millis(200));
+    queue(&r, ["b".to_string(), "c".to_string()]);
+    wait_until(|| r.peer.pending() == 0);
+    let bodies = r.script.bodies.lock().clone();
+    assert_eq!(bodies, [r#"["first"]"#, r#"["a","b","c"]"#]);
+    assert_eq!(r.peer.counters().sent.load(Ordering::Relaxed), 4);
+}
+
+#[test]
 fn a_drain_sends_a_waiting_batch_without_waiting_for_its_window() {
     let r = rig(10, 30.0, fast());
     r.peer.start().unwrap();
