@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
-use crate::batch::{item_of, BatchSpec};
+use crate::batch::{item_of, BatchSpec, Room};
 use crate::deststate::Passage;
 use crate::policy::{Decision, Outcome};
 use crate::sender::Transport;
@@ -31,8 +31,20 @@ pub fn window_end(first_queued: Instant, window: Duration) -> Instant {
 /// What [`Worker::take_queued`] found.
 enum Queued {
     Took,
+    /// Nothing queued.
     Empty,
+    /// The batch has no room for the next item (which stays queued).
+    Full,
     Closed,
+}
+
+/// The room left in a call for items besides `jobs`.
+fn room_left(spec: &BatchSpec, jobs: &[Job]) -> Room {
+    let mut room = spec.room();
+    for job in jobs {
+        room.take(spec, item_of(&job.snap));
+    }
+    room
 }
 
 fn count(n: usize) -> u64 {
@@ -75,10 +87,11 @@ impl Worker {
             return;
         };
         let end = window_end(first.queued_at, spec.window);
-        while jobs.len() < spec.max_items {
-            match self.take_queued(jobs) {
+        let mut room = room_left(spec, jobs);
+        loop {
+            match self.take_queued(spec, &mut room, jobs) {
                 Queued::Took => continue,
-                Queued::Closed => return,
+                Queued::Full | Queued::Closed => return,
                 Queued::Empty => {}
             }
             let now = Instant::now();
@@ -86,7 +99,11 @@ impl Worker {
                 return;
             }
             match self.lane.rx.recv_timeout((end - now).min(WINDOW_POLL)) {
-                Ok(job) => self.take_item(job, jobs),
+                Ok(job) => {
+                    if let Queued::Full = self.join(spec, &mut room, job, jobs) {
+                        return;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -94,27 +111,39 @@ impl Worker {
     }
 
     /// Moves one item already queued (one handed back by a stopped generation first) into
-    /// the batch, without waiting.
-    fn take_queued(&self, jobs: &mut Vec<Job>) -> Queued {
+    /// the batch if it has room for it, without waiting.
+    fn take_queued(&self, spec: &BatchSpec, room: &mut Room, jobs: &mut Vec<Job>) -> Queued {
+        if room.is_full() {
+            return Queued::Full;
+        }
         if let Some(job) = self.lane.take_resumed() {
-            self.take_item(job, jobs);
-            return Queued::Took;
+            return self.join(spec, room, job, jobs);
         }
         match self.lane.rx.try_recv() {
-            Ok(job) => {
-                self.take_item(job, jobs);
-                Queued::Took
-            }
+            Ok(job) => self.join(spec, room, job, jobs),
             Err(TryRecvError::Empty) => Queued::Empty,
             Err(TryRecvError::Disconnected) => Queued::Closed,
         }
     }
 
-    /// Adds what was queued while the batch waited at the gate, up to `max_items`, without
-    /// waiting. True when some joined (the call must be rendered again).
+    /// Takes `job` into the batch, or puts it back at the head of the queue when the batch
+    /// has no room for it.
+    fn join(&self, spec: &BatchSpec, room: &mut Room, job: Job, jobs: &mut Vec<Job>) -> Queued {
+        if room.take(spec, item_of(&job.snap)) {
+            self.take_item(job, jobs);
+            Queued::Took
+        } else {
+            self.lane.put_back(job);
+            Queued::Full
+        }
+    }
+
+    /// Adds what was queued while the batch waited at the gate, as far as there is room,
+    /// without waiting. True when some joined (the call must be rendered again).
     fn top_up(&self, spec: &BatchSpec, jobs: &mut Vec<Job>) -> bool {
         let before = jobs.len();
-        while jobs.len() < spec.max_items && matches!(self.take_queued(jobs), Queued::Took) {}
+        let mut room = room_left(spec, jobs);
+        while let Queued::Took = self.take_queued(spec, &mut room, jobs) {}
         jobs.len() > before
     }
 

@@ -181,6 +181,8 @@ fn lists_split_on_spaces_tabs_and_commas() {
 struct Script {
     outcomes: Mutex<VecDeque<Outcome>>,
     bodies: Mutex<Vec<String>>,
+    /// The first header line of each call (the items header, when there is one).
+    first_headers: Mutex<Vec<Vec<u8>>>,
 }
 
 struct ScriptTransport(Arc<Script>);
@@ -192,6 +194,8 @@ impl Transport for ScriptTransport {
             .as_deref()
             .map(|b| String::from_utf8_lossy(b).into_owned());
         self.0.bodies.lock().push(body.unwrap_or_default());
+        let first = req.header_lines.first().cloned().unwrap_or_default();
+        self.0.first_headers.lock().push(first);
         self.0
             .outcomes
             .lock()
@@ -226,6 +230,15 @@ fn rig(max_items: i64, window: f64, policy: RetryPolicy) -> Rig {
 
 /// A batch peer whose destination has the gate `gate` (rate limit, circuit).
 fn rig_gate(max_items: i64, window: f64, policy: RetryPolicy, gate: GateSettings) -> Rig {
+    let batch = BatchArgs {
+        max_items,
+        window,
+        ..args("[{items}]")
+    };
+    rig_with(&batch, policy, gate)
+}
+
+fn rig_with(batch: &BatchArgs, policy: RetryPolicy, gate: GateSettings) -> Rig {
     let script = Arc::new(Script::default());
     let log = Arc::new(Lines::default());
     let settings = Settings {
@@ -233,15 +246,7 @@ fn rig_gate(max_items: i64, window: f64, policy: RetryPolicy, gate: GateSettings
         gate,
         ..Settings::default()
     };
-    let spec = BatchSpec::new(
-        &BatchArgs {
-            max_items,
-            window,
-            ..args("[{items}]")
-        },
-        settings.policy.max_age,
-    )
-    .unwrap();
+    let spec = BatchSpec::new(batch, settings.policy.max_age).unwrap();
     let peer = Peer::new(
         settings,
         Template::default(),
@@ -430,6 +435,78 @@ fn items_queued_while_a_batch_waits_for_its_token_join_it() {
     let bodies = r.script.bodies.lock().clone();
     assert_eq!(bodies, [r#"["first"]"#, r#"["a","b","c"]"#]);
     assert_eq!(r.peer.counters().sent.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn a_batch_whose_items_header_would_pass_8_kb_leaves_with_the_items_that_fit() {
+    // 300 keys of 50 bytes in "Surrogate-Key: {items}": 15 KB in one header, which servers
+    // refuse (431). Each call carries what fits in 8192 bytes, in order, none lost.
+    let batch = BatchArgs {
+        header: b"Surrogate-Key: {items}".to_vec(),
+        items: "tokens".into(),
+        max_items: 10_000,
+        window: 0.0,
+        ..args("")
+    };
+    let r = rig_with(&batch, fast(), Settings::default().gate);
+    let keys: Vec<String> = (0..300).map(|i| format!("{i:050}")).collect();
+    queue(&r, keys.clone());
+    r.peer.start().unwrap();
+    wait_until(|| r.peer.pending() == 0);
+    let headers = r.script.first_headers.lock().clone();
+    assert!(headers.iter().all(|h| h.len() <= MAX_ITEMS_HEADER));
+    // (8192 - 15 + 1) / 51 = 160 keys a call.
+    let sizes: Vec<usize> = headers
+        .iter()
+        .map(|h| h.split(|b| *b == b' ').count() - 1)
+        .collect();
+    assert_eq!(sizes, [160, 140]);
+    let sent: Vec<String> = headers
+        .iter()
+        .flat_map(|h| {
+            String::from_utf8_lossy(&h[15..])
+                .split(' ')
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(sent, keys);
+    assert_eq!(r.peer.counters().sent.load(Ordering::Relaxed), 300);
+    // An item that alone would not fit is refused; a template that leaves no room too.
+    let spec = r.peer.batch().unwrap();
+    assert_eq!(spec.check_item(&[b'k'; 8177]), Ok(()));
+    assert_eq!(
+        spec.check_item(&[b'k'; 8178]),
+        Err(ItemError::TooLong {
+            len: 8178,
+            max: 8177
+        })
+    );
+    let json = BatchSpec::new(
+        &BatchArgs {
+            items: "json".into(),
+            ..batch.clone()
+        },
+        MAX_AGE,
+    )
+    .unwrap();
+    // Quotes count: 8175 bytes and its two quotes fill the header.
+    assert_eq!(json.check_item(&[b'k'; 8175]), Ok(()));
+    assert!(json.check_item(&[b'k'; 8176]).is_err());
+    let long = format!("X-Keys: {}{{items}}", "a".repeat(8190));
+    let e = BatchSpec::new(
+        &BatchArgs {
+            header: long.into_bytes(),
+            ..batch
+        },
+        MAX_AGE,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("header: 8198 bytes without the items"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -137,6 +137,12 @@ impl Lane {
         self.resumed.lock().push_back(job);
     }
 
+    /// Puts a job received but not taken (it did not fit in a batch) back at the head of
+    /// the queue: it still counts there, nothing to add.
+    pub(crate) fn put_back(&self, job: Job) {
+        self.resumed.lock().push_front(job);
+    }
+
     pub(crate) fn take_resumed(&self) -> Option<Job> {
         self.resumed.lock().pop_front()
     }
