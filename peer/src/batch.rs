@@ -228,6 +228,8 @@ impl std::error::Error for BatchError {}
 pub enum ItemError {
     Empty,
     NotToken(String),
+    /// Not UTF-8, for a JSON string (which would carry U+FFFD in its place).
+    NotUtf8(String),
     /// Longer (as written in the items header) than a call's items header may be.
     TooLong {
         len: usize,
@@ -243,6 +245,11 @@ impl std::fmt::Display for ItemError {
                 f,
                 "item \"{s}\" cannot go in a token list (a space, a control character, a \
                  quote, a backslash or a byte outside ASCII)"
+            ),
+            ItemError::NotUtf8(s) => write!(
+                f,
+                "item \"{s}\" is not UTF-8 and cannot go in a JSON string unaltered (an \
+                 altered item would purge something else)"
             ),
             ItemError::TooLong { len, max } => write!(
                 f,
@@ -340,8 +347,14 @@ impl BatchSpec {
         if item.is_empty() {
             return Err(ItemError::Empty);
         }
-        if self.format == ItemFormat::Tokens && !escape::is_list_token(item) {
-            return Err(ItemError::NotToken(shown(item)));
+        match self.format {
+            ItemFormat::Tokens if !escape::is_list_token(item) => {
+                return Err(ItemError::NotToken(shown(item)));
+            }
+            ItemFormat::Json if std::str::from_utf8(item).is_err() => {
+                return Err(ItemError::NotUtf8(shown(item)));
+            }
+            _ => {}
         }
         if let Some(max) = self.room().bytes {
             let len = self.format.cost(item) - 1;

@@ -164,6 +164,11 @@ fn token_items_go_space_separated_in_their_header_which_replaces_a_fixed_one() {
     assert_eq!(spec.check_item(b"k1"), Ok(()));
     let json = BatchSpec::new(&args("[{items}]"), MAX_AGE).unwrap();
     assert_eq!(json.check_item(b"a b\"\\"), Ok(()));
+    assert_eq!(json.check_item("caf\u{e9}".as_bytes()), Ok(()));
+    assert!(matches!(
+        json.check_item(b"/caf\xe9"),
+        Err(ItemError::NotUtf8(_))
+    ));
     assert_eq!(json.check_item(b""), Err(ItemError::Empty));
 }
 
