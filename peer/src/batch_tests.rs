@@ -158,7 +158,7 @@ fn token_items_go_space_separated_in_their_header_which_replaces_a_fixed_one() {
     );
     assert_eq!(
         spec.check_item(b"a\"b"),
-        Err(ItemError::NotToken("a\"b".into()))
+        Err(ItemError::NotToken(r#"a\"b"#.into()))
     );
     assert_eq!(spec.check_item(b""), Err(ItemError::Empty));
     assert_eq!(spec.check_item(b"k1"), Ok(()));
