@@ -204,7 +204,7 @@ impl std::fmt::Display for BatchError {
             BatchError::MaxItems(n) => {
                 write!(f, "max_items: must be between 1 and {MAX_ITEMS} ({n})")
             }
-            BatchError::Window(e) => write!(f, "window: {e}"),
+            BatchError::Window(e) => write!(f, "window: {}", e.why()),
             BatchError::HeaderTooLong(n) => write!(
                 f,
                 "header: {n} bytes without the items, leaving no room for them under \
@@ -328,7 +328,7 @@ impl BatchSpec {
             return Err(BatchError::MaxItems(a.max_items));
         }
         let window =
-            duration("window", a.window, MAX_WINDOW, true, "").map_err(BatchError::Window)?;
+            duration("window", a.window, MAX_WINDOW, None, "").map_err(BatchError::Window)?;
         if window >= max_age {
             return Err(BatchError::WindowVsMaxAge { window, max_age });
         }

@@ -58,8 +58,8 @@ fn set_batch_refuses_counts_windows_methods_and_urls_out_of_range() {
         "max_items: must be between 1 and 10000 (0)"
     );
     assert!(refused(|a| a.max_items = 10_001).starts_with("max_items: must be between"));
-    assert!(refused(|a| a.window = -1.0).starts_with("window: window must not be negative"));
-    assert!(refused(|a| a.window = 61.0).starts_with("window: window must be at most 60000 ms"));
+    assert!(refused(|a| a.window = -1.0).starts_with("window: must not be negative (-1)"));
+    assert!(refused(|a| a.window = 61.0).starts_with("window: must be at most 60000 ms (61)"));
     let e = BatchSpec::new(&args("[{items}]"), Duration::from_millis(500)).unwrap_err();
     assert!(e
         .to_string()

@@ -89,7 +89,7 @@ impl GateSettings {
                 "circuit_interval",
                 a.circuit_interval,
                 MAX_CIRCUIT_INTERVAL,
-                false,
+                Some("probe without a pause"),
                 "",
             )?,
             max_pause,
