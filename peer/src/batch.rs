@@ -448,11 +448,32 @@ pub fn queue_item_on(peer: &Peer, fname: &str, item: &[u8]) -> Vec<String> {
     queue_snapshot(peer, fname, || Ok(spec.item_snapshot(item)))
 }
 
-/// The items of a list as `x.queue_items()` splits it: on spaces, tabs and commas (as
-/// vmod_xkey splits its headers), empty parts skipped.
-pub fn split_list(list: &[u8]) -> impl Iterator<Item = &[u8]> {
-    list.split(|b| matches!(b, b' ' | b'\t' | b','))
-        .filter(|s| !s.is_empty())
+/// Where `x.queue_items()` splits its list (its `split` argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListSplit {
+    /// On spaces, tabs and commas, as vmod_xkey splits its headers.
+    Xkey,
+    /// On spaces and tabs only: for URLs, which may contain commas but no spaces.
+    Spaces,
+}
+
+impl ListSplit {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "xkey" => Some(ListSplit::Xkey),
+            "spaces" => Some(ListSplit::Spaces),
+            _ => None,
+        }
+    }
+}
+
+/// The items of a list as `x.queue_items()` splits it, empty parts skipped.
+pub fn split_list(list: &[u8], split: ListSplit) -> impl Iterator<Item = &[u8]> {
+    list.split(move |b| match split {
+        ListSplit::Xkey => matches!(b, b' ' | b'\t' | b','),
+        ListSplit::Spaces => matches!(b, b' ' | b'\t'),
+    })
+    .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

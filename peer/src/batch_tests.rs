@@ -173,10 +173,14 @@ fn token_items_go_space_separated_in_their_header_which_replaces_a_fixed_one() {
 }
 
 #[test]
-fn lists_split_on_spaces_tabs_and_commas() {
-    let parts: Vec<&[u8]> = split_list(b" a,b\tc ,, d ").collect();
+fn lists_split_on_spaces_tabs_and_commas_or_on_spaces_and_tabs_only() {
+    let parts: Vec<&[u8]> = split_list(b" a,b\tc ,, d ", ListSplit::Xkey).collect();
     assert_eq!(parts, [&b"a"[..], b"b", b"c", b"d"]);
-    assert_eq!(split_list(b"").count(), 0);
+    assert_eq!(split_list(b"", ListSplit::Xkey).count(), 0);
+    let urls: Vec<&[u8]> = split_list(b" /a,b?x=1,2\t/c ,, ", ListSplit::Spaces).collect();
+    assert_eq!(urls, [&b"/a,b?x=1,2"[..], b"/c", b",,"]);
+    assert_eq!(ListSplit::parse("spaces"), Some(ListSplit::Spaces));
+    assert_eq!(ListSplit::parse("xkey"), Some(ListSplit::Xkey));
 }
 
 // -------------------------------------------------------------------------------------
