@@ -5,6 +5,8 @@ vcl 4.1;
 # a call, or one call per 5 seconds after the first URL of a batch was queued. Akamai
 # answers 201 when it accepts a call; on 429 ("wait, then retry") the batch is retried whole
 # after the Retry-After it gives or the backoff (5 s, doubling, at most 1 minute).
+# max_backoff (1 minute) also caps how long a Retry-After pauses the whole destination;
+# the throttled batch itself still waits the full Retry-After.
 #
 # Akamai authenticates every call with an EdgeGrid signature computed over that call
 # (timestamp, nonce, body hash), which no fixed header can carry: the calls go through a

@@ -6,7 +6,8 @@ vcl 4.1;
 # as a JSON string by the module. When Cloudflare answers 429 (over its rate), the batch is
 # retried whole after the Retry-After it gives, or after the backoff (5 s, doubling, at
 # most 1 minute) without one; URLs older than max_age (15 minutes) are dropped from it as
-# expired.
+# expired. max_backoff (1 minute) also caps how long a Retry-After pauses the whole
+# destination; the throttled batch itself still waits the full Retry-After.
 #
 # Replace ZONE_ID and YOUR_API_TOKEN.
 

@@ -5,7 +5,9 @@ vcl 4.1;
 # the others as destinations.
 #
 # Addresses: origin 127.0.0.1:8080, the other caches 127.0.0.1:8081 and :8082.
-# A BAN's URL is a regular expression of the paths to ban, e.g. `BAN /images/`.
+# A BAN's URL is the prefix of the paths to ban, e.g. `BAN /images/` bans /images/a.png
+# but not /y/images/ nor /imagesX; the prefix is matched as it is, not as a regular
+# expression (`BAN /a.c` does not ban /abc).
 
 import std;
 import peer;
@@ -31,8 +33,11 @@ sub vcl_recv {
             caches.queue_req();
         }
         if (req.method == "BAN") {
-            # Tested against the objects (lurker-friendly), see vcl_backend_response.
-            if (std.ban("obj.http.x-url ~ " + req.url)) {
+            # Tested against the objects (lurker-friendly), see vcl_backend_response. The
+            # URL is anchored and its regular expression metacharacters are escaped, so it
+            # bans that prefix and nothing else (a URL has no space to end the expression).
+            if (std.ban("obj.http.x-url ~ ^" +
+                regsuball(req.url, {"([][\\^$.|?*+(){}])"}, {"\\\1"}))) {
                 return (synth(200, "Banned"));
             }
             return (synth(400, std.ban_error()));

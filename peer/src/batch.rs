@@ -21,6 +21,10 @@ pub const PLACEHOLDER: &[u8] = b"{items}";
 pub const MAX_ITEMS: i64 = 10_000;
 /// The longest `window`: items wait at most this long for others to join them.
 pub const MAX_WINDOW: Duration = Duration::from_secs(60);
+/// The longest items header line of a call (name, `: ` and value): 8 KB is the limit of
+/// many servers (Varnish's `http_req_hdr_len`, nginx's header buffer), above which the whole
+/// call would fail (431). A batch whose items would not fit leaves with those that do.
+pub const MAX_ITEMS_HEADER: usize = 8192;
 
 /// How each item is written into the call, and what separates two of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,14 @@ impl ItemFormat {
             "json" => Some(ItemFormat::Json),
             "tokens" => Some(ItemFormat::Tokens),
             _ => None,
+        }
+    }
+
+    /// The bytes `item` takes in a list, its separator included.
+    fn cost(self, item: &[u8]) -> usize {
+        match self {
+            ItemFormat::Json => escape::json_string(item).len() + 1,
+            ItemFormat::Tokens => item.len() + 1,
         }
     }
 
@@ -91,6 +103,37 @@ enum Target {
     },
 }
 
+/// What is left for items in one call: `max_items`, and the bytes of the items header when
+/// the items go in a header (a body has no such bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    items: usize,
+    bytes: Option<usize>,
+}
+
+impl Room {
+    /// No item would fit.
+    pub fn is_full(&self) -> bool {
+        self.items == 0
+    }
+
+    /// Makes room for `item` in the call, or says it does not fit (nothing changes then).
+    pub fn take(&mut self, spec: &BatchSpec, item: &[u8]) -> bool {
+        if self.items == 0 {
+            return false;
+        }
+        if let Some(bytes) = self.bytes {
+            let cost = spec.format.cost(item);
+            if cost > bytes {
+                return false;
+            }
+            self.bytes = Some(bytes - cost);
+        }
+        self.items -= 1;
+        true
+    }
+}
+
 /// The call of a batch peer, checked in `vcl_init`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchSpec {
@@ -129,6 +172,8 @@ pub enum BatchError {
     Items(String),
     MaxItems(i64),
     Window(ConfigError),
+    /// The items header's fixed part leaves no room for items under [`MAX_ITEMS_HEADER`].
+    HeaderTooLong(usize),
     /// The window is not shorter than `max_age`: items would expire while they wait.
     WindowVsMaxAge {
         window: Duration,
@@ -161,7 +206,12 @@ impl std::fmt::Display for BatchError {
             BatchError::MaxItems(n) => {
                 write!(f, "max_items: must be between 1 and {MAX_ITEMS} ({n})")
             }
-            BatchError::Window(e) => write!(f, "window: {e}"),
+            BatchError::Window(e) => write!(f, "window: {}", e.why()),
+            BatchError::HeaderTooLong(n) => write!(
+                f,
+                "header: {n} bytes without the items, leaving no room for them under \
+                 {MAX_ITEMS_HEADER} bytes"
+            ),
             BatchError::WindowVsMaxAge { window, max_age } => write!(
                 f,
                 "window: must be shorter than the peer's max_age ({} ms), or items would \
@@ -180,6 +230,13 @@ impl std::error::Error for BatchError {}
 pub enum ItemError {
     Empty,
     NotToken(String),
+    /// Not UTF-8, for a JSON string (which would carry U+FFFD in its place).
+    NotUtf8(String),
+    /// Longer (as written in the items header) than a call's items header may be.
+    TooLong {
+        len: usize,
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for ItemError {
@@ -190,6 +247,16 @@ impl std::fmt::Display for ItemError {
                 f,
                 "item \"{s}\" cannot go in a token list (a space, a control character, a \
                  quote, a backslash or a byte outside ASCII)"
+            ),
+            ItemError::NotUtf8(s) => write!(
+                f,
+                "item \"{s}\" is not UTF-8 and cannot go in a JSON string unaltered (an \
+                 altered item would purge something else)"
+            ),
+            ItemError::TooLong { len, max } => write!(
+                f,
+                "the item takes {len} bytes in the items header, more than the {max} a call \
+                 may carry"
             ),
         }
     }
@@ -246,11 +313,17 @@ impl BatchSpec {
                 body: a.body.clone(),
             }
         };
+        if let Target::Header { name, value, .. } = &target {
+            let fixed = name.len() + 2 + value.before.len() + value.after.len();
+            if fixed >= MAX_ITEMS_HEADER {
+                return Err(BatchError::HeaderTooLong(fixed));
+            }
+        }
         if !(1..=MAX_ITEMS).contains(&a.max_items) {
             return Err(BatchError::MaxItems(a.max_items));
         }
         let window =
-            duration("window", a.window, MAX_WINDOW, true, "").map_err(BatchError::Window)?;
+            duration("window", a.window, MAX_WINDOW, None, "").map_err(BatchError::Window)?;
         if window >= max_age {
             return Err(BatchError::WindowVsMaxAge { window, max_age });
         }
@@ -269,10 +342,37 @@ impl BatchSpec {
         if item.is_empty() {
             return Err(ItemError::Empty);
         }
-        if self.format == ItemFormat::Tokens && !escape::is_list_token(item) {
-            return Err(ItemError::NotToken(shown(item)));
+        match self.format {
+            ItemFormat::Tokens if !escape::is_list_token(item) => {
+                return Err(ItemError::NotToken(shown(item)));
+            }
+            ItemFormat::Json if std::str::from_utf8(item).is_err() => {
+                return Err(ItemError::NotUtf8(shown(item)));
+            }
+            _ => {}
+        }
+        if let Some(max) = self.room().bytes {
+            let len = self.format.cost(item) - 1;
+            if len > max - 1 {
+                return Err(ItemError::TooLong { len, max: max - 1 });
+            }
         }
         Ok(())
+    }
+
+    /// The room of an empty call.
+    pub fn room(&self) -> Room {
+        Room {
+            items: self.max_items,
+            // The first item has no separator: one byte more for the list.
+            bytes: match &self.target {
+                Target::Body(_) => None,
+                Target::Header { name, value, .. } => Some(
+                    (MAX_ITEMS_HEADER + 1)
+                        .saturating_sub(name.len() + 2 + value.before.len() + value.after.len()),
+                ),
+            },
+        }
     }
 
     /// What `x.queue_item()` queues: the call's method and URL (so that the queue checks
@@ -347,11 +447,32 @@ pub fn queue_item_on(peer: &Peer, fname: &str, item: &[u8], mut log: impl FnMut(
     queue_snapshot(peer, fname, || Ok(spec.item_snapshot(item)), log);
 }
 
-/// The items of a list as `x.queue_items()` splits it: on spaces, tabs and commas (as
-/// vmod_xkey splits its headers), empty parts skipped.
-pub fn split_list(list: &[u8]) -> impl Iterator<Item = &[u8]> {
-    list.split(|b| matches!(b, b' ' | b'\t' | b','))
-        .filter(|s| !s.is_empty())
+/// Where `x.queue_items()` splits its list (its `split` argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListSplit {
+    /// On spaces, tabs and commas, as vmod_xkey splits its headers.
+    Xkey,
+    /// On spaces and tabs only: for URLs, which may contain commas but no spaces.
+    Spaces,
+}
+
+impl ListSplit {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "xkey" => Some(ListSplit::Xkey),
+            "spaces" => Some(ListSplit::Spaces),
+            _ => None,
+        }
+    }
+}
+
+/// The items of a list as `x.queue_items()` splits it, empty parts skipped.
+pub fn split_list(list: &[u8], split: ListSplit) -> impl Iterator<Item = &[u8]> {
+    list.split(move |b| match split {
+        ListSplit::Xkey => matches!(b, b' ' | b'\t' | b','),
+        ListSplit::Spaces => matches!(b, b' ' | b'\t'),
+    })
+    .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! A sender thread of a batch peer: it takes up to `max_items` queued items (waiting at
-//! most `window` after the first of them was queued), sends them as one call, retries the
+//! most `window` after the first of them was queued, and adding those queued while the
+//! destination's gate made it wait), sends them as one call, retries the
 //! call as a whole per the peer's policy, and counts every item as sent, failed or expired.
-//! Items past `max_age` leave the batch before each attempt.
+//! Items past `max_age` leave the batch before each attempt, and again when the
+//! destination's gate made it wait.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
-use crate::batch::{item_of, BatchSpec};
+use crate::batch::{item_of, BatchSpec, Room};
 use crate::deststate::Passage;
 use crate::policy::{Decision, Outcome};
 use crate::sender::Transport;
@@ -24,6 +26,25 @@ const WINDOW_POLL: Duration = Duration::from_millis(50);
 /// more: a backlog older than the window is sent at once.
 pub fn window_end(first_queued: Instant, window: Duration) -> Instant {
     first_queued.checked_add(window).unwrap_or(first_queued)
+}
+
+/// What [`Worker::take_queued`] found.
+enum Queued {
+    Took,
+    /// Nothing queued.
+    Empty,
+    /// The batch has no room for the next item (which stays queued).
+    Full,
+    Closed,
+}
+
+/// The room left in a call for items besides `jobs`.
+fn room_left(spec: &BatchSpec, jobs: &[Job]) -> Room {
+    let mut room = spec.room();
+    for job in jobs {
+        room.take(spec, item_of(&job.snap));
+    }
+    room
 }
 
 fn count(n: usize) -> u64 {
@@ -66,29 +87,64 @@ impl Worker {
             return;
         };
         let end = window_end(first.queued_at(), spec.window);
-        while jobs.len() < spec.max_items {
-            if let Some(job) = self.lane.take_resumed() {
-                self.take_item(job, jobs);
-                continue;
-            }
-            match self.lane.rx.try_recv() {
-                Ok(job) => {
-                    self.take_item(job, jobs);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => return,
-                Err(TryRecvError::Empty) => {}
+        let mut room = room_left(spec, jobs);
+        loop {
+            match self.take_queued(spec, &mut room, jobs) {
+                Queued::Took => continue,
+                Queued::Full | Queued::Closed => return,
+                Queued::Empty => {}
             }
             let now = Instant::now();
             if now >= end || self.control.deadline().is_some() {
                 return;
             }
             match self.lane.rx.recv_timeout((end - now).min(WINDOW_POLL)) {
-                Ok(job) => self.take_item(job, jobs),
+                Ok(job) => {
+                    if let Queued::Full = self.join(spec, &mut room, job, jobs) {
+                        return;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+
+    /// Moves one item already queued (one handed back by a stopped generation first) into
+    /// the batch if it has room for it, without waiting.
+    fn take_queued(&self, spec: &BatchSpec, room: &mut Room, jobs: &mut Vec<Job>) -> Queued {
+        if room.is_full() {
+            return Queued::Full;
+        }
+        if let Some(job) = self.lane.take_resumed() {
+            return self.join(spec, room, job, jobs);
+        }
+        match self.lane.rx.try_recv() {
+            Ok(job) => self.join(spec, room, job, jobs),
+            Err(TryRecvError::Empty) => Queued::Empty,
+            Err(TryRecvError::Disconnected) => Queued::Closed,
+        }
+    }
+
+    /// Takes `job` into the batch, or puts it back at the head of the queue when the batch
+    /// has no room for it.
+    fn join(&self, spec: &BatchSpec, room: &mut Room, job: Job, jobs: &mut Vec<Job>) -> Queued {
+        if room.take(spec, item_of(&job.snap)) {
+            self.take_item(job, jobs);
+            Queued::Took
+        } else {
+            self.lane.put_back(job);
+            Queued::Full
+        }
+    }
+
+    /// Adds what was queued while the batch waited at the gate, as far as there is room,
+    /// without waiting. True when some joined (the call must be rendered again).
+    fn top_up(&self, spec: &BatchSpec, jobs: &mut Vec<Job>) -> bool {
+        let before = jobs.len();
+        let mut room = room_left(spec, jobs);
+        while let Queued::Took = self.take_queued(spec, &mut room, jobs) {}
+        jobs.len() > before
     }
 
     /// Removes the items older than `max_age` from the batch and counts them as expired.
@@ -132,7 +188,7 @@ impl Worker {
             }
             // The newest item decides whether a retry is still worth it: the batch is retried
             // while one of its items may still be sent.
-            let Some(newest) = jobs.iter().map(Job::queued_at).max() else {
+            let Some(mut newest) = jobs.iter().map(Job::queued_at).max() else {
                 return End::Expired(String::new());
             };
             // The destination's gate (pause, circuit, rate limit), as for a single request;
@@ -143,6 +199,21 @@ impl Worker {
                 Passage::Stopped => {
                     return self
                         .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
+                }
+            }
+            // The gate may have made the batch wait (a rate limit, a pause): what was queued
+            // meanwhile joins the first attempt (a retry keeps its items: a new one would
+            // get fewer attempts), and the items that passed max_age leave. When none is
+            // left, the attempt is not made and the gate gets back what it gave for it.
+            if attempts == 0 && self.top_up(spec, jobs) {
+                prepared = None;
+                newest = jobs.iter().map(Job::queued_at).max().unwrap_or(newest);
+            }
+            if self.expire_items(spec, jobs, Instant::now()) {
+                prepared = None;
+                if jobs.is_empty() {
+                    self.lane.state.give_back();
+                    return End::Expired(String::new());
                 }
             }
             if retrying {

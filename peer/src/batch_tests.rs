@@ -2,6 +2,7 @@
 //! sender thread of a batch peer with a scripted transport (no network, no varnishd).
 use super::*;
 use crate::config::Settings;
+use crate::gate::GateSettings;
 use crate::policy::{Outcome, RetryPolicy};
 use crate::sender::{Control, EventLog, Transport, TransportFactory};
 use crate::stats::LocalCounters;
@@ -57,8 +58,8 @@ fn set_batch_refuses_counts_windows_methods_and_urls_out_of_range() {
         "max_items: must be between 1 and 10000 (0)"
     );
     assert!(refused(|a| a.max_items = 10_001).starts_with("max_items: must be between"));
-    assert!(refused(|a| a.window = -1.0).starts_with("window: window must not be negative"));
-    assert!(refused(|a| a.window = 61.0).starts_with("window: window must be at most 60000 ms"));
+    assert!(refused(|a| a.window = -1.0).starts_with("window: must not be negative (-1)"));
+    assert!(refused(|a| a.window = 61.0).starts_with("window: must be at most 60000 ms (61)"));
     let e = BatchSpec::new(&args("[{items}]"), Duration::from_millis(500)).unwrap_err();
     assert!(e
         .to_string()
@@ -157,20 +158,29 @@ fn token_items_go_space_separated_in_their_header_which_replaces_a_fixed_one() {
     );
     assert_eq!(
         spec.check_item(b"a\"b"),
-        Err(ItemError::NotToken("a\"b".into()))
+        Err(ItemError::NotToken(r#"a\"b"#.into()))
     );
     assert_eq!(spec.check_item(b""), Err(ItemError::Empty));
     assert_eq!(spec.check_item(b"k1"), Ok(()));
     let json = BatchSpec::new(&args("[{items}]"), MAX_AGE).unwrap();
     assert_eq!(json.check_item(b"a b\"\\"), Ok(()));
+    assert_eq!(json.check_item("caf\u{e9}".as_bytes()), Ok(()));
+    assert!(matches!(
+        json.check_item(b"/caf\xe9"),
+        Err(ItemError::NotUtf8(_))
+    ));
     assert_eq!(json.check_item(b""), Err(ItemError::Empty));
 }
 
 #[test]
-fn lists_split_on_spaces_tabs_and_commas() {
-    let parts: Vec<&[u8]> = split_list(b" a,b\tc ,, d ").collect();
+fn lists_split_on_spaces_tabs_and_commas_or_on_spaces_and_tabs_only() {
+    let parts: Vec<&[u8]> = split_list(b" a,b\tc ,, d ", ListSplit::Xkey).collect();
     assert_eq!(parts, [&b"a"[..], b"b", b"c", b"d"]);
-    assert_eq!(split_list(b"").count(), 0);
+    assert_eq!(split_list(b"", ListSplit::Xkey).count(), 0);
+    let urls: Vec<&[u8]> = split_list(b" /a,b?x=1,2\t/c ,, ", ListSplit::Spaces).collect();
+    assert_eq!(urls, [&b"/a,b?x=1,2"[..], b"/c", b",,"]);
+    assert_eq!(ListSplit::parse("spaces"), Some(ListSplit::Spaces));
+    assert_eq!(ListSplit::parse("xkey"), Some(ListSplit::Xkey));
 }
 
 // -------------------------------------------------------------------------------------
@@ -180,6 +190,8 @@ fn lists_split_on_spaces_tabs_and_commas() {
 struct Script {
     outcomes: Mutex<VecDeque<Outcome>>,
     bodies: Mutex<Vec<String>>,
+    /// The first header line of each call (the items header, when there is one).
+    first_headers: Mutex<Vec<Vec<u8>>>,
 }
 
 struct ScriptTransport(Arc<Script>);
@@ -191,6 +203,8 @@ impl Transport for ScriptTransport {
             .as_deref()
             .map(|b| String::from_utf8_lossy(b).into_owned());
         self.0.bodies.lock().push(body.unwrap_or_default());
+        let first = req.header_lines.first().cloned().unwrap_or_default();
+        self.0.first_headers.lock().push(first);
         self.0
             .outcomes
             .lock()
@@ -220,21 +234,28 @@ struct Rig {
 }
 
 fn rig(max_items: i64, window: f64, policy: RetryPolicy) -> Rig {
+    rig_gate(max_items, window, policy, Settings::default().gate)
+}
+
+/// A batch peer whose destination has the gate `gate` (rate limit, circuit).
+fn rig_gate(max_items: i64, window: f64, policy: RetryPolicy, gate: GateSettings) -> Rig {
+    let batch = BatchArgs {
+        max_items,
+        window,
+        ..args("[{items}]")
+    };
+    rig_with(&batch, policy, gate)
+}
+
+fn rig_with(batch: &BatchArgs, policy: RetryPolicy, gate: GateSettings) -> Rig {
     let script = Arc::new(Script::default());
     let log = Arc::new(Lines::default());
     let settings = Settings {
         policy,
+        gate,
         ..Settings::default()
     };
-    let spec = BatchSpec::new(
-        &BatchArgs {
-            max_items,
-            window,
-            ..args("[{items}]")
-        },
-        settings.policy.max_age,
-    )
-    .unwrap();
+    let spec = BatchSpec::new(batch, settings.policy.max_age).unwrap();
     let peer = Peer::new(
         settings,
         Template::default(),
@@ -342,22 +363,24 @@ fn a_batch_given_up_counts_every_item_failed_with_one_log_line() {
 
 #[test]
 fn items_past_max_age_leave_the_batch_before_the_retry() {
-    // Two old items and a fresh one; the first attempt is throttled for 1 s, after which the
-    // old ones are past max_age (2 s) and the fresh one is not.
+    // Two old items and a fresh one queued 2.5 s later; the first attempt is throttled for
+    // 3 s. At the retry the old ones are at least 5.5 s old, past max_age (5 s), whatever the
+    // machine's speed; the fresh one is about 3 s old and the first attempt's old ones about
+    // 2.5 s: 2 s of slack either way for a slow machine.
     let r = rig(
         10,
         0.0,
         RetryPolicy {
-            max_age: Duration::from_secs(2),
+            max_age: Duration::from_secs(5),
             ..fast()
         },
     );
     r.script.outcomes.lock().push_back(Outcome::Throttled {
         status: 429,
-        retry_after: Duration::from_secs(1),
+        retry_after: Duration::from_secs(3),
     });
     queue(&r, ["old1".to_string(), "old2".to_string()]);
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     queue(&r, ["fresh".to_string()]);
     r.peer.start().unwrap();
     wait_until(|| r.peer.pending() == 0);
@@ -373,6 +396,132 @@ fn items_past_max_age_leave_the_batch_before_the_retry() {
         .lock()
         .iter()
         .any(|l| l.contains("expired 2 items of a batch")));
+}
+
+#[test]
+fn items_past_max_age_after_a_wait_at_the_gate_leave_the_batch() {
+    // A token every 5 s, max_age 4 s. "old" joins a batch that waits for the token (the
+    // first call took it): when the token comes, "old" is about 5 s old and leaves the batch
+    // as expired; "fresh", queued 2 s after it (inside the 3 s window), is about 3 s old.
+    let policy = RetryPolicy {
+        max_age: Duration::from_secs(4),
+        ..fast()
+    };
+    let gate = GateSettings {
+        rate: 0.2,
+        burst: 1,
+        ..Settings::default().gate
+    };
+    let r = rig_gate(10, 3.0, policy, gate);
+    r.peer.start().unwrap();
+    queue(&r, ["first".to_string()]);
+    wait_until(|| r.peer.counters().sent.load(Ordering::Relaxed) == 1);
+    queue(&r, ["old".to_string()]);
+    std::thread::sleep(Duration::from_secs(2));
+    queue(&r, ["fresh".to_string()]);
+    wait_until(|| r.peer.pending() == 0);
+    let bodies = r.script.bodies.lock().clone();
+    assert_eq!(bodies, [r#"["first"]"#, r#"["fresh"]"#]);
+    let c = r.peer.counters();
+    assert_eq!(c.sent.load(Ordering::Relaxed), 2);
+    assert_eq!(c.expired.load(Ordering::Relaxed), 1);
+    let dest = &r.peer.destinations()[0].counts;
+    assert!(dest.contains(&("expired", 1)), "{dest:?}");
+}
+
+#[test]
+fn items_queued_while_a_batch_waits_for_its_token_join_it() {
+    // A token every 2 s. "a" is taken alone (window 0) and waits for the token the first
+    // call took; "b" and "c", queued meanwhile, go in the same call.
+    let gate = GateSettings {
+        rate: 0.5,
+        burst: 1,
+        ..Settings::default().gate
+    };
+    let r = rig_gate(10, 0.0, fast(), gate);
+    r.peer.start().unwrap();
+    queue(&r, ["first".to_string()]);
+    wait_until(|| r.peer.counters().sent.load(Ordering::Relaxed) == 1);
+    queue(&r, ["a".to_string()]);
+    wait_until(|| r.peer.counters().in_flight.load(Ordering::Relaxed) == 1);
+    std::thread::sleep(Duration::from_millis(200));
+    queue(&r, ["b".to_string(), "c".to_string()]);
+    wait_until(|| r.peer.pending() == 0);
+    let bodies = r.script.bodies.lock().clone();
+    assert_eq!(bodies, [r#"["first"]"#, r#"["a","b","c"]"#]);
+    assert_eq!(r.peer.counters().sent.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn a_batch_whose_items_header_would_pass_8_kb_leaves_with_the_items_that_fit() {
+    // 300 keys of 50 bytes in "Surrogate-Key: {items}": 15 KB in one header, which servers
+    // refuse (431). Each call carries what fits in 8192 bytes, in order, none lost.
+    let batch = BatchArgs {
+        header: b"Surrogate-Key: {items}".to_vec(),
+        items: "tokens".into(),
+        max_items: 10_000,
+        window: 0.0,
+        ..args("")
+    };
+    let r = rig_with(&batch, fast(), Settings::default().gate);
+    let keys: Vec<String> = (0..300).map(|i| format!("{i:050}")).collect();
+    queue(&r, keys.clone());
+    r.peer.start().unwrap();
+    wait_until(|| r.peer.pending() == 0);
+    let headers = r.script.first_headers.lock().clone();
+    assert!(headers.iter().all(|h| h.len() <= MAX_ITEMS_HEADER));
+    // (8192 - 15 + 1) / 51 = 160 keys a call.
+    let sizes: Vec<usize> = headers
+        .iter()
+        .map(|h| h.split(|b| *b == b' ').count() - 1)
+        .collect();
+    assert_eq!(sizes, [160, 140]);
+    let sent: Vec<String> = headers
+        .iter()
+        .flat_map(|h| {
+            String::from_utf8_lossy(&h[15..])
+                .split(' ')
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(sent, keys);
+    assert_eq!(r.peer.counters().sent.load(Ordering::Relaxed), 300);
+    // An item that alone would not fit is refused; a template that leaves no room too.
+    let spec = r.peer.batch().unwrap();
+    assert_eq!(spec.check_item(&[b'k'; 8177]), Ok(()));
+    assert_eq!(
+        spec.check_item(&[b'k'; 8178]),
+        Err(ItemError::TooLong {
+            len: 8178,
+            max: 8177
+        })
+    );
+    let json = BatchSpec::new(
+        &BatchArgs {
+            items: "json".into(),
+            ..batch.clone()
+        },
+        MAX_AGE,
+    )
+    .unwrap();
+    // Quotes count: 8175 bytes and its two quotes fill the header.
+    assert_eq!(json.check_item(&[b'k'; 8175]), Ok(()));
+    assert!(json.check_item(&[b'k'; 8176]).is_err());
+    let long = format!("X-Keys: {}{{items}}", "a".repeat(8190));
+    let e = BatchSpec::new(
+        &BatchArgs {
+            header: long.into_bytes(),
+            ..batch
+        },
+        MAX_AGE,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("header: 8198 bytes without the items"),
+        "{e}"
+    );
 }
 
 #[test]

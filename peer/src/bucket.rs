@@ -46,6 +46,13 @@ impl TokenBucket {
         Err(self.next_token_at(now))
     }
 
+    /// Puts back the token taken at or before `now` for an attempt that was not made (at
+    /// most `burst` tokens in all).
+    pub fn give_back(&mut self, now: Instant) {
+        self.tokens = (self.available(now) + 1.0).min(self.burst);
+        self.at = now.max(self.at);
+    }
+
     /// When a whole token will be available, if none is taken meanwhile.
     pub fn next_token_at(&self, now: Instant) -> Instant {
         let missing = (1.0 - self.available(now)).max(0.0);
@@ -81,6 +88,20 @@ mod tests {
         assert_eq!(b.take(t + ms(250)), Ok(()));
         assert!(waits_until(b.take(t + ms(250)), t + ms(500)));
         assert_eq!(b.take(t + ms(500)), Ok(()));
+    }
+
+    #[test]
+    fn a_token_given_back_is_there_again_up_to_the_burst() {
+        let t = Instant::now();
+        let mut b = TokenBucket::new(1.0, 1, t);
+        assert_eq!(b.take(t), Ok(()));
+        b.give_back(t);
+        assert_eq!(b.take(t), Ok(()));
+        assert!(b.take(t).is_err());
+        // Full: nothing above the burst.
+        let later = t + Duration::from_secs(10);
+        b.give_back(later);
+        assert!((b.available(later) - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -129,6 +129,8 @@ pub enum ConfigError {
     Zero {
         arg: &'static str,
         secs: f64,
+        /// What 0 would do (`mean no timeout`).
+        would: &'static str,
     },
     TooLong {
         arg: &'static str,
@@ -146,58 +148,61 @@ pub enum ConfigError {
     Rate(f64),
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ConfigError {
+    /// The argument refused.
+    pub fn arg(&self) -> &'static str {
         match self {
+            ConfigError::Count { arg, .. }
+            | ConfigError::Negative { arg, .. }
+            | ConfigError::Zero { arg, .. }
+            | ConfigError::TooLong { arg, .. } => arg,
+            ConfigError::CaFile { .. } => "ca_file",
+            ConfigError::Credentials(_) => "credentials",
+            ConfigError::Proxy(_) => "proxy",
+            ConfigError::Rate(_) => "rate",
+        }
+    }
+
+    /// Why, without the argument's name: for messages that name it their own way
+    /// (`peer.set_batch(): p: window: must not be negative (-1)`).
+    pub fn why(&self) -> Why<'_> {
+        Why(self)
+    }
+}
+
+/// [`ConfigError::why`].
+pub struct Why<'a>(&'a ConfigError);
+
+impl fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             ConfigError::Count {
-                arg,
-                value,
-                min,
-                max,
-            } => {
-                write!(f, "{arg} must be between {min} and {max} ({value})")
+                value, min, max, ..
+            } => write!(f, "must be between {min} and {max} ({value})"),
+            ConfigError::Negative { secs, .. } => write!(f, "must not be negative ({secs})"),
+            ConfigError::Zero { secs, would, .. } => {
+                write!(f, "must be at least 1 ms (0 would {would}) ({secs})")
             }
-            ConfigError::Negative { arg, secs } => write!(f, "{arg} must not be negative ({secs})"),
-            ConfigError::Zero {
-                arg: "max_age",
-                secs,
-            } => write!(
-                f,
-                "max_age must be at least 1 ms (0 would expire every request) ({secs})"
-            ),
-            ConfigError::Zero { arg, secs } => write!(
-                f,
-                "{arg} must be at least 1 ms (0 would {}) ({secs})",
-                if *arg == "circuit_interval" {
-                    "probe without a pause"
-                } else {
-                    "mean no timeout"
-                }
-            ),
-            ConfigError::TooLong {
-                arg,
-                secs,
-                max,
-                why,
-            } => {
-                write!(
-                    f,
-                    "{arg} must be at most {} ms{why} ({secs})",
-                    max.as_millis()
-                )
+            ConfigError::TooLong { secs, max, why, .. } => {
+                write!(f, "must be at most {} ms{why} ({secs})", max.as_millis())
             }
             ConfigError::CaFile { path, error } => {
-                write!(f, "ca_file \"{path}\" cannot be read: {error}")
+                write!(f, "\"{path}\" cannot be read: {error}")
             }
-            ConfigError::Credentials(s) => {
-                write!(f, "credentials must be auto, forward or drop (\"{s}\")")
-            }
+            ConfigError::Credentials(s) => write!(f, "must be auto, forward or drop (\"{s}\")"),
             ConfigError::Proxy(s) => write!(
                 f,
-                "proxy \"{s}\" must be an http://, https://, socks4://, socks5:// or socks5h:// URL"
+                "\"{s}\" must be an http://, https://, socks4://, socks5:// or socks5h:// URL"
             ),
-            ConfigError::Rate(r) => write!(f, "rate {}", crate::gate::RateError(*r)),
+            ConfigError::Rate(r) => crate::gate::RateError(*r).fmt(f),
         }
+    }
+}
+
+/// `<argument> <why>`, e.g. `queue_size must be between 1 and 10000000 (0)`.
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.arg(), self.why())
     }
 }
 
@@ -226,12 +231,13 @@ pub(crate) fn count(
     }
 }
 
-/// A duration argument: not negative, not NaN, at most `max`; `zero_ok` false refuses 0.
+/// A duration argument: not negative, not NaN, at most `max` (`why` says why, if need be).
+/// `zero_would` refuses 0 (below 1 ms), saying what it would do; `None` accepts it.
 pub fn duration(
     arg: &'static str,
     secs: f64,
     max: Duration,
-    zero_ok: bool,
+    zero_would: Option<&'static str>,
     why: &'static str,
 ) -> Result<Duration, ConfigError> {
     if secs.is_nan() || secs < 0.0 {
@@ -252,14 +258,17 @@ pub fn duration(
         why,
     })?;
     // Below a millisecond, libcurl (which counts in ms) would read 0.
-    if !zero_ok && d < Duration::from_millis(1) {
-        return Err(ConfigError::Zero { arg, secs });
+    if let Some(would) = zero_would.filter(|_| d < Duration::from_millis(1)) {
+        return Err(ConfigError::Zero { arg, secs, would });
     }
     Ok(d)
 }
 
+/// What a timeout of 0 would be to libcurl.
+pub(crate) const NO_TIMEOUT: &str = "mean no timeout";
+
 fn timeout(arg: &'static str, secs: f64) -> Result<Duration, ConfigError> {
-    duration(arg, secs, MAX_TIMEOUT, false, "")
+    duration(arg, secs, MAX_TIMEOUT, Some(NO_TIMEOUT), "")
 }
 
 /// A drain timeout: 0 (give up what is queued at once) up to [`MAX_DRAIN_TIMEOUT`].
@@ -268,7 +277,7 @@ pub fn drain_timeout(arg: &'static str, secs: f64) -> Result<Duration, ConfigErr
         arg,
         secs,
         MAX_DRAIN_TIMEOUT,
-        true,
+        None,
         " (vcl.discard waits for the drain on the CLI, which must answer within cli_timeout)",
     )
 }
@@ -328,7 +337,7 @@ fn proxy(s: &str) -> Result<Option<ProxyUrl>, ConfigError> {
 /// Checks every argument and makes the settings of the peer `name`.
 pub fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, ConfigError> {
     let policy_duration =
-        |arg, secs, zero_ok| duration(arg, secs, MAX_POLICY_DURATION, zero_ok, "");
+        |arg, secs, zero_would| duration(arg, secs, MAX_POLICY_DURATION, zero_would, "");
     let ca_file = if a.ca_file.is_empty() {
         None
     } else {
@@ -345,7 +354,7 @@ pub fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, ConfigError> 
         timeout("connect_timeout", a.connect_timeout)?,
         timeout("timeout", a.timeout)?,
     );
-    let max_backoff = policy_duration("max_backoff", a.max_backoff, true)?;
+    let max_backoff = policy_duration("max_backoff", a.max_backoff, None)?;
     Ok(Settings {
         name: name.to_string(),
         queue_size: count("queue_size", a.queue_size, 1, MAX_QUEUE_SIZE)?,
@@ -358,10 +367,9 @@ pub fn settings_from(name: &str, a: &PeerArgs) -> Result<Settings, ConfigError> 
         concurrency: count("concurrency", a.concurrency, 1, MAX_CONCURRENCY)?,
         policy: RetryPolicy {
             max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
-            backoff: policy_duration("backoff", a.backoff, true)?,
+            backoff: policy_duration("backoff", a.backoff, None)?,
             max_backoff,
-            // 0 would expire every request before its first attempt.
-            max_age: policy_duration("max_age", a.max_age, false)?,
+            max_age: policy_duration("max_age", a.max_age, Some("expire every request"))?,
         },
         connect_timeout,
         timeout,

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::escape;
+
 /// The longest host name DNS allows (RFC 1035: 255 octets on the wire, 253 as text).
 pub const MAX_HOST_LEN: usize = 253;
 
@@ -14,17 +16,18 @@ pub const MAX_DESTINATION_LEN: usize = 8192;
 /// At most this many bytes of an argument are quoted in a message.
 const QUOTED_MAX: usize = 64;
 
-/// An argument quoted in a message, cut after [`QUOTED_MAX`] bytes (a 100 000-byte host
-/// would otherwise fill the CLI answer).
+/// An argument quoted in a message, escaped ([`escape::log_text`]), cut after
+/// [`QUOTED_MAX`] bytes (a 100 000-byte host would otherwise fill the CLI answer).
 pub(crate) fn quoted(s: &str) -> String {
-    if s.len() <= QUOTED_MAX {
-        return format!("\"{s}\"");
+    let bytes = s.as_bytes();
+    if bytes.len() <= QUOTED_MAX {
+        return format!("\"{}\"", escape::log_text(bytes));
     }
-    let mut end = QUOTED_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("\"{}...\" ({} bytes)", &s[..end], s.len())
+    format!(
+        "\"{}...\" ({} bytes)",
+        escape::log_text(&bytes[..QUOTED_MAX]),
+        bytes.len()
+    )
 }
 
 /// Whether `b` may appear as itself in a request-target (RFC 3986 `pchar`, `/`, `?`, and `%`

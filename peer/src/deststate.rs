@@ -156,6 +156,11 @@ impl DestState {
         }
     }
 
+    /// The attempt the gate let through was not made (see [`Gate::give_back`]).
+    pub(crate) fn give_back(&self) {
+        self.gate.give_back(Instant::now());
+    }
+
     /// Tells the gate and the counters how an attempt ended; returns the line to log when
     /// the circuit opened or closed.
     pub(crate) fn record(

@@ -63,6 +63,26 @@ pub fn url_component(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `s` as it is shown in a log line or a CLI message, with C's escapes (as a `.vtc` writes
+/// them): `\"`, `\\`, `\t`, `\n`, `\r`, and `\xNN` for every other control byte and
+/// every byte outside ASCII. A request value can then neither end the quotes around it, nor
+/// add a field or a line, nor bring bytes a log reader would mangle.
+pub fn log_text(s: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b' '..=b'~' => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +148,14 @@ mod tests {
         ] {
             assert!(!is_list_token(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn log_text_escapes_quotes_controls_and_bytes_outside_ascii() {
+        assert_eq!(log_text(b"a b/c:d"), "a b/c:d");
+        assert_eq!(log_text(b"q\"q\\"), r#"q\"q\\"#);
+        assert_eq!(log_text(b"\t\r\n\x00\x7f"), r"\t\r\n\x00\x7f");
+        assert_eq!(log_text("caf\u{e9}".as_bytes()), r"caf\xc3\xa9");
+        assert_eq!(log_text(b"caf\xe9"), r"caf\xe9");
     }
 }

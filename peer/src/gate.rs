@@ -89,7 +89,7 @@ impl GateSettings {
                 "circuit_interval",
                 a.circuit_interval,
                 MAX_CIRCUIT_INTERVAL,
-                false,
+                Some("probe without a pause"),
                 "",
             )?,
             max_pause,
@@ -213,6 +213,17 @@ impl Gate {
             s.circuit.start_probe(now);
         }
         Admission::Go
+    }
+
+    /// The attempt let through by the last [`Admission::Go`] was not made after all (every
+    /// item of its batch expired while it waited): its token goes back, and a probe it took
+    /// is released so that the next attempt probes at once.
+    pub fn give_back(&self, now: Instant) {
+        let mut s = self.state.lock();
+        if let Some(bucket) = s.bucket.as_mut() {
+            bucket.give_back(now);
+        }
+        s.circuit.record(Health::Unknown, now);
     }
 
     /// Tells the gate how an attempt ended at `now`.
@@ -497,6 +508,33 @@ mod tests {
         // Still open (not half-open): the probe goes with the next token.
         assert_eq!(g.circuit_state(), CircuitState::Open);
         assert_eq!(g.admit(t + secs(1)), Admission::Go);
+        assert_eq!(g.circuit_state(), CircuitState::HalfOpen);
+    }
+
+    #[test]
+    fn an_attempt_not_made_gives_back_its_token_and_its_probe() {
+        let t = Instant::now();
+        let g = Gate::new(
+            &GateSettings {
+                rate: 0.1,
+                burst: 1,
+                circuit_failures: 1,
+                circuit_interval: secs(1),
+                ..GateSettings::default()
+            },
+            t,
+        );
+        assert_eq!(g.admit(t), Admission::Go);
+        g.give_back(t);
+        assert_eq!(g.admit(t), Admission::Go);
+        g.record(&refused(), t);
+        let due = t + secs(10);
+        assert_eq!(g.admit(due), Admission::Go);
+        assert_eq!(g.circuit_state(), CircuitState::HalfOpen);
+        g.give_back(due);
+        // Open again with the probe due at once, and the token back for it.
+        assert_eq!(g.circuit_state(), CircuitState::Open);
+        assert_eq!(g.admit(due), Admission::Go);
         assert_eq!(g.circuit_state(), CircuitState::HalfOpen);
     }
 }

@@ -279,6 +279,29 @@ fn requests_an_open_circuit_holds_past_max_age_are_given_up_as_expired_not_dropp
 }
 
 #[test]
+fn a_retry_the_gate_gives_up_before_it_is_made_is_not_counted_retried() {
+    // The first attempt opens the circuit; its retry would wait an hour for the probe, past
+    // max_age: given up as expired at the gate, so no retry happened.
+    let t = timed(|_, _| Outcome::Status(200));
+    t.down.store(true, Ordering::SeqCst);
+    let log = Arc::new(Lines::default());
+    let gate = GateSettings {
+        circuit_failures: 1,
+        circuit_interval: Duration::from_secs(3600),
+        ..GateSettings::default()
+    };
+    let p = peer(settings(gate, 1), &t, &log, &["down"]);
+    p.start().unwrap();
+    p.enqueue(snap("/1")).unwrap();
+    wait_until(|| p.pending() == 0);
+    assert_eq!(calls_to(&t, "down").len(), 1);
+    assert_eq!(p.counters().expired.load(Ordering::Relaxed), 1);
+    assert_eq!(p.counters().retried.load(Ordering::Relaxed), 0);
+    assert_eq!(dest_count(&p, "down_1", "retried"), 0);
+    p.stop();
+}
+
+#[test]
 fn per_destination_counters_add_up_to_the_peer_counters_and_names_are_unique() {
     let t = timed(|dest, _| Outcome::Status(if dest == "b" { 404 } else { 200 }));
     let log = Arc::new(Lines::default());

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::dest::Destination;
+use crate::escape;
 
 #[path = "snapshot_store.rs"]
 mod store;
@@ -200,14 +201,14 @@ fn is_token(bytes: &[u8]) -> bool {
 /// At most this many bytes of a name are quoted in a message.
 const SHOWN_MAX: usize = 64;
 
-/// Bytes quoted in a message: lossy UTF-8, cut after [`SHOWN_MAX`] bytes.
+/// Bytes quoted in a message: escaped ([`escape::log_text`]), cut after [`SHOWN_MAX`] bytes.
 pub fn shown(bytes: &[u8]) -> String {
     if bytes.len() <= SHOWN_MAX {
-        return String::from_utf8_lossy(bytes).into_owned();
+        return escape::log_text(bytes);
     }
     format!(
         "{}... ({} bytes)",
-        String::from_utf8_lossy(&bytes[..SHOWN_MAX]),
+        escape::log_text(&bytes[..SHOWN_MAX]),
         bytes.len()
     )
 }

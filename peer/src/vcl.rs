@@ -64,11 +64,8 @@ impl std::fmt::Display for MsError {
         let ms = self.ms;
         match &self.error {
             ConfigError::Negative { .. } => write!(f, "ms must not be negative ({ms})"),
-            ConfigError::Zero { .. } => {
-                write!(
-                    f,
-                    "ms must be at least 1 ms (0 would mean no timeout) ({ms})"
-                )
+            ConfigError::Zero { would, .. } => {
+                write!(f, "ms must be at least 1 ms (0 would {would}) ({ms})")
             }
             ConfigError::TooLong { max, why, .. } => {
                 write!(f, "ms must be at most {} ms{why} ({ms})", max.as_millis())

@@ -152,6 +152,12 @@ impl Lane {
         self.resumed.lock().push_back(job);
     }
 
+    /// Puts a job received but not taken (it did not fit in a batch) back at the head of
+    /// the queue: it still counts there, nothing to add.
+    pub(crate) fn put_back(&self, job: Job) {
+        self.resumed.lock().push_front(job);
+    }
+
     pub(crate) fn take_resumed(&self) -> Option<Job> {
         self.resumed.lock().pop_front()
     }
@@ -439,6 +445,12 @@ impl Worker {
                         .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
                 }
             }
+            if attempts > 0 {
+                // Counted when the retry is about to happen: after its backoff and its wait
+                // at the gate, which may still give it up.
+                PeerCounters::inc(&self.shared.counters().retried);
+                self.lane.state.counters().tally(Tally::Retried);
+            }
             attempts += 1;
             let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
             let now = Instant::now();
@@ -462,9 +474,6 @@ impl Worker {
                             format!("{outcome}; {} before the retry", self.lane.stop_reason())
                         });
                     }
-                    // Counted when the retry is about to happen, not when it was planned.
-                    PeerCounters::inc(&self.shared.counters().retried);
-                    self.lane.state.counters().tally(Tally::Retried);
                 }
             }
         }

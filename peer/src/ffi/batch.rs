@@ -6,7 +6,7 @@ use varnish::ffi::{vrt_ctx, VslTag, VCL_DURATION, VCL_ENUM, VCL_INT, VCL_STRING}
 use vmod_rt::{fail_in, log, vcl_bytes, vcl_str};
 
 use super::vmod::{with_obj, PeerObject};
-use crate::batch::{queue_item_on, split_list, BatchArgs, BatchSpec};
+use crate::batch::{queue_item_on, split_list, BatchArgs, BatchSpec, ListSplit};
 use crate::sender::Peer;
 
 /// `x.set_batch(url, body, header, items, method, max_items, window)`.
@@ -71,7 +71,7 @@ pub unsafe extern "C" fn vmod_peer_queue_item(
     unsafe { with_obj(ctx, obj, F, (), f) }
 }
 
-/// `x.queue_items(list)`.
+/// `x.queue_items(list, split)`.
 ///
 /// # Safety
 /// Called by Varnish with valid arguments.
@@ -80,12 +80,15 @@ pub unsafe extern "C" fn vmod_peer_queue_items(
     ctx: *const vrt_ctx,
     obj: *const PeerObject,
     list: VCL_STRING,
+    split: VCL_ENUM,
 ) {
     const F: &str = "peer.queue_items()";
     let f = |ctx: &vrt_ctx, peer: &Peer| {
-        // SAFETY: VCL string argument.
-        let list = unsafe { vcl_bytes(list) };
-        for item in split_list(list) {
+        // SAFETY: VCL string arguments (an ENUM is one too).
+        let (list, split) = unsafe { (vcl_bytes(list), vcl_str(VCL_STRING(split.0))) };
+        // vmodtool only passes the ENUM's values; the default stands for anything else.
+        let split = ListSplit::parse(&split).unwrap_or(ListSplit::Xkey);
+        for item in split_list(list, split) {
             queue_item_on(peer, F, item, |line| log(ctx, VslTag::VclError, line));
         }
     };
