@@ -9,6 +9,8 @@ pub mod blacklist;
 pub mod clock;
 #[path = "../../peer/src/dest.rs"]
 pub mod dest;
+#[path = "../../peer/src/escape.rs"]
+pub mod escape;
 #[path = "../../peer/src/snapshot.rs"]
 pub mod snapshot;
 
