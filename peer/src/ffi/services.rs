@@ -86,6 +86,6 @@ impl Services for Varnishd {
         Arc::new(CurlFactory)
     }
     fn resolver(&self) -> Arc<dyn Resolver> {
-        Arc::new(super::discover::Getaddrinfo)
+        Arc::new(super::Getaddrinfo)
     }
 }
