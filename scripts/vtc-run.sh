@@ -14,11 +14,14 @@
 # build of the module). --timeout defaults to $VTC_TIMEOUT, else 120 seconds.
 #
 # A VTC with the line `# vtc-run: private-hosts` runs in a mount namespace of its own
-# (unshare) where /etc/hosts is a copy of the machine's, ${hosts_file}, that the VTC may
-# rewrite to make names resolve to loopback addresses (glibc reads the hosts file at every
-# lookup). Rewrite it in place (`cat ... > ${hosts_file}`), never by renaming a file over
-# it: the bind mount would keep the old one. Without the privilege (not root, no user
-# namespaces) the run is skipped (77).
+# (unshare, private propagation) where /etc/hosts is a copy of the machine's, ${hosts_file},
+# that the VTC may rewrite to make names resolve to loopback addresses (glibc reads the hosts
+# file at every lookup), and /etc/nsswitch.conf a copy whose `hosts:` line is `files`: names
+# are looked up in that file only, never in DNS (no test reaches the network). Rewrite the
+# hosts file in place (`cat ... > ${hosts_file}`), never by renaming a file over it: the bind
+# mount would keep the old one. Without the privilege (not root, no user namespaces) the run
+# is skipped (77) with a line starting `vtc-run.sh: skipped (private-hosts):`, which
+# `cargo test` turns into a failure when CI is set or VTC_NO_SKIP=1 (vmod-build/src/vtc.rs).
 # Exits with varnishtest's status (77: a feature the machine lacks).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -57,19 +60,27 @@ for a in "$@"; do
     fi
 done
 if [ -n "$private_hosts" ]; then
-    if unshare --mount true 2>/dev/null; then
-        unshare_cmd=(unshare --mount)
-    elif unshare --user --map-root-user --mount true 2>/dev/null; then
-        unshare_cmd=(unshare --user --map-root-user --mount)
+    if unshare --mount --propagation private true 2>/dev/null; then
+        unshare_cmd=(unshare --mount --propagation private)
+    elif unshare --user --map-root-user --mount --propagation private true 2>/dev/null; then
+        unshare_cmd=(unshare --user --map-root-user --mount --propagation private)
     else
-        echo "vtc-run.sh: skipped: the test needs a private /etc/hosts, and this user may" \
-            "unshare neither a mount namespace (root) nor a user namespace" >&2
+        echo "vtc-run.sh: skipped (private-hosts): the test needs a private /etc/hosts, and" \
+            "this user may unshare neither a mount namespace (root) nor a user namespace" >&2
+        exit 77
+    fi
+    if [ ! -f /etc/nsswitch.conf ]; then
+        # Nothing to bind over: glibc's default would ask DNS before the hosts file.
+        echo "vtc-run.sh: skipped (private-hosts): no /etc/nsswitch.conf to replace by one" \
+            "that keeps name lookups in the hosts file" >&2
         exit 77
     fi
     hosts_dir=$(mktemp -d "${TMPDIR:-/tmp}/vtc-hosts.XXXXXX")
     trap 'rm -rf "$hosts_dir"' EXIT
     cp /etc/hosts "$hosts_dir/hosts"
-    chmod 644 "$hosts_dir/hosts"
+    { grep -v '^[[:space:]]*hosts:' /etc/nsswitch.conf 2>/dev/null || true
+      echo "hosts: files"; } > "$hosts_dir/nsswitch.conf"
+    chmod 644 "$hosts_dir/hosts" "$hosts_dir/nsswitch.conf"
     define hosts_file "$hosts_dir/hosts"
 fi
 args=(-t "$timeout")
@@ -77,11 +88,12 @@ for name in "${order[@]}"; do
     args+=(-D "$name=${macro[$name]}")
 done
 if [ -n "$private_hosts" ]; then
-    # Not exec'd, so that the copy is removed afterwards. The bind mount exists only in the
-    # new namespace: the machine's /etc/hosts is never touched.
+    # Not exec'd, so that the copies are removed afterwards. The bind mounts exist only in the
+    # new namespace: the machine's /etc/hosts and /etc/nsswitch.conf are never touched.
     rc=0
-    "${unshare_cmd[@]}" -- bash -c 'mount --bind "$1" /etc/hosts && shift && exec varnishtest "$@"' \
-        _ "$hosts_dir/hosts" "${args[@]}" "$@" || rc=$?
+    "${unshare_cmd[@]}" -- bash -c 'mount --bind "$1/hosts" /etc/hosts &&
+        mount --bind "$1/nsswitch.conf" /etc/nsswitch.conf && shift && exec varnishtest "$@"' \
+        _ "$hosts_dir" "${args[@]}" "$@" || rc=$?
     exit "$rc"
 fi
 exec varnishtest "${args[@]}" "$@"

@@ -50,16 +50,19 @@ impl Crew {
                 control: Arc::clone(&control),
             };
             let stop_rx = stop_rx.clone();
-            let done_tx = done_tx.clone();
+            let thread_done = done_tx.clone();
             let mut name = format!("peer-{serial}.{thread_no}-{}", settings.name);
             name.truncate(15);
             let body = Box::new(move || {
-                let _done = done_tx;
+                let _done = thread_done;
                 worker.run(&stop_rx);
             });
             match spawn(name, body) {
                 Ok(handle) => crew.handles.push(handle),
                 Err(error) => {
+                    // The threads started hold the other senders: once they have exited,
+                    // `done` disconnects and the join returns (idle, they exit at once).
+                    drop(done_tx);
                     crew.abort_for_restart();
                     crew.join(Instant::now() + crate::sender::RESTART_JOIN);
                     return Err(StartError {

@@ -1,20 +1,23 @@
 //! Destinations discovered in DNS (`x.add_dns_destinations()`): a name stands for every
-//! address it resolves to, each a destination (lane) of its own, re-resolved every `refresh`
-//! by a background thread that runs while the VCL is warm. What to add, retire and log is
-//! decided by [`Discovery::update`] from the answers alone (tested with an injected resolver
-//! and clock); the thread only applies it to the peer.
+//! address of one family it resolves to, each a destination (lane) of its own, re-resolved
+//! every `refresh` by a background thread that runs while the VCL is warm. What to add,
+//! retire and log is decided by [`Discovery::update`] from the answers alone (tested with an
+//! injected resolver and clock); the thread (`discover_thread.rs`) only applies it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, RecvTimeoutError};
 
 use crate::dest::{DestError, Destination};
+use crate::report::NameReport;
 use crate::sender::{Peer, SetupError};
+
+#[cfg(test)]
+use crate::discover_thread::refresh_due;
+pub use crate::discover_thread::Discoverer;
 
 /// The shortest refresh: more often would be a load on the resolver, not a choice.
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
@@ -23,23 +26,76 @@ pub const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// At most this many addresses of one name are used (the lowest, in address order): each
 /// costs a queue and `concurrency` threads.
 pub const MAX_ADDRESSES: usize = 64;
-/// How often the discovery thread looks for retired destinations whose drain has ended.
-const REAP_POLL: Duration = Duration::from_millis(200);
+/// An address missing from this many answers in a row is retired: resolvers that answer
+/// with a random subset of a large set must not make lanes come and go at every refresh.
+pub const RETIRE_AFTER: u32 = 2;
+/// How long `vcl_init` waits for the first answer: well below `cli_timeout` (60 s by
+/// default), so that a resolver that does not answer fails the load with a message
+/// instead of the CLI command timing out.
+pub const INIT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Resolves a host name to its addresses (A and AAAA).
-pub trait Resolver: Send + Sync {
-    fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String>;
+/// Which addresses of a name are used (`family` of `x.add_dns_destinations()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 only (the default): a dual-stack host is one destination, not two.
+    Ipv4,
+    Ipv6,
+    /// Both: for names whose hosts have one address each, of either family.
+    Any,
 }
 
-/// The system resolver (getaddrinfo: /etc/hosts, DNS, whatever nsswitch.conf says).
+impl Family {
+    /// From the VCL enum.
+    pub fn from_vcl(s: &str) -> Option<Family> {
+        match s {
+            "ipv4" => Some(Family::Ipv4),
+            "ipv6" => Some(Family::Ipv6),
+            "any" => Some(Family::Any),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+            Family::Any => "any",
+        }
+    }
+
+    pub fn admits(self, ip: &IpAddr) -> bool {
+        match self {
+            Family::Ipv4 => ip.is_ipv4(),
+            Family::Ipv6 => ip.is_ipv6(),
+            Family::Any => true,
+        }
+    }
+
+    fn address(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "IPv4 address",
+            Family::Ipv6 => "IPv6 address",
+            Family::Any => "address",
+        }
+    }
+}
+
+/// Resolves a host name to its addresses of `family`.
+pub trait Resolver: Send + Sync {
+    fn resolve(&self, host: &str, port: u16, family: Family) -> Result<Vec<IpAddr>, String>;
+}
+
+/// Resolution through the standard library (getaddrinfo with no hints), filtered by family:
+/// the default of [`crate::vcl::Services`]; varnishd uses `ffi::discover::Getaddrinfo`,
+/// which passes the family and `AI_ADDRCONFIG` to the resolver.
 #[derive(Debug, Default)]
 pub struct SystemResolver;
 
 impl Resolver for SystemResolver {
-    fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+    fn resolve(&self, host: &str, port: u16, family: Family) -> Result<Vec<IpAddr>, String> {
         (host, port)
             .to_socket_addrs()
-            .map(|addrs| addrs.map(|a| a.ip()).collect())
+            .map(|addrs| addrs.map(|a| a.ip()).filter(|a| family.admits(a)).collect())
             .map_err(|e| e.to_string())
     }
 }
@@ -50,7 +106,8 @@ pub enum DiscoverError {
     Refresh(f64),
     Destination(DestError),
     Unresolved { host: String, why: String },
-    NoAddress(String),
+    NoAddress { host: String, family: Family },
+    TimedOut { host: String, after: Duration },
     Proxy,
     Duplicate(String),
     Setup(SetupError),
@@ -69,9 +126,24 @@ impl std::fmt::Display for DiscoverError {
             DiscoverError::Unresolved { host, why } => {
                 write!(f, "destination: \"{host}\" does not resolve ({why})")
             }
-            DiscoverError::NoAddress(host) => {
-                write!(f, "destination: \"{host}\" resolves to no address")
+            DiscoverError::NoAddress { host, family } => {
+                write!(
+                    f,
+                    "destination: \"{host}\" resolves to no {}",
+                    family.address()
+                )?;
+                match family {
+                    Family::Ipv4 => f.write_str(" (family = ipv6 uses its IPv6 addresses)"),
+                    Family::Ipv6 => f.write_str(" (family = ipv4 uses its IPv4 addresses)"),
+                    Family::Any => Ok(()),
+                }
             }
+            DiscoverError::TimedOut { host, after } => write!(
+                f,
+                "destination: \"{host}\" did not resolve within {} s (the resolver does not \
+                 answer)",
+                after.as_secs()
+            ),
             DiscoverError::Proxy => f.write_str(
                 "destination: a peer with a proxy cannot send to each address of a name (the \
                  proxy resolves it)",
@@ -94,15 +166,19 @@ pub fn refresh(secs: f64) -> Result<Duration, DiscoverError> {
         .ok_or(DiscoverError::Refresh(secs))
 }
 
-/// `x.add_dns_destinations(destination, port, refresh)` in `vcl_init`: `destination` (a
-/// host and `port`, or a base URL) stands for every address its host resolves to now, and
-/// will be re-resolved every `refresh` while the VCL is warm.
+/// `x.add_dns_destinations(destination, port, refresh, family)` in `vcl_init`:
+/// `destination` (a host and `port`, or a base URL) stands for every address of `family`
+/// its host resolves to now, and will be re-resolved every `refresh` while the VCL is warm.
+/// The resolution runs on a thread of its own and is given up after `limit`
+/// ([`INIT_RESOLVE_TIMEOUT`] in varnishd): the CLI thread is never blocked longer.
 pub fn add_dns_destinations(
     peer: &Peer,
     destination: &[u8],
     port: i64,
     refresh_secs: f64,
-    resolver: &dyn Resolver,
+    family: Family,
+    resolver: &Arc<dyn Resolver>,
+    limit: Duration,
 ) -> Result<(), DiscoverError> {
     let refresh = refresh(refresh_secs)?;
     let dest = Destination::parse_bytes(destination, port).map_err(DiscoverError::Destination)?;
@@ -112,21 +188,62 @@ pub fn add_dns_destinations(
     if peer.discoveries().lock().iter().any(|d| *d.name() == dest) {
         return Err(DiscoverError::Duplicate(dest.to_string()));
     }
-    let discovery = Discovery::resolve(peer.name(), dest, refresh, resolver, Instant::now())?;
+    let host = dest.bare_host().to_string();
+    let answer = resolve_within(resolver, &host, dest.port, family, limit)?;
+    let name = Name {
+        dest,
+        refresh,
+        family,
+    };
+    let discovery = Discovery::new(peer.name(), name, Ok(answer), Instant::now())?;
+    if let Some(line) = discovery.cut_line() {
+        peer.log(&line);
+    }
     peer.add_discovery(discovery).map_err(DiscoverError::Setup)
 }
 
-/// The addresses used from an answer: each once, the lowest [`MAX_ADDRESSES`].
-fn usable(answer: Vec<IpAddr>) -> BTreeSet<IpAddr> {
-    answer
-        .into_iter()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .take(MAX_ADDRESSES)
-        .collect()
+/// Resolves `host` on a thread of its own, waiting at most `limit`. A resolver that does
+/// not answer by then is left to finish: its thread holds only the resolver and the name.
+fn resolve_within(
+    resolver: &Arc<dyn Resolver>,
+    host: &str,
+    port: u16,
+    family: Family,
+    limit: Duration,
+) -> Result<Vec<IpAddr>, DiscoverError> {
+    let unresolved = |why: String| DiscoverError::Unresolved {
+        host: host.to_string(),
+        why,
+    };
+    let (tx, rx) = bounded(1);
+    let (resolver, name) = (Arc::clone(resolver), host.to_string());
+    std::thread::Builder::new()
+        .name("peer-dns-init".into())
+        .spawn(move || {
+            let _ = tx.send(resolver.resolve(&name, port, family));
+        })
+        .map_err(|e| unresolved(format!("cannot start a thread to resolve it: {e}")))?;
+    match rx.recv_timeout(limit) {
+        Ok(answer) => answer.map_err(unresolved),
+        Err(RecvTimeoutError::Timeout) => Err(DiscoverError::TimedOut {
+            host: host.to_string(),
+            after: limit,
+        }),
+        Err(RecvTimeoutError::Disconnected) => Err(unresolved("the resolver failed".into())),
+    }
 }
 
-/// What a refresh changes: destinations to add and to retire, lines to log.
+/// The addresses of `family` used from an answer, each once, the lowest [`MAX_ADDRESSES`];
+/// and how many there were.
+fn usable(answer: Vec<IpAddr>, family: Family) -> (BTreeSet<IpAddr>, usize) {
+    let all: BTreeSet<IpAddr> = answer.into_iter().filter(|a| family.admits(a)).collect();
+    let found = all.len();
+    (all.into_iter().take(MAX_ADDRESSES).collect(), found)
+}
+
+/// What a refresh changes: destinations to add and to retire, lines to log now. Whoever
+/// applies it logs each addition and retirement once it is done ([`added_line`],
+/// [`retired_line`]), and gives back what it could not do ([`Discovery::not_applied`]).
 #[derive(Debug, Default, PartialEq)]
 pub struct Update {
     pub add: Vec<Destination>,
@@ -134,57 +251,92 @@ pub struct Update {
     pub lines: Vec<String>,
 }
 
+/// The line logged once a discovered address has its destination.
+pub fn added_line(peer: &str, dest: &Destination) -> String {
+    format!("peer {peer}: {dest} added (new address in DNS)")
+}
+
+/// The line logged once a destination is retired.
+pub fn retired_line(peer: &str, dest: &Destination) -> String {
+    format!(
+        "peer {peer}: {dest} retired (not in DNS for {RETIRE_AFTER} answers in a row); what \
+         is queued is still sent within the drain timeout"
+    )
+}
+
+/// What `x.add_dns_destinations()` was given.
+#[derive(Debug, Clone)]
+pub struct Name {
+    /// The name's destination (no address): each address is this at that address.
+    pub dest: Destination,
+    pub refresh: Duration,
+    pub family: Family,
+}
+
 /// One name of a peer and the addresses it stands for now.
 #[derive(Debug)]
 pub struct Discovery {
     peer: String,
-    /// The name's destination (no address): each address is this at that address.
-    dest: Destination,
-    refresh: Duration,
+    name: Name,
+    /// The addresses that have a destination.
     addresses: BTreeSet<IpAddr>,
+    /// Of those, the ones missing from the last answers, and from how many in a row.
+    missing: BTreeMap<IpAddr, u32>,
+    /// How many addresses of the family the last answer had (more than used when above
+    /// [`MAX_ADDRESSES`]).
+    found: usize,
     /// What was wrong with the last answer, as logged: logged again only when it changes.
     trouble: Option<String>,
     next: Instant,
 }
 
 impl Discovery {
-    /// Resolves `dest`'s host for the peer `peer` (in `vcl_init`): fails when it has no
-    /// address.
-    pub fn resolve(
+    /// The discovery of `name` for the peer `peer` from the first answer (in `vcl_init`):
+    /// fails when it has no address of the family.
+    pub fn new(
         peer: &str,
-        dest: Destination,
-        refresh: Duration,
-        resolver: &dyn Resolver,
+        name: Name,
+        answer: Result<Vec<IpAddr>, String>,
         now: Instant,
     ) -> Result<Self, DiscoverError> {
-        let host = dest.bare_host().to_string();
-        let addresses = usable(resolver.resolve(&host, dest.port).map_err(|why| {
-            DiscoverError::Unresolved {
-                host: host.clone(),
-                why,
-            }
-        })?);
+        let host = name.dest.bare_host().to_string();
+        let answer = answer.map_err(|why| DiscoverError::Unresolved {
+            host: host.clone(),
+            why,
+        })?;
+        let (addresses, found) = usable(answer, name.family);
         if addresses.is_empty() {
-            return Err(DiscoverError::NoAddress(host));
+            return Err(DiscoverError::NoAddress {
+                host,
+                family: name.family,
+            });
         }
         Ok(Discovery {
             peer: peer.to_string(),
-            dest,
-            refresh,
+            next: now + name.refresh,
+            name,
             addresses,
+            missing: BTreeMap::new(),
+            found,
             trouble: None,
-            next: now + refresh,
         })
     }
 
     /// The name's destination (without an address).
     pub fn name(&self) -> &Destination {
-        &self.dest
+        &self.name.dest
+    }
+
+    pub fn family(&self) -> Family {
+        self.name.family
     }
 
     /// One destination per address.
     pub fn destinations(&self) -> Vec<Destination> {
-        self.addresses.iter().map(|a| self.dest.at(*a)).collect()
+        self.addresses
+            .iter()
+            .map(|a| self.name.dest.at(*a))
+            .collect()
     }
 
     /// When the name is due to be resolved again.
@@ -192,17 +344,44 @@ impl Discovery {
         self.next
     }
 
-    /// Applies an answer of the resolver obtained at `now`. A failure or an empty answer
-    /// keeps the current addresses (a DNS outage must not stop every copy), logged once
-    /// until the answers change; addresses that appear are added, those that disappear are
-    /// retired. Additions come first, so the peer never has no destination.
+    /// What `.report()` shows of the name.
+    pub fn report(&self) -> NameReport {
+        NameReport {
+            name: self.name.dest.to_string(),
+            family: self.name.family.as_str(),
+            found: self.found,
+            used: self.addresses.len(),
+        }
+    }
+
+    /// The line saying that addresses are left unused, when they are.
+    pub fn cut_line(&self) -> Option<String> {
+        (self.found > MAX_ADDRESSES).then(|| {
+            format!(
+                "peer {}: {} has {} {}es, {} used (the lowest)",
+                self.peer,
+                self.name.dest,
+                self.found,
+                self.name.family.address(),
+                self.addresses.len()
+            )
+        })
+    }
+
+    /// Applies an answer of the resolver obtained at `now`. A failure or an answer with no
+    /// address of the family keeps the current addresses (a DNS outage must not stop every
+    /// copy), logged once until the answers change; addresses that appear are added, those
+    /// missing from [`RETIRE_AFTER`] answers in a row are retired.
     pub fn update(&mut self, answer: Result<Vec<IpAddr>, String>, now: Instant) -> Update {
-        self.next = now + self.refresh;
+        self.next = now + self.name.refresh;
         let mut update = Update::default();
-        let (peer, name) = (&self.peer, &self.dest);
+        let (peer, name) = (&self.peer, &self.name.dest);
+        let answer = answer.map(|a| usable(a, self.name.family));
         let trouble = match &answer {
             Err(why) => Some(format!("does not resolve ({why})")),
-            Ok(addrs) if addrs.is_empty() => Some("resolves to no address".to_string()),
+            Ok((fresh, _)) if fresh.is_empty() => {
+                Some(format!("resolves to no {}", self.name.family.address()))
+            }
             Ok(_) => None,
         };
         if let Some(trouble) = trouble {
@@ -221,155 +400,51 @@ impl Discovery {
                 .lines
                 .push(format!("peer {peer}: {name} resolves again"));
         }
-        let fresh = usable(answer.unwrap_or_default());
+        let (fresh, found) = answer.unwrap_or_default();
+        let cut_changed =
+            found != self.found && (found > MAX_ADDRESSES || self.found > MAX_ADDRESSES);
+        self.found = found;
         for address in fresh.difference(&self.addresses) {
-            let dest = self.dest.at(*address);
-            update
-                .lines
-                .push(format!("peer {peer}: {dest} added (new address in DNS)"));
-            update.add.push(dest);
+            update.add.push(self.name.dest.at(*address));
         }
+        let mut gone = Vec::new();
         for address in self.addresses.difference(&fresh) {
-            let dest = self.dest.at(*address);
-            update.lines.push(format!(
-                "peer {peer}: {dest} retired (no longer in DNS); what is queued is still sent \
-                 within the drain timeout"
-            ));
-            update.retire.push(dest);
+            let times = self.missing.entry(*address).or_insert(0);
+            *times += 1;
+            if *times >= RETIRE_AFTER {
+                gone.push(*address);
+            }
         }
-        self.addresses = fresh;
+        self.missing.retain(|a, _| !fresh.contains(a));
+        for address in gone {
+            self.missing.remove(&address);
+            self.addresses.remove(&address);
+            update.retire.push(self.name.dest.at(address));
+        }
+        self.addresses.extend(fresh);
+        if cut_changed {
+            update.lines.extend(self.cut_line().or_else(|| {
+                Some(format!(
+                    "peer {}: {} has {found} {}es, all used",
+                    self.peer,
+                    self.name.dest,
+                    self.name.family.address()
+                ))
+            }));
+        }
         update
     }
 
-    /// An address whose destination could not be added: tried again at the next refresh.
-    pub fn forget(&mut self, address: IpAddr) {
-        self.addresses.remove(&address);
-    }
-}
-
-/// The thread that re-resolves a peer's names while the VCL is warm.
-pub struct Discoverer {
-    peer: Arc<Peer>,
-    stop: Arc<AtomicBool>,
-    /// Dropped to wake the thread up (it then sees `stop`).
-    wake: Option<Sender<()>>,
-    handle: JoinHandle<()>,
-}
-
-impl Discoverer {
-    /// Starts the thread for `peer`, or nothing when it has no name to discover.
-    pub fn start(
-        peer: &Arc<Peer>,
-        resolver: Arc<dyn Resolver>,
-    ) -> std::io::Result<Option<Discoverer>> {
-        if peer.discoveries().lock().is_empty() {
-            return Ok(None);
+    /// Gives back what an [`Update`] could not apply: `not_added` addresses are tried again
+    /// at the next refresh, `not_retired` ones stay (and are retired at the next answer
+    /// that still lacks them).
+    pub fn not_applied(&mut self, not_added: &[IpAddr], not_retired: &[IpAddr]) {
+        for address in not_added {
+            self.addresses.remove(address);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let (wake_tx, wake_rx) = bounded::<()>(0);
-        let mut name = format!("peer-dns-{}", peer.name());
-        name.truncate(15);
-        let handle = {
-            let (peer, stop) = (Arc::clone(peer), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || run(&peer, resolver.as_ref(), &stop, &wake_rx))?
-        };
-        Ok(Some(Discoverer {
-            peer: Arc::clone(peer),
-            stop,
-            wake: Some(wake_tx),
-            handle,
-        }))
-    }
-
-    /// Tells the thread to stop. Returns once it can no longer change the peer: a refresh
-    /// being applied is finished first (it takes no longer than starting threads); a
-    /// resolution in progress is left to end, and its answer ignored.
-    pub fn signal(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.wake = None;
-        drop(self.peer.discoveries().lock());
-    }
-
-    /// Signals the thread and waits for it until `limit`. A thread still stuck in the
-    /// resolver then is left to finish (logged); it changes nothing any more.
-    pub fn join(mut self, limit: Instant) {
-        self.signal();
-        while !self.handle.is_finished() && Instant::now() < limit {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if self.handle.is_finished() {
-            let _ = self.handle.join();
-        } else {
-            self.peer.thread_left_running(&format!(
-                "peer {}: the DNS discovery thread is still resolving and was left to finish",
-                self.peer.name()
-            ));
-        }
-    }
-
-    /// True once the thread has exited.
-    pub fn finished(&self) -> bool {
-        self.handle.is_finished()
-    }
-}
-
-fn run(peer: &Peer, resolver: &dyn Resolver, stop: &AtomicBool, wake: &Receiver<()>) {
-    loop {
-        let now = Instant::now();
-        let next = peer.discoveries().lock().iter().map(Discovery::next).min();
-        let mut until = next.unwrap_or(now + MAX_REFRESH);
-        if peer.reap_retired() > 0 {
-            until = until.min(now + REAP_POLL);
-        }
-        match wake.recv_deadline(until) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        refresh_due(peer, resolver, stop);
-    }
-}
-
-/// Resolves the names that are due (without holding the lock) and applies the answers.
-fn refresh_due(peer: &Peer, resolver: &dyn Resolver, stop: &AtomicBool) {
-    let now = Instant::now();
-    let due: Vec<(usize, String, u16)> = peer
-        .discoveries()
-        .lock()
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.next() <= now)
-        .map(|(i, d)| (i, d.name().bare_host().to_string(), d.name().port))
-        .collect();
-    for (i, host, port) in due {
-        let answer = resolver.resolve(&host, port);
-        let mut discoveries = peer.discoveries().lock();
-        // Checked under the lock `Discoverer::signal` takes: once signalled, nothing more.
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(discovery) = discoveries.get_mut(i) else {
-            continue;
-        };
-        let update = discovery.update(answer, Instant::now());
-        for line in &update.lines {
-            peer.log(line);
-        }
-        for dest in update.add {
-            let address = dest.address;
-            if let Err(e) = peer.add_lane(dest) {
-                peer.log(&format!("{e}; tried again at the next refresh"));
-                if let Some(address) = address {
-                    discovery.forget(address);
-                }
-            }
-        }
-        for dest in &update.retire {
-            peer.retire_lane(dest);
+        for address in not_retired {
+            self.addresses.insert(*address);
+            self.missing.insert(*address, RETIRE_AFTER - 1);
         }
     }
 }

@@ -7,7 +7,7 @@
 //! with unit tests: `config` (arguments, defaults, bounds), `vcl` (a VCL's peers and its temperature), `snapshot` (the
 //! copy of a request and its wire form), `dest` (destinations), `policy` (retries),
 //! `sender` (queues and threads; `crew`: the threads of one destination), `discover`
-//! (destinations found in DNS), `batch` and `batch_send` (batch peers: items merged into one
+//! (destinations found in DNS; `discover_thread`: the thread that re-resolves), `batch` and `batch_send` (batch peers: items merged into one
 //! call), `transport` (libcurl), `stats` (counters), `escape`,
 //! `magic` (the tag checked on the object pointers Varnish hands back), and each
 //! destination's own state: `deststate` (label, counters, gate), `gate` (pause, circuit and
@@ -22,6 +22,7 @@ mod crew;
 pub mod dest;
 pub mod deststate;
 pub mod discover;
+mod discover_thread;
 pub mod escape;
 pub mod ffi;
 pub mod gate;

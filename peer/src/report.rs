@@ -70,8 +70,18 @@ fn push_secs(out: &mut String, d: Option<Duration>) {
     }
 }
 
-/// `{"peer":<name>,"destinations":[...]}`.
-pub fn peer_json(out: &mut String, peer: &str, dests: &[DestReport]) {
+/// A name discovered in DNS (`x.add_dns_destinations()`): how many addresses of its family
+/// the last answer had, and how many have a destination (at most 64).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameReport {
+    pub name: String,
+    pub family: &'static str,
+    pub found: usize,
+    pub used: usize,
+}
+
+/// `{"peer":<name>,"destinations":[...]}`, then `"names":[...]` when names are discovered.
+pub fn peer_json(out: &mut String, peer: &str, dests: &[DestReport], names: &[NameReport]) {
     out.push_str("{\"peer\":");
     push_str(out, peer);
     out.push_str(",\"destinations\":[");
@@ -107,7 +117,21 @@ pub fn peer_json(out: &mut String, peer: &str, dests: &[DestReport]) {
         }
         out.push('}');
     }
-    out.push_str("]}");
+    out.push(']');
+    if !names.is_empty() {
+        out.push_str(",\"names\":[");
+        for (i, n) in names.iter().enumerate() {
+            out.push_str(if i > 0 { ",{\"name\":" } else { "{\"name\":" });
+            push_str(out, &n.name);
+            let (family, found, used) = (n.family, n.found, n.used);
+            let _ = write!(
+                out,
+                ",\"family\":\"{family}\",\"addresses\":{found},\"used\":{used}}}"
+            );
+        }
+        out.push(']');
+    }
+    out.push('}');
 }
 
 #[cfg(test)]
@@ -134,14 +158,19 @@ mod tests {
     #[test]
     fn a_peer_without_destinations_is_valid_json() {
         let mut out = String::new();
-        peer_json(&mut out, "p", &[]);
+        peer_json(&mut out, "p", &[], &[]);
         assert_eq!(out, r#"{"peer":"p","destinations":[]}"#);
     }
 
     #[test]
     fn destinations_are_reported_with_every_field_and_strings_escaped() {
         let mut json = String::new();
-        peer_json(&mut json, "cdn\"x", &[report("a_1", "http://a:1/p\"q\\")]);
+        peer_json(
+            &mut json,
+            "cdn\"x",
+            &[report("a_1", "http://a:1/p\"q\\")],
+            &[],
+        );
         assert_eq!(
             json,
             concat!(
@@ -150,6 +179,23 @@ mod tests {
                 r#""circuit":"open","consecutive_failures":5,"next_probe_in":1.500,"#,
                 r#""paused_for":null,"tokens":0.250}]}"#
             )
+        );
+    }
+
+    #[test]
+    fn discovered_names_show_how_many_addresses_they_have_and_use() {
+        let mut json = String::new();
+        let name = NameReport {
+            name: "http://n:80".into(),
+            family: "ipv4",
+            found: 100,
+            used: 64,
+        };
+        peer_json(&mut json, "p", &[], &[name.clone(), name]);
+        let one = r#"{"name":"http://n:80","family":"ipv4","addresses":100,"used":64}"#;
+        assert_eq!(
+            json,
+            format!(r#"{{"peer":"p","destinations":[],"names":[{one},{one}]}}"#)
         );
     }
 }

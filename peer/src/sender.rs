@@ -1,7 +1,7 @@
 //! The sender: one queue per destination, bounded in requests and in bytes, sender threads
 //! that take requests from it, retry them per the policy, and count the results.
 //! `enqueue()` does no I/O and takes no lock but the read side of the lanes' `RwLock`, held
-//! for an `Arc` clone; the threads follow the VCL temperature (start, drain with a deadline,
+//! while it queues to each lane (a few atomic operations per lane, never a wait); the threads follow the VCL temperature (start, drain with a deadline,
 //! join), one crew per lane (`crew.rs`), so that lanes can be added and retired while the
 //! peer runs (`sender_lanes.rs`, for DNS discovery).
 //!
@@ -128,7 +128,7 @@ pub struct EnqueueReport {
 
 struct Frozen {
     /// The lanes requests are queued to. Replaced as a whole when a lane is added or
-    /// retired, so that `enqueue()` only clones an `Arc` under an uncontended read lock.
+    /// retired, so that `enqueue()` only holds an uncontended read lock while it queues.
     lanes: RwLock<Arc<Vec<Arc<Lane>>>>,
     template: Arc<Template>,
 }
@@ -278,7 +278,8 @@ impl Peer {
 
     /// The state of every destination as JSON (`x.report()`).
     pub fn report_json(&self, out: &mut String) {
-        peer_json(out, self.name(), &self.destinations());
+        let names: Vec<_> = self.discoveries.lock().iter().map(|d| d.report()).collect();
+        peer_json(out, self.name(), &self.destinations(), &names);
     }
 
     /// The state of every destination, without freezing the setup (destinations retired

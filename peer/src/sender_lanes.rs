@@ -151,6 +151,16 @@ impl Peer {
         left
     }
 
+    /// How many lanes requests are queued to now.
+    pub fn lane_count(&self) -> usize {
+        self.with_lanes(<[_]>::len)
+    }
+
+    /// How many retired lanes are still draining or not ended yet (does not reap).
+    pub fn retiring(&self) -> usize {
+        self.retired.lock().len()
+    }
+
     /// The destinations of this peer now (retired ones excluded).
     pub fn lane_destinations(&self) -> Vec<Destination> {
         self.lanes()

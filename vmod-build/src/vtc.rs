@@ -36,6 +36,30 @@ pub enum Verdict {
     Skipped,
 }
 
+/// What `scripts/vtc-run.sh` prints when it skips a `# vtc-run: private-hosts` test.
+const PRIVATE_HOSTS_SKIP: &str = "vtc-run.sh: skipped (private-hosts):";
+
+/// True when a skip of a private-hosts VTC must fail the run: on CI (`CI` set, as CI
+/// services do and `.ci/run` does) or with `VTC_NO_SKIP=1`. Those VTCs are the only test of
+/// DNS discovery end to end: a CI machine without the privilege must turn red, not green.
+pub fn skips_forbidden() -> bool {
+    let set = |name: &str| env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    set("CI") || set("VTC_NO_SKIP")
+}
+
+/// The verdict of an exit 77. Only a private-hosts skip is refused when `forbidden`: a
+/// `feature` varnishtest reports missing (a command such as `openssl`) is the machine's, and
+/// stays a skip.
+fn skipped(stderr: &str, forbidden: bool) -> Result<Verdict, String> {
+    match stderr.lines().find(|l| l.starts_with(PRIVATE_HOSTS_SKIP)) {
+        Some(line) if forbidden => Err(format!(
+            "{line}\nA private-hosts VTC may not be skipped here (CI or VTC_NO_SKIP=1 is set): \
+             run as root, or allow user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+        )),
+        _ => Ok(Verdict::Skipped),
+    }
+}
+
 /// Runs `varnishtest` on `vtc` (relative to the crate's manifest dir) with the macros of
 /// `scripts/vtc-run.sh` for `own_vmod`, then `extra_macros` (which replace macros of the same
 /// name), with `env` added to varnishtest's environment. A failure is the failing lines
@@ -69,7 +93,8 @@ pub fn run_with(
     });
     match out.status.code() {
         Some(0) => Ok(Verdict::Passed),
-        Some(77) => Ok(Verdict::Skipped),
+        Some(77) => skipped(&String::from_utf8_lossy(&out.stderr), skips_forbidden())
+            .map_err(|why| format!("varnishtest {}: {why}", file.display())),
         _ => {
             // The verbose log is long; the failing lines ("----") and the end matter.
             let log = String::from_utf8_lossy(&out.stdout);
@@ -102,5 +127,30 @@ pub fn run(own_vmod: &str, vtc: &Path) {
             vtc.display()
         ),
         Err(report) => panic!("{report}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTS: &str = "vtc-run.sh: skipped (private-hosts): the test needs a private \
+                         /etc/hosts, and this user may unshare neither...";
+
+    #[test]
+    fn a_private_hosts_skip_fails_when_skips_are_forbidden() {
+        let e = skipped(HOSTS, true).unwrap_err();
+        assert!(
+            e.contains("may not be skipped here (CI or VTC_NO_SKIP=1 is set)"),
+            "{e}"
+        );
+        assert_eq!(skipped(HOSTS, false), Ok(Verdict::Skipped));
+    }
+
+    #[test]
+    fn a_missing_varnishtest_feature_stays_a_skip_everywhere() {
+        let feature = "**** top   0.0 feature cmd \"openssl version\" not available";
+        assert_eq!(skipped(feature, true), Ok(Verdict::Skipped));
+        assert_eq!(skipped("", true), Ok(Verdict::Skipped));
     }
 }

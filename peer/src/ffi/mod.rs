@@ -1,8 +1,8 @@
 //! Every raw pointer of the crate lives under this module: `vmod` (what Varnish calls;
 //! `batch` for the batch methods, `discover` for `x.add_dns_destinations()`), `services`
 //! (VSC segments and VSL for the peers),
-//! `request` (reading a request out of Varnish's structures) and `curl` (libcurl options set
-//! from bytes). The Varnish primitives they use are the shared crate `vmod-rt`'s.
+//! `request` (reading a request out of Varnish's structures), `curl` (libcurl options set
+//! from bytes) and `resolve` (getaddrinfo for DNS discovery). The Varnish primitives they use are the shared crate `vmod-rt`'s.
 //!
 //! `vmod`, `services` and `request` are left out of unit-test builds and of builds without the
 //! `vmod` feature: they link against symbols only varnishd provides, which a test or bench
@@ -15,9 +15,11 @@ mod curl;
 mod discover;
 #[cfg(all(not(test), feature = "vmod"))]
 mod request;
+mod resolve;
 #[cfg(all(not(test), feature = "vmod"))]
 mod services;
 #[cfg(all(not(test), feature = "vmod"))]
 mod vmod;
 
 pub use curl::{curl_set_method, curl_set_post_body, curl_set_url, CurlHeaderList};
+pub use resolve::Getaddrinfo;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use varnish::ffi::VslTag;
 use vmod_rt::{log_raw, pin_module, VscSegment};
 
+use crate::discover::Resolver;
 use crate::sender::{EventLog, TransportFactory};
 use crate::stats::{
     CounterStore, DestCounterStore, DestCounters, LocalCounters, LocalDestCounters, PeerCounters,
@@ -83,5 +84,8 @@ impl Services for Varnishd {
     }
     fn transport(&self) -> Arc<dyn TransportFactory> {
         Arc::new(CurlFactory)
+    }
+    fn resolver(&self) -> Arc<dyn Resolver> {
+        Arc::new(super::Getaddrinfo)
     }
 }
