@@ -15,6 +15,7 @@ FETCHES=${2:-2000}
 OUT=${3:-$(mktemp -d "${TMPDIR:-/tmp}/sm-callgrind.XXXXXX")}
 SO="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}/libvmod_saintmode.so"
 mkdir -p "$OUT"
+# shellcheck disable=SC1091
 command -v varnishd >/dev/null || . "$ROOT/target/varnish-env.sh"
 [ -f "$SO" ] || { echo "missing $SO (cargo build --release -p vmod-saintmode)" >&2; exit 1; }
 
@@ -95,6 +96,7 @@ for phase in plain sm plain2 sm2; do
     callgrind_control -z "$CHILD" >/dev/null
     fetch "/${phase%2}/x" "$FETCHES"
     callgrind_control -d "$phase" "$CHILD" >/dev/null
+    # shellcheck disable=SC2012 # our own dump names; the newest is this phase's
     f=$(ls -t "$OUT"/cg."$CHILD".* | head -n1)
     mv "$f" "$OUT/callgrind.out.$phase"
     # One dump per thread or one in all: sum the event totals.
