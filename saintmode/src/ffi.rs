@@ -19,8 +19,7 @@ use vmod_rt::{
 };
 
 use crate::instance::{
-    blacklist, init, object_from, object_of, task_digest, trail_of, Handle, Object, Registry,
-    HANDLE_MAGIC,
+    blacklist, init, object_from, object_of, task_digest, Handle, Object, Registry, HANDLE_MAGIC,
 };
 use crate::report::{list_text, status_json, Snapshot};
 
@@ -72,28 +71,7 @@ unsafe extern "C" fn dir_resolve(ctx: *const vrt_ctx, be: VCL_BACKEND) -> VCL_BA
         let (Some(ctx), Some(o)) = (unsafe { check_ctx(ctx) }, object_of(be)) else {
             return none;
         };
-        let bo = busyobj_of(ctx);
-        let trail = trail_of(ctx, true);
-        // SAFETY: the trail belongs to this fetch, used by this thread only; each borrow ends
-        // before the nested resolution below, which may borrow it again.
-        if let Some(t) = unsafe { trail.as_mut() } {
-            t.enter(bo.map_or(0, |bo| bo.retries));
-        }
-        let digest = bo.map(|bo| bo.digest);
-        let resolved = if o.healthy(ctx, digest.as_ref(), bo.is_some(), ptr::null_mut()) {
-            // SAFETY: valid ctx; `wrapped` is a referenced director (NULL handled by Varnish).
-            unsafe { varnish::ffi::VRT_DirectorResolve(ctx, o.wrapped()) }
-        } else {
-            none
-        };
-        // SAFETY: as above; the nested resolution is over.
-        if let Some(t) = unsafe { trail.as_mut() } {
-            t.leave(
-                ptr::from_ref(o),
-                (!resolved.0.is_null()).then_some(resolved.0),
-            );
-        }
-        resolved
+        o.resolve(ctx)
     })
 }
 
@@ -207,8 +185,8 @@ pub unsafe extern "C" fn vmod_saintmode__fini(handle: *mut *mut Handle) {
             .retain(|o| !Arc::ptr_eq(o, &h.object));
         let mut dir = VCL_BACKEND(h.object.director.swap(ptr::null_mut(), Ordering::AcqRel));
         if !dir.0.is_null() {
-            // SAFETY: our director; `release` drops the wrapped reference and `destroy` (now
-            // or when the last holder lets go) drops the director's Arc count.
+            // SAFETY: our director, static (see `init`): no task holds it now; `release`
+            // drops the wrapped reference and `destroy` the director's Arc count.
             unsafe { varnish::ffi::VRT_DelDirector(&mut dir) };
         }
         // Counters go now, on the CLI thread, even if another director still holds ours.

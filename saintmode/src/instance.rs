@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use varnish::ffi::{
-    director, vmod_priv, vmod_priv_methods, vrt_ctx, VslTag, VCL_BACKEND, VCL_INT, VCL_TIME,
-    VMOD_PRIV_METHODS_MAGIC,
+    busyobj, director, vmod_priv, vmod_priv_methods, vrt_ctx, VslTag, VCL_BACKEND, VCL_INT,
+    VCL_TIME, VMOD_PRIV_METHODS_MAGIC,
 };
 
 use crate::blacklist::{Crossing, Digest, Verdict};
@@ -74,9 +74,56 @@ impl Object {
         log_veto: bool,
         changed: *mut VCL_TIME,
     ) -> bool {
-        if ctx.method & (VCL_MET_BACKEND_RESPONSE | VCL_MET_BACKEND_ERROR) == 0 {
-            note_resolution(ctx);
+        if let Some(bo) = busyobj_of(ctx).filter(|_| resolving(ctx)) {
+            // SAFETY: the fetch's trail, used by this thread only; no other borrow of it is
+            // live (a resolve callback's borrows end before it asks for health).
+            if let Some(t) = unsafe { trail_of(ctx, true).as_mut() } {
+                t.begin(bo.retries, response_of(bo));
+            }
         }
+        self.health(ctx, digest, log_veto, changed)
+    }
+
+    /// The director's `resolve`: the wrapped backend or director resolved when `healthy`
+    /// says yes, else none; the resolution is noted in the fetch's trail (see `blame`),
+    /// found once for both notes (a PRIV_TASK lookup is most of this callback's cost).
+    pub(crate) fn resolve(&self, ctx: &vrt_ctx) -> VCL_BACKEND {
+        let bo = busyobj_of(ctx);
+        let trail = trail_of(ctx, true);
+        // SAFETY: the trail belongs to this fetch, used by this thread only; each borrow
+        // ends before the nested resolution below, which may borrow it again. (`enter` and
+        // `begin` of one attempt commute: each only starts the attempt if it is new.)
+        if let (Some(bo), Some(t)) = (bo, unsafe { trail.as_mut() }) {
+            t.enter(bo.retries);
+            if resolving(ctx) {
+                t.begin(bo.retries, response_of(bo));
+            }
+        }
+        let digest = bo.map(|bo| bo.digest);
+        let resolved = if self.health(ctx, digest.as_ref(), bo.is_some(), ptr::null_mut()) {
+            // SAFETY: valid ctx; `wrapped` is a referenced director (NULL handled by Varnish).
+            unsafe { varnish::ffi::VRT_DirectorResolve(ctx, self.wrapped()) }
+        } else {
+            VCL_BACKEND(ptr::null())
+        };
+        // SAFETY: as above; the nested resolution is over.
+        if let Some(t) = unsafe { trail.as_mut() } {
+            t.leave(
+                ptr::from_ref(self),
+                (!resolved.0.is_null()).then_some(resolved.0),
+            );
+        }
+        resolved
+    }
+
+    /// `healthy` without the trail's note.
+    fn health(
+        &self,
+        ctx: &vrt_ctx,
+        digest: Option<&Digest>,
+        log_veto: bool,
+        changed: *mut VCL_TIME,
+    ) -> bool {
         let health = self.core.check(digest, &task_clock(ctx));
         if log_veto {
             if let Some(line) = veto_line(health.verdict, &self.core.backend_name) {
@@ -232,18 +279,17 @@ pub(crate) fn trail_of(ctx: &vrt_ctx, create: bool) -> *mut FetchTrail {
     p.priv_.cast::<FetchTrail>()
 }
 
-/// Records in the fetch's trail that its current attempt is being resolved, and what
-/// `bo->director_resp` holds before the attempt contacts any backend (see `blame`). Called
-/// by every saintmode health check or resolve outside `vcl_backend_response` and
-/// `vcl_backend_error`, i.e. before the attempt's outcome is known.
-fn note_resolution(ctx: &vrt_ctx) {
-    let Some(bo) = busyobj_of(ctx) else { return };
-    let resp = (!bo.director_resp.is_null()).then_some(bo.director_resp);
-    // SAFETY: the fetch's trail, used by this thread only; no other borrow of it is live
-    // (the resolve callback's borrows end before it asks for health).
-    if let Some(t) = unsafe { trail_of(ctx, true).as_mut() } {
-        t.begin(bo.retries, resp);
-    }
+/// Whether a saintmode callback in this subroutine runs while the fetch's current attempt
+/// is being resolved, i.e. before its outcome is known: anywhere but
+/// `vcl_backend_response` and `vcl_backend_error`. Such a callback records in the trail
+/// what `bo->director_resp` held before the attempt contacted any backend (see `blame`).
+fn resolving(ctx: &vrt_ctx) -> bool {
+    ctx.method & (VCL_MET_BACKEND_RESPONSE | VCL_MET_BACKEND_ERROR) == 0
+}
+
+/// `bo->director_resp`, None for NULL.
+fn response_of(bo: &busyobj) -> Option<*const director> {
+    (!bo.director_resp.is_null()).then_some(bo.director_resp)
 }
 
 /// # Safety
@@ -322,6 +368,12 @@ pub(crate) unsafe fn init(
             "{name_str}: cannot create the director (VCL cooling?)"
         ));
     }
+    // The director lives as long as the VCL: made here, deleted in `__fini` (VCL discard,
+    // or a failed load), when no task can hold it. So Varnish need not count references to
+    // it, which costs a shared lock on every assignment (`req.backend_hint`,
+    // `bereq.backend`, `director_resp`...) and release of every fetch.
+    // SAFETY: our director, just created (one reference), not yet assigned anywhere.
+    unsafe { varnish::ffi::VRT_StaticDirector(dir) };
     object.director.store(dir.0.cast_mut(), Ordering::Release);
     registry.objects.write().push(Arc::clone(&object));
     let boxed = Box::new(Handle {
@@ -343,7 +395,7 @@ pub(crate) fn blacklist(
     let ttl: Tick = check_call(in_backend_subs, expires)?;
     let registry = registry.ok_or(BlacklistError::NotConfigured)?;
     let bo = busyobj_of(ctx).ok_or(BlacklistError::NoFetch)?;
-    let resp = (!bo.director_resp.is_null()).then_some(bo.director_resp);
+    let resp = response_of(bo);
     // SAFETY: the fetch's trail, used by this thread only, not borrowed elsewhere now.
     let trail = unsafe { trail_of(ctx, false).as_ref() };
     let target = {
