@@ -71,12 +71,9 @@ OUT_DIR="$ROOT/target/bench"
 want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 
 # ------------------------------------------------------------------ environment
-if ! command -v varnishd >/dev/null 2>&1 || ! pkg-config --exists varnishapi 2>/dev/null; then
-    [ -f "$ROOT/target/varnish-env.sh" ] || die "no varnishd: run 'make bootstrap' (or 'make release') first"
-    # shellcheck disable=SC1091
-    . "$ROOT/target/varnish-env.sh"
-fi
-command -v varnishd >/dev/null || die "varnishd not on PATH even after target/varnish-env.sh"
+# shellcheck source=../scripts/lib/varnish.sh
+. "$ROOT/scripts/lib/varnish.sh"
+use_varnish_env "$ROOT" bench varnishd api
 
 # shellcheck source=lib/tools.sh
 . "$BENCH_DIR/lib/tools.sh"

@@ -9,16 +9,13 @@ VMODS=(peer saintmode)
 log() { printf '%s: %s\n' "$ME" "$*" >&2; }
 die() { printf '%s: ERROR: %s\n' "$ME" "$*" >&2; exit 1; }
 
-# Makes the Varnish the project builds against visible through pkg-config: the
-# caller's environment first, else target/varnish-env.sh written by `make bootstrap`.
+# shellcheck source=../scripts/lib/varnish.sh
+. "$ROOT/scripts/lib/varnish.sh"
+
+# Makes the Varnish the project builds against visible through pkg-config: the caller's
+# environment first, else target/varnish-env.sh written by `make bootstrap`.
 ensure_varnish_env() {
-    if ! pkg-config --exists varnishapi 2>/dev/null && [ -f "$ROOT/target/varnish-env.sh" ]; then
-        # shellcheck disable=SC1091
-        . "$ROOT/target/varnish-env.sh"
-    fi
-    command -v pkg-config >/dev/null || die "pkg-config not found: run \`make bootstrap\`"
-    pkg-config --exists varnishapi 2>/dev/null \
-        || die "varnishapi not found by pkg-config: run \`make bootstrap\` then \`. target/varnish-env.sh\` (or set PKG_CONFIG_PATH)"
+    use_varnish_env "$ROOT" "$ME" api
 }
 
 varnish_var() {
