@@ -15,22 +15,17 @@ FETCHES=${2:-2000}
 OUT=${3:-$(mktemp -d "${TMPDIR:-/tmp}/sm-callgrind.XXXXXX")}
 SO="${VMOD_ARTIFACT_DIR:-$ROOT/target/release}/libvmod_saintmode.so"
 mkdir -p "$OUT"
-# shellcheck disable=SC1091
-command -v varnishd >/dev/null || . "$ROOT/target/varnish-env.sh"
+# shellcheck source=../scripts/lib/varnish.sh
+. "$ROOT/scripts/lib/varnish.sh"
+use_varnish_env "$ROOT" callgrind_saintmode varnishd
+# shellcheck source=../scripts/lib/harness.sh
+. "$ROOT/scripts/lib/harness.sh"
+# shellcheck source=lib/vcl_saintmode.sh
+. "$ROOT/bench/lib/vcl_saintmode.sh"
 [ -f "$SO" ] || { echo "missing $SO (cargo build --release -p vmod-saintmode)" >&2; exit 1; }
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { harness stop "$OUT/front" "$OUT/origin" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-
-port_of() { # workdir
-    for _ in $(seq 1 600); do
-        p=$(varnishadm -n "$1" debug.listen_address 2>/dev/null | awk '$1=="a0"{print $3; exit}') || true
-        [ -n "${p:-}" ] && { echo "$p"; return 0; }
-        sleep 0.2
-    done
-    return 1
-}
 
 cat > "$OUT/origin.vcl" <<'EOF'
 vcl 4.1;
@@ -38,41 +33,12 @@ backend default none;
 sub vcl_recv { return (synth(200)); }
 sub vcl_synth { synthetic("ok"); return (deliver); }
 EOF
-varnishd -F -n "$OUT/origin" -a 127.0.0.1:0 -T 127.0.0.1:0 -j none -f "$OUT/origin.vcl" \
-    -s malloc,64m > "$OUT/origin.log" 2>&1 & PIDS+=($!)
-OPORT=$(port_of "$OUT/origin")
-
-cat > "$OUT/sm.vcl" <<EOF
-vcl 4.1;
-import saintmode from "$SO";
-backend origin { .host = "127.0.0.1"; .port = "$OPORT"; }
-sub vcl_init { new sm = saintmode.saintmode(origin, 100000000); }
-sub vcl_recv {
-    if (req.url == "/count") { return (synth(200)); }
-    if (req.url ~ "^/(sm|bl|warm)/") {
-        set req.backend_hint = sm.backend();
-    } else {
-        set req.backend_hint = origin;
-    }
-    return (pass);
-}
-sub vcl_backend_response {
-    if (bereq.url ~ "^/(bl|blp)/") { saintmode.blacklist(1h); }
-}
-sub vcl_synth {
-    set resp.http.X-Count = sm.blacklist_count();
-    synthetic("ok");
-    return (deliver);
-}
-EOF
-valgrind --tool=callgrind --trace-children=yes --trace-children-skip='*/sh,*/rm,*/gcc,*/cc,*/cc1,*/as,*/ld*,*/collect2' --instr-atstart=no \
-    --callgrind-out-file="$OUT/cg.%p" \
-    varnishd -F -n "$OUT/front" -a 127.0.0.1:0 -T 127.0.0.1:0 -j none -f "$OUT/sm.vcl" \
-    -s malloc,256m -p cli_timeout=600 -p thread_pool_min=10 -p thread_pool_max=50 \
-    > "$OUT/front.log" 2>&1 & PIDS+=($!)
-FPORT=$(port_of "$OUT/front")
-CHILD=$(sed -n 's/^Debug: Child (\([0-9]*\)) Started.*/\1/p' "$OUT/front.log" | tail -n1)
-[ -n "$CHILD" ] || { echo "no child pid in $OUT/front.log" >&2; exit 1; }
+OPORT=$(harness start "$OUT/origin" --vcl "$OUT/origin.vcl")
+vcl_saintmode "$OUT/sm.vcl" "$SO" "$OPORT"
+FPORT=$(harness start "$OUT/front" --vcl "$OUT/sm.vcl" --storage malloc,256m --start-timeout 600 \
+    --wrap "valgrind --tool=callgrind --trace-children=yes --trace-children-skip='*/sh,*/rm,*/gcc,*/cc,*/cc1,*/as,*/ld*,*/collect2' --instr-atstart=no --callgrind-out-file=$OUT/cg.%p" \
+    -- -p cli_timeout=600 -p thread_pool_min=10 -p thread_pool_max=50)
+CHILD=$(harness child "$OUT/front")
 
 fetch() { # prefix count: sequential keep-alive GETs, distinct URLs
     python3 - "$FPORT" "$1" "$2" <<'PY'

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
 use crate::batch::{item_of, BatchSpec, Room};
-use crate::deststate::Passage;
-use crate::policy::{Decision, Outcome};
 use crate::sender::Transport;
 use crate::snapshot::Prepared;
 use crate::stats::{PeerCounters, Tally};
@@ -174,8 +172,6 @@ impl Worker {
         spec: &BatchSpec,
         jobs: &mut Vec<Job>,
     ) -> End {
-        let settings = &self.shared.settings;
-        let policy = &settings.policy;
         let mut prepared: Option<Prepared> = None;
         let mut attempts = 0;
         let mut retrying = false;
@@ -193,13 +189,8 @@ impl Worker {
             };
             // The destination's gate (pause, circuit, rate limit), as for a single request;
             // the newest item decides, as for retries.
-            match self.lane.state.pass(newest, policy, &self.control) {
-                Passage::Go => {}
-                Passage::Expired(reason) => return End::Expired(reason),
-                Passage::Stopped => {
-                    return self
-                        .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
-                }
+            if let Some(end) = self.wait_at_gate(newest) {
+                return end;
             }
             // The gate may have made the batch wait (a rate limit, a pause): what was queued
             // meanwhile joins the first attempt (a retry keeps its items: a new one would
@@ -227,29 +218,10 @@ impl Worker {
                 spec.prepare(&self.template, &items, &self.lane.dest)
             });
             attempts += 1;
-            let outcome = transport.send(&self.lane.dest, call, settings, &self.control);
-            let now = Instant::now();
-            let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
-            if let Some(line) = line {
-                self.shared.log.log(&line);
+            if let Some(end) = self.attempt(transport, call, attempts, newest) {
+                return end;
             }
-            let decision = policy.decide(attempts, newest, now, &outcome);
-            if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
-                return End::Resumed;
-            }
-            match decision {
-                Decision::Sent => return End::Sent,
-                Decision::Failed(reason) => return End::Failed(reason),
-                Decision::Expired(reason) => return End::Expired(reason),
-                Decision::RetryAfter(wait) => {
-                    if !self.control.sleep(wait) {
-                        return self.stopped(|| {
-                            format!("{outcome}; {} before the retry", self.lane.stop_reason())
-                        });
-                    }
-                    retrying = true;
-                }
-            }
+            retrying = true;
         }
     }
 

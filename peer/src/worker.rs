@@ -16,7 +16,7 @@ use crate::dest::Destination;
 use crate::deststate::{DestState, Passage};
 use crate::policy::{Decision, Outcome};
 use crate::sender::{EventLog, Transport, TransportFactory};
-use crate::snapshot::{Snapshot, Template};
+use crate::snapshot::{Prepared, Snapshot, Template};
 use crate::stats::{CounterStore, PeerCounters, Tally};
 
 /// How long a sender thread may wait for a job before it looks at its lane's resumed jobs
@@ -436,14 +436,8 @@ impl Worker {
             if policy.is_expired(job.queued_at(), Instant::now()) {
                 return End::Expired(format!("waited longer than max_age {:?}", policy.max_age));
             }
-            // The destination's gate: its pause, circuit and rate limit.
-            match self.lane.state.pass(job.queued_at(), policy, &self.control) {
-                Passage::Go => {}
-                Passage::Expired(reason) => return End::Expired(reason),
-                Passage::Stopped => {
-                    return self
-                        .stopped(|| format!("{} before it was sent", self.lane.stop_reason()));
-                }
+            if let Some(end) = self.wait_at_gate(job.queued_at()) {
+                return end;
             }
             if attempts > 0 {
                 // Counted when the retry is about to happen: after its backoff and its wait
@@ -452,30 +446,58 @@ impl Worker {
                 self.lane.state.counters().tally(Tally::Retried);
             }
             attempts += 1;
-            let outcome = transport.send(&self.lane.dest, &prepared, settings, &self.control);
-            let now = Instant::now();
-            let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
-            if let Some(line) = line {
-                self.shared.log.log(&line);
+            if let Some(end) = self.attempt(transport, &prepared, attempts, job.queued_at()) {
+                return end;
             }
-            let decision = policy.decide(attempts, job.queued_at(), now, &outcome);
-            if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
-                // The transfer was cut short for a new generation: it sends it again. (An
-                // answer, even an error status, stands: it is decided on as usual.)
-                return End::Resumed;
+        }
+    }
+
+    /// Waits at the destination's gate (its pause, circuit and rate limit) for an attempt of
+    /// what was queued at `queued_at`; `Some` when it ends there instead.
+    pub(crate) fn wait_at_gate(&self, queued_at: Instant) -> Option<End> {
+        match self
+            .lane
+            .state
+            .pass(queued_at, &self.shared.settings.policy, &self.control)
+        {
+            Passage::Go => None,
+            Passage::Expired(reason) => Some(End::Expired(reason)),
+            Passage::Stopped => {
+                Some(self.stopped(|| format!("{} before it was sent", self.lane.stop_reason())))
             }
-            match decision {
-                Decision::Sent => return End::Sent,
-                Decision::Failed(reason) => return End::Failed(reason),
-                Decision::Expired(reason) => return End::Expired(reason),
-                Decision::RetryAfter(wait) => {
-                    if !self.control.sleep(wait) {
-                        return self.stopped(|| {
-                            format!("{outcome}; {} before the retry", self.lane.stop_reason())
-                        });
-                    }
-                }
-            }
+        }
+    }
+
+    /// Attempt number `attempts` of `call`, whose age counts from `queued_at`: sent, told to
+    /// the gate (a circuit that opens or closes is logged), decided by the retry policy. `None`
+    /// when it is to be retried (the wait before the retry has passed), else how it ended.
+    pub(crate) fn attempt(
+        &self,
+        transport: &mut dyn Transport,
+        call: &Prepared,
+        attempts: u32,
+        queued_at: Instant,
+    ) -> Option<End> {
+        let settings = &self.shared.settings;
+        let outcome = transport.send(&self.lane.dest, call, settings, &self.control);
+        let now = Instant::now();
+        let line = (self.lane.state).record(&outcome, now, &settings.name, &self.lane.dest);
+        if let Some(line) = line {
+            self.shared.log.log(&line);
+        }
+        let decision = settings.policy.decide(attempts, queued_at, now, &outcome);
+        if matches!(outcome, Outcome::Failed(_)) && self.control.restarting() {
+            // The transfer was cut short for a new generation: it sends it again. (An
+            // answer, even an error status, stands: it is decided on as usual.)
+            return Some(End::Resumed);
+        }
+        match decision {
+            Decision::Sent => Some(End::Sent),
+            Decision::Failed(reason) => Some(End::Failed(reason)),
+            Decision::Expired(reason) => Some(End::Expired(reason)),
+            Decision::RetryAfter(wait) => (!self.control.sleep(wait)).then(|| {
+                self.stopped(|| format!("{outcome}; {} before the retry", self.lane.stop_reason()))
+            }),
         }
     }
 }

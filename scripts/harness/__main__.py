@@ -1,10 +1,12 @@
 """Command line of the harness, for shell scripts (wrapped by scripts/lib/harness.sh).
 
   python3 -m harness start DIR [--vcl FILE] [--storage S] [--cpus LIST] [--env NAME=VALUE]...
-                           [-- VARNISHD_ARG...]
+                           [--wrap "CMD ARG..."] [--start-timeout S] [-- VARNISHD_ARG...]
       starts varnishd in DIR (see harness/varnishd.py for its files) on a port the OS
       assigns, prints that port; on failure prints why and exits 1 (varnishd's output is
-      in DIR/log); what follows `--` is given to varnishd
+      in DIR/log); what follows `--` is given to varnishd; --wrap runs varnishd under a
+      command (e.g. valgrind), split as a shell would
+  python3 -m harness child DIR               prints the pid of the instance's child process
   python3 -m harness load DIR LABEL FILE     vcl.load FILE as LABEL, then vcl.use it
   python3 -m harness stop DIR...             stops those instances (TERM, then KILL after
                                              15 s); no process of theirs is left
@@ -15,6 +17,7 @@
 import argparse
 import ctypes
 import os
+import shlex
 import signal
 import sys
 import time
@@ -41,8 +44,16 @@ def cmd_start(a):
         env[name] = value
     name = os.path.basename(os.path.normpath(a.dir))
     v = Varnishd(name, vcl_file=a.vcl, storage=a.storage, args=a.args, workdir=a.dir,
-                 cpus=_cpus(a.cpus) if a.cpus else None, env=env)
+                 cpus=_cpus(a.cpus) if a.cpus else None, env=env, wrap=shlex.split(a.wrap),
+                 start_timeout=a.start_timeout)
     print(v.port, flush=True)
+
+
+def cmd_child(a):
+    pid = Varnishd.attach(a.dir).child_pid()
+    if pid is None:
+        raise HarnessError(f"{a.dir}: no child process")
+    print(pid, flush=True)
 
 
 def cmd_load(a):
@@ -84,6 +95,8 @@ def main(argv=None):
     s.add_argument("--storage", default="malloc,64m")
     s.add_argument("--cpus", help="CPU list for varnishd, as taskset -c takes it")
     s.add_argument("--env", action="append", default=[], help="NAME=VALUE for varnishd")
+    s.add_argument("--wrap", default="", help="command varnishd runs under (e.g. valgrind ...)")
+    s.add_argument("--start-timeout", type=float, default=120, help="seconds (default 120)")
     s.set_defaults(fn=cmd_start)
     s = sub.add_parser("load", help="vcl.load FILE as LABEL and vcl.use it")
     s.add_argument("dir")
@@ -93,6 +106,9 @@ def main(argv=None):
     s = sub.add_parser("stop", help="stop the instances in DIR...")
     s.add_argument("dirs", nargs="+")
     s.set_defaults(fn=cmd_stop)
+    s = sub.add_parser("child", help="print the pid of the child process of DIR's instance")
+    s.add_argument("dir")
+    s.set_defaults(fn=cmd_child)
     s = sub.add_parser("reserve", help="hold a port nothing listens on; print it")
     s.set_defaults(fn=cmd_reserve)
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -43,10 +43,11 @@ class Varnishd:
     params: `-p` values; args: more varnishd arguments; cpus: CPU numbers the manager and its
     child may run on (sched_setaffinity before exec, like `taskset -c`); env: extra
     environment of varnishd; workdir: the directory (made when missing; default: a new one
-    under $HARNESS_TMP or the system's temporary directory)."""
+    under $HARNESS_TMP or the system's temporary directory); wrap: a command varnishd runs
+    under (e.g. valgrind and its options), its pid being varnishd's."""
 
     def __init__(self, name, vcl=None, *, vcl_file=None, params=(), args=(), storage="malloc,64m",
-                 workdir=None, cpus=None, env=None, start_timeout=120):
+                 workdir=None, cpus=None, env=None, start_timeout=120, wrap=()):
         self.name = name
         if workdir is None:
             workdir = tempfile.mkdtemp(prefix=f"varnishd-{name}-", dir=os.environ.get("HARNESS_TMP"))
@@ -56,7 +57,7 @@ class Varnishd:
         self.vcl_count = 0
         if vcl_file is None:
             vcl_file = self.write_vcl(vcl) if vcl is not None else self._write("boot.vcl", BOOT_VCL)
-        cmd = ["varnishd", "-n", self.n, "-a", "127.0.0.1:0", "-T", "127.0.0.1:0",
+        cmd = [*wrap, "varnishd", "-n", self.n, "-a", "127.0.0.1:0", "-T", "127.0.0.1:0",
                "-f", vcl_file, "-P", os.path.join(self.dir, "pid"), "-s", storage]
         if os.getuid() == 0:
             cmd += ["-j", "none"]

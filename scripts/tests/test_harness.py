@@ -159,6 +159,20 @@ class VarnishdTest(unittest.TestCase):
             Varnishd("bad", vcl_file=bad, workdir=os.path.join(self.tmp, "bad"))
         self.assertIn("varnishd did not start", str(e.exception))
 
+    def test_cli_start_wrapped_runs_varnishd_under_the_command_and_child_names_its_child(self):
+        d = os.path.join(self.tmp, "w")
+        out = subprocess.run(CLI + ["start", d, "--wrap", "env HARNESS_WRAPPED='a b'"],
+                             capture_output=True, text=True, env=CLI_ENV, timeout=180)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        try:
+            child = subprocess.run(CLI + ["child", d], capture_output=True, text=True, env=CLI_ENV,
+                                   timeout=60)
+            self.assertEqual(child.returncode, 0, child.stderr)
+            with open(f"/proc/{int(child.stdout)}/environ", "rb") as f:
+                self.assertIn(b"HARNESS_WRAPPED=a b\0", f.read())
+        finally:
+            subprocess.run(CLI + ["stop", d], capture_output=True, env=CLI_ENV, timeout=60)
+
     def test_cli_start_prints_listened_port_and_stop_ends_it(self):
         d = os.path.join(self.tmp, "c")
         out = subprocess.run(CLI + ["start", d, "--cpus", "0", "--", "-p", "vcc_allow_inline_c=off"],
