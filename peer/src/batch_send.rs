@@ -69,12 +69,7 @@ impl Worker {
 
     /// Moves a job from the queue to this batch (in flight).
     fn take_item(&self, job: Job, jobs: &mut Vec<Job>) {
-        let counters = self.shared.counters();
-        // In flight first, so that pending() never dips while it moves.
-        PeerCounters::inc(&counters.in_flight);
-        PeerCounters::dec(&counters.queue_length);
-        self.lane.state.counters().tally(Tally::Taken);
-        self.lane.release(job.size());
+        self.take(&job);
         jobs.push(job);
     }
 
@@ -153,15 +148,11 @@ impl Worker {
         jobs.retain(|job| !policy.is_expired(job.queued_at(), now));
         let expired = before - jobs.len();
         if expired > 0 {
-            let counters = self.shared.counters();
-            PeerCounters::add(&counters.expired, count(expired));
-            PeerCounters::sub(&counters.in_flight, count(expired));
-            (self.lane.state.counters()).tally_n(Tally::Expired, count(expired));
-            self.log_batch(
-                spec,
-                &format!("expired {expired} items of a batch"),
-                &format!("waited longer than max_age {:?}", policy.max_age),
-            );
+            let why = format!("waited longer than max_age {:?}", policy.max_age);
+            let end = End::Expired(why);
+            if let Some((_, why)) = self.count_end(&end, count(expired)) {
+                self.log_batch(spec, &format!("expired {expired} items of a batch"), why);
+            }
         }
         expired > 0
     }
@@ -227,32 +218,13 @@ impl Worker {
 
     /// Counts every item still in the batch as its end says (or hands them back, in order).
     fn finish_batch(&self, spec: &BatchSpec, end: End, jobs: Vec<Job>) {
-        let counters = self.shared.counters();
         let n = count(jobs.len());
-        let (counter, verb, reason) = match &end {
-            End::Resumed => {
-                for job in jobs {
-                    PeerCounters::inc(&counters.queue_length);
-                    PeerCounters::dec(&counters.in_flight);
-                    self.lane.state.counters().tally(Tally::Resumed);
-                    self.lane.resume(job);
-                }
-                return;
+        let Some((verb, reason)) = self.count_end(&end, n) else {
+            for job in jobs {
+                self.hand_back(job);
             }
-            End::Sent => (&counters.sent, "", ""),
-            End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
-            End::Expired(r) => (&counters.expired, "expired", r.as_str()),
+            return;
         };
-        PeerCounters::add(counter, n);
-        PeerCounters::sub(&counters.in_flight, n);
-        self.lane.state.counters().tally_n(
-            match &end {
-                End::Sent => Tally::Sent,
-                End::Expired(_) => Tally::Expired,
-                _ => Tally::Failed,
-            },
-            n,
-        );
         if !verb.is_empty() && n > 0 {
             self.log_batch(spec, &format!("{verb} a batch of {n} items"), reason);
         }

@@ -378,38 +378,54 @@ impl Worker {
         }
     }
 
-    fn process(&self, transport: &mut dyn Transport, job: Job) {
-        if let Some(spec) = self.template.batch.as_deref() {
-            return self.process_batch(transport, job, spec);
-        }
+    /// Moves `job` from its queue into flight: counted in flight first, so that pending()
+    /// never dips while it moves.
+    pub(crate) fn take(&self, job: &Job) {
         let counters = self.shared.counters();
         PeerCounters::inc(&counters.in_flight);
         PeerCounters::dec(&counters.queue_length);
         self.lane.state.counters().tally(Tally::Taken);
         self.lane.release(job.size());
+    }
+
+    /// Hands a job taken but not sent back to its queue (a new generation takes over): counted
+    /// there again before it leaves in_flight, so that pending() never dips while it moves.
+    pub(crate) fn hand_back(&self, job: Job) {
+        let counters = self.shared.counters();
+        PeerCounters::inc(&counters.queue_length);
+        PeerCounters::dec(&counters.in_flight);
+        self.lane.state.counters().tally(Tally::Resumed);
+        self.lane.resume(job);
+    }
+
+    /// Counts `n` requests (or batch items) in flight as ending with `end`, on the peer and
+    /// on the destination. `None` for [`End::Resumed`] (nothing counted: hand them back),
+    /// else the verb and the reason of the line to log (an empty verb: nothing to log).
+    pub(crate) fn count_end<'e>(&self, end: &'e End, n: u64) -> Option<(&'static str, &'e str)> {
+        let counters = self.shared.counters();
+        let (counter, tally, verb, reason) = match end {
+            End::Resumed => return None,
+            End::Sent => (&counters.sent, Tally::Sent, "", ""),
+            End::Failed(r) => (&counters.failed, Tally::Failed, "gave up", r.as_str()),
+            End::Expired(r) => (&counters.expired, Tally::Expired, "expired", r.as_str()),
+        };
+        PeerCounters::add(counter, n);
+        PeerCounters::sub(&counters.in_flight, n);
+        self.lane.state.counters().tally_n(tally, n);
+        Some((verb, reason))
+    }
+
+    fn process(&self, transport: &mut dyn Transport, job: Job) {
+        if let Some(spec) = self.template.batch.as_deref() {
+            return self.process_batch(transport, job, spec);
+        }
+        self.take(&job);
         let end = catch_unwind(AssertUnwindSafe(|| self.attempts(transport, &job)))
             .unwrap_or_else(|_| End::Failed("internal error (panic) in the sender".into()));
-        let (counter, verb, reason) = match &end {
-            End::Resumed => {
-                // Back in the queue: counted there again, before it leaves in_flight, so
-                // that pending() never dips while it moves.
-                PeerCounters::inc(&counters.queue_length);
-                PeerCounters::dec(&counters.in_flight);
-                self.lane.state.counters().tally(Tally::Resumed);
-                self.lane.resume(job);
-                return;
-            }
-            End::Sent => (&counters.sent, "", ""),
-            End::Failed(r) => (&counters.failed, "gave up", r.as_str()),
-            End::Expired(r) => (&counters.expired, "expired", r.as_str()),
+        let Some((verb, reason)) = self.count_end(&end, 1) else {
+            self.hand_back(job);
+            return;
         };
-        self.lane.state.counters().tally(match &end {
-            End::Sent => Tally::Sent,
-            End::Expired(_) => Tally::Expired,
-            _ => Tally::Failed,
-        });
-        PeerCounters::inc(counter);
-        PeerCounters::dec(&counters.in_flight);
         if !verb.is_empty() {
             self.shared.log.log(&format!(
                 "peer {}: {verb} {} {} to {}: {reason}",
