@@ -185,8 +185,10 @@ pub unsafe extern "C" fn vmod_saintmode__fini(handle: *mut *mut Handle) {
             .retain(|o| !Arc::ptr_eq(o, &h.object));
         let mut dir = VCL_BACKEND(h.object.director.swap(ptr::null_mut(), Ordering::AcqRel));
         if !dir.0.is_null() {
-            // SAFETY: our director, static (see `init`): no task holds it now; `release`
-            // drops the wrapped reference and `destroy` the director's Arc count.
+            // SAFETY: our director, reference-counted (see `init`): no task holds it now;
+            // a director of this VCL finalised after us may still hold a reference, and
+            // Varnish frees ours (`release` drops the wrapped reference, `destroy` the
+            // director's Arc count) when the last one goes.
             unsafe { varnish::ffi::VRT_DelDirector(&mut dir) };
         }
         // Counters go now, on the CLI thread, even if another director still holds ours.

@@ -368,12 +368,11 @@ pub(crate) unsafe fn init(
             "{name_str}: cannot create the director (VCL cooling?)"
         ));
     }
-    // The director lives as long as the VCL: made here, deleted in `__fini` (VCL discard,
-    // or a failed load), when no task can hold it. So Varnish need not count references to
-    // it, which costs a shared lock on every assignment (`req.backend_hint`,
-    // `bereq.backend`, `director_resp`...) and release of every fetch.
-    // SAFETY: our director, just created (one reference), not yet assigned anywhere.
-    unsafe { varnish::ffi::VRT_StaticDirector(dir) };
+    // Not a static director (VRT_StaticDirector), though it is made here and deleted in
+    // `__fini`: objects are finalised in the reverse order of their `new`, so a director
+    // declared before this one (`new fb = directors.fallback()` first) still holds ours
+    // when our `__fini` runs, and releases it afterwards. Varnish's reference count keeps
+    // ours alive until then; a static one would be freed under it.
     object.director.store(dir.0.cast_mut(), Ordering::Release);
     registry.objects.write().push(Arc::clone(&object));
     let boxed = Box::new(Handle {
