@@ -96,17 +96,20 @@ pub fn run_with(
         Some(77) => skipped(&String::from_utf8_lossy(&out.stderr), skips_forbidden())
             .map_err(|why| format!("varnishtest {}: {why}", file.display())),
         _ => {
-            // The verbose log is long; the failing lines ("----") and the end matter.
+            // The verbose log is long; the failing lines ("----") and the end matter, without
+            // the CLI pings and timestamps that fill a test waiting until its timeout. The
+            // whole log is kept next to the .so files.
             let log = String::from_utf8_lossy(&out.stdout);
-            let lines: Vec<&str> = log.lines().collect();
+            let lines: Vec<&str> = log.lines().filter(|l| !is_noise(l)).collect();
             let failing: Vec<&str> = lines
                 .iter()
                 .copied()
                 .filter(|l| l.starts_with("----"))
                 .collect();
-            let tail = &lines[lines.len().saturating_sub(120)..];
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            let kept = keep_log(&dir, &file, &out.stdout);
             Err(format!(
-                "varnishtest {} failed ({}):\n{}\n[... last lines ...]\n{}\n{}",
+                "varnishtest {} failed ({}):\n{}\n[... last lines, pings left out ...]\n{}\n{}{kept}",
                 file.display(),
                 out.status,
                 failing.join("\n"),
@@ -114,6 +117,28 @@ pub fn run_with(
                 String::from_utf8_lossy(&out.stderr)
             ))
         }
+    }
+}
+
+/// The lines of a verbose varnishtest log that say nothing about a failure: the manager's
+/// pings of the child every few seconds and the elapsed-time stamps.
+fn is_noise(line: &str) -> bool {
+    line.starts_with("**** dT")
+        || line.ends_with("CLI             - Rd ping")
+        || line.contains("CLI             - Wr 200 19 PONG")
+}
+
+/// Writes the whole log of a failed VTC to `<dir>/vtc-logs/<name>.log`; says where (or why
+/// not) for the report.
+fn keep_log(dir: &Path, vtc: &Path, log: &[u8]) -> String {
+    let name = vtc
+        .file_stem()
+        .map_or_else(|| "vtc".to_string(), |s| s.to_string_lossy().into_owned());
+    let logs = dir.join("vtc-logs");
+    let path = logs.join(format!("{name}.log"));
+    match std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&path, log)) {
+        Ok(()) => format!("\nwhole log: {}", path.display()),
+        Err(e) => format!("\nwhole log not kept ({}: {e})", path.display()),
     }
 }
 
@@ -136,6 +161,21 @@ mod tests {
 
     const HOSTS: &str = "vtc-run.sh: skipped (private-hosts): the test needs a private \
                          /etc/hosts, and this user may unshare neither...";
+
+    #[test]
+    fn pings_and_timestamps_are_left_out_of_a_failure_report() {
+        assert!(is_noise("**** dT    87.517"));
+        assert!(is_noise(
+            "**** v1    vsl|          0 CLI             - Rd ping"
+        ));
+        assert!(is_noise(
+            "**** v1    vsl|          0 CLI             - Wr 200 19 PONG 1795984058 1.0"
+        ));
+        assert!(!is_noise("**** v1    vsl|       1006 End             b "));
+        assert!(!is_noise(
+            "---- v1    VCL compilation failed expected success"
+        ));
+    }
 
     #[test]
     fn a_private_hosts_skip_fails_when_skips_are_forbidden() {
