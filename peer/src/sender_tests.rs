@@ -314,8 +314,10 @@ fn control_sleep_stops_at_the_deadline() {
     let c = Control::default();
     c.set_deadline(Instant::now() + Duration::from_millis(20));
     let started = Instant::now();
-    assert!(!c.sleep(Duration::from_secs(5)));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // An hour's sleep against a 20 ms deadline: the bound cannot be reached by a slow
+    // machine, only by a sleep that ignores the deadline.
+    assert!(!c.sleep(Duration::from_secs(3600)));
+    assert!(started.elapsed() < Duration::from_secs(60));
     assert!(c.aborted());
 }
 
@@ -603,7 +605,7 @@ fn warm_again_while_draining_answers_at_once_and_keeps_the_backlog_in_order() {
     let log = Arc::new(Lines::default());
     let p = peer(
         Settings {
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
             ..fast()
         },
         &script,
@@ -619,8 +621,9 @@ fn warm_again_while_draining_answers_at_once_and_keeps_the_backlog_in_order() {
     p.begin_drain();
     let started = Instant::now();
     p.start().unwrap();
-    // Well before the drain deadline (5 s), which the old code joined to.
-    assert!(started.elapsed() < RESTART_JOIN + Duration::from_secs(1));
+    // Well before the drain deadline (30 s), which the old code joined to; the margin on
+    // both sides is wide enough for a slow machine.
+    assert!(started.elapsed() < RESTART_JOIN + Duration::from_secs(10));
     let c = p.counters();
     assert_eq!(c.failed.load(Ordering::Relaxed), 0);
     assert_eq!(c.queued.load(Ordering::Relaxed), 10);
