@@ -247,11 +247,14 @@ child_of_url() {
 ATTEMPT=1
 # wrk once against a URL through bench/lib/measure.py (CPU of the serving child and of wrk itself);
 # appends a run record. Args: group rep label url [conns] [threads]
+# Args: group rep label url [connections] [threads] [cpu]: with a cpu, wrk runs there (taskset)
+# instead of on CPU_LOAD with this script.
 wrk_run() {
-    local group=$1 rep=$2 label=$3 url=$4 c=${5:-$CONNS} t=${6:-$THREADS}
+    local group=$1 rep=$2 label=$3 url=$4 c=${5:-$CONNS} t=${6:-$THREADS} cpu=()
+    [ -n "${7:-}" ] && [ -n "$PIN" ] && cpu=(taskset -c "$7")
     read -r WRK_RPS WRK_CPU < <(python3 "$BENCH_DIR/lib/measure.py" --pid "$(child_of_url "$url")" --timeout $(( DUR + 30 )) \
         --append "$RUN/runs.jsonl" --tag "group=$group" --tag "rep=$rep" --tag "label=$label" --tag "attempt=$ATTEMPT" \
-        -- wrk -t"$t" -c"$c" -d"${DUR}s" "$url")
+        -- "${cpu[@]}" wrk -t"$t" -c"$c" -d"${DUR}s" "$url")
     log "  $group #$rep $label: $WRK_RPS req/s, child $WRK_CPU us CPU/req"
 }
 
@@ -434,7 +437,7 @@ T97=">= 0.97"
 # 2026-11-29; micro without a build). An A/A repeat or a compile is only started when what is left
 # covers it plus the cost of the wanted sections after it.
 SECTION_ORDER=(peer micro sender p99 drain memory saintmode)
-declare -A SECTION_COST=([peer]=75 [micro]=30 [sender]=37 [p99]=40 [drain]=46 [memory]=64 [saintmode]=150)
+declare -A SECTION_COST=([peer]=75 [micro]=30 [sender]=45 [p99]=40 [drain]=46 [memory]=64 [saintmode]=150)
 reserve_after() {
     local s seen="" total=0
     for s in "${SECTION_ORDER[@]}"; do
@@ -584,7 +587,7 @@ if fits sender 25 peer_sender_cpu_ratio; then
         # The front is driven at a fixed rate the sender keeps up with (BENCH_SENDER_RATE, no queue
         # overflow, the sender not starved by saturated workers), by bench/openloop when it builds.
         SENDER_RATE=${BENCH_SENDER_RATE:-2000}
-        samples=() s_us=() w_us=() sent_n=() s_tick_us=() conns_n=()
+        samples=() s_us=() w_us=() w_same=() sent_n=() s_tick_us=() conns_n=()
         clk=$(getconf CLK_TCK)
         ensure_openloop || log "  $OPENLOOP_ERR: driving the front with wrk instead (the queue may overflow)"
         # What the idle sender threads burn (polling, timers): billed to no request, reported apart.
@@ -604,18 +607,24 @@ if fits sender 25 peer_sender_cpu_ratio; then
             for _ in $(seq 1 100); do [ "$(peer_busy f_sender)" = 0 ] && break; sleep 0.1; done  # <= 10 s drain
             read -r t1 ns1 < <(sender_cpu f_sender); n1=$(peer_sent f_sender); c1=$(vd_stat sd_dest MAIN.sess_conn)
             conns_n+=("$(( ${c1:-0} - ${c0:-0} ))")   # connections the sender opened: reuse or not
+            # wrk where the sender runs (the measured CPU), so that both reach the destination
+            # across the same two cores; and, for the record, wrk on the destination's own core,
+            # where no wake-up crosses cores (much cheaper on a VM: no inter-processor interrupt).
             wait_idle
-            wrk_run sender "$rep" direct "$(vd_url sd_dest /direct)" 1 1
+            wrk_run sender "$rep" direct_same_core "$(vd_url sd_dest /direct)" 1 1
+            w_same+=("$(tail -n1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gen_cpu_us_per_req") or "null")')")
+            wait_idle
+            wrk_run sender "$rep" direct "$(vd_url sd_dest /direct)" 1 1 "$CPU_MEASURED"
             wus=$(tail -n1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gen_cpu_us_per_req") or "")')
             if [ $((n1 - n0)) -gt 0 ] && [ -n "$wus" ]; then
                 sus=$(python3 -c "print(round(($ns1 - $ns0) / 1000 / ($n1 - $n0), 3))")
                 s_tick_us+=("$(python3 -c "print(round(($t1 - $t0) * 1e6 / $clk / ($n1 - $n0), 3))")")
                 s_us+=("$sus") w_us+=("$wus") sent_n+=("$((n1 - n0))")
                 samples+=("$(python3 -c "print(round($sus / $wus, 4))")")
-                log "  sender #$rep: $((n1 - n0)) forwarded, sender threads $sus us CPU/req (ticks: ${s_tick_us[-1]}); wrk -t1 -c1 $wus us CPU/req"
+                log "  sender #$rep: $((n1 - n0)) forwarded, sender threads $sus us CPU/req (ticks: ${s_tick_us[-1]}); wrk -t1 -c1 $wus us CPU/req from the sender's CPU, ${w_same[-1]} from the destination's"
             fi
         done
-        extra="{\"sender_us_per_req\": [$(IFS=,; echo "${s_us[*]:-}")], \"sender_us_per_req_from_ticks\": [$(IFS=,; echo "${s_tick_us[*]:-}")], \"wrk_us_per_req\": [$(IFS=,; echo "${w_us[*]:-}")], \"forwarded\": [$(IFS=,; echo "${sent_n[*]:-}")], \"destination_connections\": [$(IFS=,; echo "${conns_n[*]:-}")], \"idle_sender_us_per_s\": $idle_us_per_s, \"front_rate\": $( [ -x "$OPENLOOP" ] && echo "$SENDER_RATE" || echo null), \"method\": \"CPU time of the front child's peer-* threads (/proc/<child>/task/*/schedstat run time; utime+stime in sender_us_per_req_from_ticks) from the start of a load run on the front until its queue is empty, / PEER.*.sent growth; divided by wrk -t1 -c1's own utime+stime (wait4 rusage) per request straight to the same destination varnishd\"}"
+        extra="{\"sender_us_per_req\": [$(IFS=,; echo "${s_us[*]:-}")], \"sender_us_per_req_from_ticks\": [$(IFS=,; echo "${s_tick_us[*]:-}")], \"wrk_us_per_req\": [$(IFS=,; echo "${w_us[*]:-}")], \"wrk_us_per_req_on_the_destination_core\": [$(IFS=,; echo "${w_same[*]:-}")], \"forwarded\": [$(IFS=,; echo "${sent_n[*]:-}")], \"destination_connections\": [$(IFS=,; echo "${conns_n[*]:-}")], \"idle_sender_us_per_s\": $idle_us_per_s, \"front_rate\": $( [ -x "$OPENLOOP" ] && echo "$SENDER_RATE" || echo null), \"method\": \"CPU time of the front child's peer-* threads (/proc/<child>/task/*/schedstat run time; utime+stime in sender_us_per_req_from_ticks) from the start of a load run on the front until its queue is empty, / PEER.*.sent growth; divided by wrk -t1 -c1's own utime+stime (wait4 rusage) per request straight to the same destination varnishd, wrk pinned to the sender's CPU (CPU_MEASURED, the destination on CPU_LOAD)\"}"
         fig_samples peer_sender_cpu_ratio ratio "<= 2.0" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
             "no forwarded requests counted (PEER.*.sent) or no wrk CPU figure"
         vd_stop f_sender; vd_stop sd_dest
@@ -718,12 +727,13 @@ if fits drain 40 peer_drain_ratio; then
             [ $((dn1 - dn0)) -gt 0 ] && drain_us+=("$(python3 -c "print(round(($dns1 - $dns0) / 1000 / ($dn1 - $dn0), 3))")")
             read -r rate backlog < <(python3 "$BENCH_DIR/lib/drain_rate.py" "$RUN/drain.$rep")
             wait_idle
-            wrk_run drain "$rep" direct "$(vd_url d_peer /direct)" "$PEER_CONNS" "$(( PEER_CONNS < THREADS ? PEER_CONNS : THREADS ))"
+            # From the sender's CPU, as the sender reaches the peer (see the sender figure).
+            wrk_run drain "$rep" direct "$(vd_url d_peer /direct)" "$PEER_CONNS" "$(( PEER_CONNS < THREADS ? PEER_CONNS : THREADS ))" "$CPU_MEASURED"
             log "  drain #$rep: backlog of $backlog sent at ${rate} req/s; wrk -c$PEER_CONNS to the peer: $WRK_RPS req/s"
             rates+=("$rate") directs+=("$WRK_RPS") backlogs+=("$backlog")
             if [ "$rate" != null ]; then samples+=("$(python3 -c "print($rate / $WRK_RPS)")"); fi
         done
-        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"sender_us_per_req_during_drain\": [$(IFS=,; echo "${drain_us[*]:-}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer\"}"
+        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"sender_us_per_req_during_drain\": [$(IFS=,; echo "${drain_us[*]:-}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer from the sender's CPU (CPU_MEASURED)\"}"
         fig_samples peer_drain_ratio ratio ">= 0.8" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
             "backlog too small to time (no PEER.*.sent counter, or queue capacity too small)"
         vd_stop d_front; vd_stop d_peer

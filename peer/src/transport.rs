@@ -10,7 +10,7 @@ use curl::multi::Multi;
 
 use crate::config::Settings;
 use crate::dest::Destination;
-use crate::ffi::CurlHeaderList;
+use crate::ffi::HeaderBlock;
 use crate::policy::{parse_retry_after, Failure, Outcome};
 use crate::sender::{Control, Transport, TransportFactory};
 use crate::snapshot::{Body, Prepared};
@@ -27,7 +27,8 @@ impl TransportFactory for CurlFactory {
         Box::new(CurlTransport {
             multi: Multi::new(),
             easy: None,
-            headers: None,
+            fixed: None,
+            headers: HeaderBlock::default(),
             body: None,
         })
     }
@@ -60,77 +61,146 @@ impl Handler for Sink {
 /// A multi handle driving one easy handle at a time: the multi handle keeps the
 /// connection cache (keep-alive across requests), and its wait loop lets a transfer be
 /// abandoned within [`ABORT_CHECK`] of the drain deadline.
+///
+/// The handle is not reset between transfers: the options that follow the destination and
+/// the settings are set when they change ([`Fixed`]), and every transfer sets all the others
+/// (URL, method, body or none, headers, HTTP version). A transfer that cannot be set up
+/// loses its handle, so that no half-set handle is used again.
 pub struct CurlTransport {
-    // Field order is drop order: the handles go before the header list they may point to.
+    // Field order is drop order: the handles go before the header block and body they may
+    // point to.
     multi: Multi,
     easy: Option<Easy2<Sink>>,
-    headers: Option<CurlHeaderList>,
+    /// The options the handle was set up with; `None` for a new handle.
+    fixed: Option<Fixed>,
+    headers: HeaderBlock,
     /// The body libcurl reads from (CURLOPT_POSTFIELDS does not copy it): kept until the
-    /// next transfer has set its own.
+    /// handle points to another body or none.
     body: Option<Body>,
 }
 
-fn configure(
-    easy: &mut Easy2<Sink>,
-    headers: &mut Option<CurlHeaderList>,
-    body: &mut Option<Body>,
-    req: &Prepared,
-    dest: &Destination,
-    settings: &Settings,
-) -> Result<(), curl::Error> {
-    easy.reset();
-    // The handle no longer points to the previous body.
-    *body = None;
-    easy.get_mut().retry_after = None;
-    easy.signal(false)?;
-    // Never a proxy from varnishd's environment (`https_proxy` would route API tokens through
-    // whatever it names): "" disables them; only the `proxy` argument sets one.
-    easy.proxy(
-        settings
-            .proxy
-            .as_ref()
-            .map_or("", crate::config::ProxyUrl::as_str),
-    )?;
-    crate::ffi::curl_set_url(easy, &req.url)?;
-    // A discovered address: connect there, while the URL (hence `Host`, SNI and the
-    // certificate check) keeps the name.
-    if let Some(connect_to) = dest.connect_to() {
-        let mut list = List::new();
-        list.append(&connect_to)?;
-        easy.connect_to(list)?;
+/// The options of a handle that follow the destination and the settings, not the request.
+#[derive(Debug, Clone, PartialEq)]
+struct Fixed {
+    proxy: String,
+    connect_to: Option<String>,
+    connect_timeout: Duration,
+    timeout: Duration,
+    tls_verify: bool,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// Never a proxy from varnishd's environment (`https_proxy` would route API tokens through
+/// whatever it names): "" disables them; only the `proxy` argument sets one.
+fn proxy_of(settings: &Settings) -> &str {
+    settings
+        .proxy
+        .as_ref()
+        .map_or("", crate::config::ProxyUrl::as_str)
+}
+
+impl Fixed {
+    fn of(dest: &Destination, settings: &Settings) -> Self {
+        Fixed {
+            proxy: proxy_of(settings).to_owned(),
+            connect_to: dest.connect_to(),
+            connect_timeout: settings.connect_timeout,
+            timeout: settings.timeout,
+            tls_verify: settings.tls_verify,
+            ca_file: settings.ca_file.clone(),
+        }
     }
-    // Send the path as queued: libcurl would otherwise resolve "." and ".." segments, and a
-    // copied `PURGE /a/../b` would purge `/b` at the destination.
-    easy.path_as_is(true)?;
-    if req.method.eq_ignore_ascii_case(b"HEAD") {
-        easy.nobody(true)?;
-    } else if let Some(req_body) = &req.body {
-        easy.post(true)?;
-        // SAFETY: the Arc is kept in `body` (below) until the next transfer has reset the
-        // handle or set another body, so libcurl reads live, unchanged memory.
-        unsafe { crate::ffi::curl_set_post_body(easy, req_body) }?;
-        *body = Some(Arc::clone(req_body));
-    } else {
-        easy.get(true)?;
+
+    /// Whether a handle set up with `self` needs no change for `dest` and `settings`
+    /// (without building a new value when there is no address: this runs for every transfer).
+    fn fits(&self, dest: &Destination, settings: &Settings) -> bool {
+        self.proxy == proxy_of(settings)
+            && self.connect_timeout == settings.connect_timeout
+            && self.timeout == settings.timeout
+            && self.tls_verify == settings.tls_verify
+            && self.ca_file == settings.ca_file
+            && match &self.connect_to {
+                None => dest.address.is_none(),
+                Some(c) => dest.connect_to().as_ref() == Some(c),
+            }
     }
-    crate::ffi::curl_set_method(easy, &req.method)?;
-    let list = CurlHeaderList::new(&req.header_lines)?;
-    list.apply(easy)?;
-    // The previous list is freed only now that the handle points to the new one.
-    *headers = Some(list);
-    easy.http_version(if req.http10 {
-        HttpVersion::V10
-    } else {
-        HttpVersion::V11
-    })?;
-    easy.connect_timeout(settings.connect_timeout)?;
-    easy.timeout(settings.timeout)?;
-    easy.ssl_verify_peer(settings.tls_verify)?;
-    easy.ssl_verify_host(settings.tls_verify)?;
-    if let Some(ca) = &settings.ca_file {
-        easy.cainfo(ca)?;
+
+    fn apply(&self, easy: &mut Easy2<Sink>) -> Result<(), curl::Error> {
+        easy.signal(false)?;
+        easy.proxy(&self.proxy)?;
+        // A discovered address: connect there, while the URL (hence `Host`, SNI and the
+        // certificate check) keeps the name.
+        if let Some(connect_to) = &self.connect_to {
+            let mut list = List::new();
+            list.append(connect_to)?;
+            easy.connect_to(list)?;
+        }
+        // Send the path as queued: libcurl would otherwise resolve "." and ".." segments,
+        // and a copied `PURGE /a/../b` would purge `/b` at the destination.
+        easy.path_as_is(true)?;
+        easy.connect_timeout(self.connect_timeout)?;
+        easy.timeout(self.timeout)?;
+        easy.ssl_verify_peer(self.tls_verify)?;
+        easy.ssl_verify_host(self.tls_verify)?;
+        if let Some(ca) = &self.ca_file {
+            easy.cainfo(ca)?;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+impl CurlTransport {
+    /// Sets the handle up for `req`: [`Fixed`] when it changed, then everything that belongs
+    /// to the request.
+    fn configure(
+        &mut self,
+        easy: &mut Easy2<Sink>,
+        req: &Prepared,
+        dest: &Destination,
+        settings: &Settings,
+    ) -> Result<(), curl::Error> {
+        if !self.fixed.as_ref().is_some_and(|f| f.fits(dest, settings)) {
+            if self.fixed.take().is_some() {
+                // Some options (a CA file, a connect-to list) cannot be set back but by a
+                // reset: a handle whose settings changed starts from libcurl's defaults.
+                easy.reset();
+                // A reset handle points to no body.
+                self.body = None;
+            }
+            let fixed = Fixed::of(dest, settings);
+            fixed.apply(easy)?;
+            self.fixed = Some(fixed);
+        }
+        easy.get_mut().retry_after = None;
+        crate::ffi::curl_set_url(easy, &req.url)?;
+        let head = req.method.eq_ignore_ascii_case(b"HEAD");
+        easy.nobody(head)?;
+        if let Some(req_body) = &req.body {
+            easy.post(true)?;
+            // SAFETY: the Arc is kept in `self.body` (below) until the handle points to
+            // another body or none, so libcurl reads live, unchanged memory.
+            unsafe { crate::ffi::curl_set_post_body(easy, req_body) }?;
+            self.body = Some(Arc::clone(req_body));
+        } else {
+            if self.body.is_some() {
+                crate::ffi::curl_clear_post_body(easy)?;
+                // The handle no longer points to it.
+                self.body = None;
+            }
+            if !head {
+                easy.get(true)?;
+            }
+        }
+        crate::ffi::curl_set_method(easy, &req.method)?;
+        self.headers.fill(&req.header_lines)?;
+        self.headers.apply(easy)?;
+        easy.http_version(if req.http10 {
+            HttpVersion::V10
+        } else {
+            HttpVersion::V11
+        })?;
+        Ok(())
+    }
 }
 
 fn classify(e: &curl::Error) -> Outcome {
@@ -175,19 +245,15 @@ impl Transport for CurlTransport {
         settings: &Settings,
         control: &Arc<Control>,
     ) -> Outcome {
-        let mut easy = self
-            .easy
-            .take()
-            .unwrap_or_else(|| Easy2::new(Sink::default()));
-        if let Err(e) = configure(
-            &mut easy,
-            &mut self.headers,
-            &mut self.body,
-            req,
-            dest,
-            settings,
-        ) {
-            self.easy = Some(easy);
+        let mut easy = self.easy.take().unwrap_or_else(|| {
+            self.fixed = None;
+            Easy2::new(Sink::default())
+        });
+        if let Err(e) = self.configure(&mut easy, req, dest, settings) {
+            // Dropped half set up (it may point to a header block being refilled); the next
+            // transfer makes a new one.
+            drop(easy);
+            self.fixed = None;
             return Outcome::Failed(Failure::BadRequest(format!(
                 "cannot set up the transfer: {e}"
             )));
@@ -337,6 +403,98 @@ mod tests {
             String::from_utf8_lossy(&expected)
         );
         assert_eq!(wire, expected);
+    }
+
+    /// The handle is not reset between transfers: what one request set (a body, HEAD) must
+    /// not leak into the next one on the same handle.
+    #[test]
+    fn no_option_of_a_request_leaks_into_the_next_on_the_same_handle() {
+        let (port, server) = one_connection(200, 5);
+        let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
+        let req = |method: &[u8], body: Option<&[u8]>| {
+            Template::default().render(
+                &Parts {
+                    method: method.to_vec(),
+                    url: b"/r".to_vec(),
+                    body: body.map(|b| Arc::new(b.to_vec())),
+                    ..Parts::default()
+                }
+                .into(),
+                &dest,
+            )
+        };
+        let mut transport = CurlFactory.create();
+        let control = Arc::new(Control::default());
+        for prepared in [
+            req(b"POST", Some(b"one")),
+            req(b"PURGE", None),
+            req(b"PUT", Some(b"three")),
+            req(b"BAN", None),
+            req(b"HEAD", None),
+        ] {
+            assert_eq!(
+                transport.send(&dest, &prepared, &settings(), &control),
+                Outcome::Status(200)
+            );
+        }
+        let wire = String::from_utf8(server.join().unwrap()).unwrap();
+        let host = format!("Host: 127.0.0.1:{port}\r\n");
+        let expected = [
+            format!("POST /r HTTP/1.1\r\n{host}Content-Length: 3\r\n\r\none"),
+            format!("PURGE /r HTTP/1.1\r\n{host}\r\n"),
+            format!("PUT /r HTTP/1.1\r\n{host}Content-Length: 5\r\n\r\nthree"),
+            format!("BAN /r HTTP/1.1\r\n{host}\r\n"),
+            format!("HEAD /r HTTP/1.1\r\n{host}\r\n"),
+        ]
+        .concat();
+        // The marker header sits between Host and the framing: compare without it.
+        let wire = wire.replace("X-Peer-Forwarded:\r\n", "");
+        assert_eq!(wire, expected);
+    }
+
+    /// A destination that changes (another address, other settings) gets its options set
+    /// again on the same handle.
+    #[test]
+    fn a_new_address_or_new_settings_reconfigure_the_handle() {
+        let (port_a, server_a) = one_connection(200, 1);
+        let (port_b, server_b) = one_connection(204, 2);
+        let named = |port: u16| {
+            Destination::parse("peer-test.invalid", i64::from(port))
+                .unwrap()
+                .at("127.0.0.1".parse().unwrap())
+        };
+        let plain = Destination::parse("127.0.0.1", i64::from(port_b)).unwrap();
+        let mut transport = CurlFactory.create();
+        let control = Arc::new(Control::default());
+        let purge = |dest: &Destination| {
+            Template::default().render(
+                &Parts {
+                    method: b"PURGE".to_vec(),
+                    url: b"/x".to_vec(),
+                    ..Parts::default()
+                }
+                .into(),
+                dest,
+            )
+        };
+        let a = named(port_a);
+        assert_eq!(
+            transport.send(&a, &purge(&a), &settings(), &control),
+            Outcome::Status(200)
+        );
+        // The connect-to list of `a` would send this one to port_a's address: it must go.
+        assert_eq!(
+            transport.send(&plain, &purge(&plain), &settings(), &control),
+            Outcome::Status(204)
+        );
+        let mut slow = settings();
+        slow.timeout = Duration::from_secs(7);
+        assert_eq!(
+            transport.send(&plain, &purge(&plain), &slow, &control),
+            Outcome::Status(204)
+        );
+        server_a.join().unwrap();
+        server_b.join().unwrap();
     }
 
     #[test]

@@ -4,43 +4,93 @@
 use std::ffi::CString;
 use std::ptr::null_mut;
 
-/// A libcurl header list built from byte lines (values need not be UTF-8).
-pub struct CurlHeaderList {
-    raw: *mut curl_sys::curl_slist,
+/// A libcurl header list built in memory this type owns: the lines, NUL-terminated, in one
+/// buffer, and the list nodes in one vector that point into it. Refilled for each transfer
+/// with no allocation once both have grown to their working size (`curl_slist_append` makes
+/// two allocations per line).
+///
+/// libcurl only reads a CURLOPT_HTTPHEADER list, during the transfers of the handle it is
+/// set on; it never frees nor changes it.
+#[derive(Default)]
+pub struct HeaderBlock {
+    text: Vec<u8>,
+    nodes: Vec<curl_sys::curl_slist>,
 }
 
-impl CurlHeaderList {
-    /// Lines must not contain NUL (the snapshot was validated).
-    pub fn new(lines: &[Vec<u8>]) -> Result<Self, curl::Error> {
-        let mut list = CurlHeaderList { raw: null_mut() };
-        for line in lines {
-            let line = CString::new(line.as_slice())
-                .map_err(|_| curl::Error::new(curl_sys::CURLE_BAD_FUNCTION_ARGUMENT))?;
-            // SAFETY: list.raw is NULL or a list from curl_slist_append; libcurl copies the
-            // string.
-            let appended = unsafe { curl_sys::curl_slist_append(list.raw, line.as_ptr()) };
-            if appended.is_null() {
-                return Err(curl::Error::new(curl_sys::CURLE_OUT_OF_MEMORY));
-            }
-            list.raw = appended;
+// SAFETY: the raw pointers in `nodes` point into `text`, which this value owns and moves
+// with it (a Vec's heap buffer does not move when the Vec does).
+unsafe impl Send for HeaderBlock {}
+
+impl HeaderBlock {
+    /// Replaces the lines. No transfer of a handle this block is set on may run until the
+    /// block has been set again ([`HeaderBlock::apply`]): the nodes and text are rewritten.
+    /// A line holding a NUL byte is refused, and the block left as it was (the snapshot was
+    /// validated: none does).
+    pub fn fill(&mut self, lines: &[Vec<u8>]) -> Result<(), curl::Error> {
+        // Checked before anything changes: a refused fill leaves the block as it was.
+        if lines.iter().any(|line| line.contains(&0)) {
+            return Err(curl::Error::new(curl_sys::CURLE_BAD_FUNCTION_ARGUMENT));
         }
-        Ok(list)
+        self.text.clear();
+        self.nodes.clear();
+        for line in lines {
+            self.text.extend_from_slice(line);
+            self.text.push(0);
+        }
+        // Pointers are taken only now that `text` no longer grows (its buffer stays put).
+        let base = self.text.as_mut_ptr();
+        let mut offset = 0;
+        for line in lines {
+            self.nodes.push(curl_sys::curl_slist {
+                // SAFETY: `offset` is the start of this line in `text`: within its length.
+                data: unsafe { base.add(offset) }.cast(),
+                next: null_mut(),
+            });
+            offset += line.len() + 1;
+        }
+        // Links are made only now that `nodes` no longer grows.
+        let first = self.nodes.as_mut_ptr();
+        for i in 1..self.nodes.len() {
+            // SAFETY: i - 1 and i are below nodes.len(): both nodes are in the vector.
+            unsafe { (*first.add(i - 1)).next = first.add(i) };
+        }
+        Ok(())
     }
 
-    /// Sets it as the handle's CURLOPT_HTTPHEADER; the list must outlive the transfer.
+    /// The lines, as libcurl reads them (for tests).
+    #[cfg(test)]
+    fn walk(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut node: *const curl_sys::curl_slist = self.head();
+        while !node.is_null() {
+            // SAFETY: a node of this block, linked by `fill`; its data is a NUL-terminated
+            // line in `text`.
+            unsafe {
+                out.push(std::ffi::CStr::from_ptr((*node).data).to_bytes().to_vec());
+                node = (*node).next;
+            }
+        }
+        out
+    }
+
+    fn head(&self) -> *mut curl_sys::curl_slist {
+        if self.nodes.is_empty() {
+            null_mut()
+        } else {
+            self.nodes.as_ptr().cast_mut()
+        }
+    }
+
+    /// Sets it as the handle's CURLOPT_HTTPHEADER (NULL when empty). The block must outlive
+    /// the handle's transfers and stay unchanged until it is filled and set again.
     pub fn apply<H>(&self, easy: &curl::easy::Easy2<H>) -> Result<(), curl::Error> {
-        // SAFETY: a live easy handle; the list is kept by the caller until the next reset.
+        // SAFETY: a live easy handle; libcurl keeps the pointer and reads the list (never
+        // writes it) during the transfers, and the caller keeps the block alive and
+        // unchanged until then.
         let rc = unsafe {
-            curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_HTTPHEADER, self.raw)
+            curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_HTTPHEADER, self.head())
         };
         check(rc)
-    }
-}
-
-impl Drop for CurlHeaderList {
-    fn drop(&mut self) {
-        // SAFETY: NULL or a list from curl_slist_append, freed once.
-        unsafe { curl_sys::curl_slist_free_all(self.raw) };
     }
 }
 
@@ -74,6 +124,27 @@ pub fn curl_set_method<H>(easy: &curl::easy::Easy2<H>, method: &[u8]) -> Result<
     set_bytes_option(easy, curl_sys::CURLOPT_CUSTOMREQUEST, method)
 }
 
+/// No body any more: CURLOPT_POSTFIELDS back to NULL, so the handle no longer points to the
+/// previous body (which may then be freed).
+pub fn curl_clear_post_body<H>(easy: &curl::easy::Easy2<H>) -> Result<(), curl::Error> {
+    // SAFETY: a live easy handle; -1 is libcurl's "no size set" and NULL is no data.
+    check(unsafe {
+        curl_sys::curl_easy_setopt(
+            easy.raw(),
+            curl_sys::CURLOPT_POSTFIELDSIZE_LARGE,
+            curl_sys::curl_off_t::from(-1i8),
+        )
+    })?;
+    // SAFETY: a live easy handle; NULL is the option's default.
+    check(unsafe {
+        curl_sys::curl_easy_setopt(
+            easy.raw(),
+            curl_sys::CURLOPT_POSTFIELDS,
+            std::ptr::null::<u8>(),
+        )
+    })
+}
+
 /// The body of a POST, without copying it (CURLOPT_POSTFIELDS + its size).
 ///
 /// # Safety
@@ -95,4 +166,38 @@ pub unsafe fn curl_set_post_body<H>(
     check(unsafe {
         curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_POSTFIELDS, body.as_ptr())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_block_links_every_line_in_order_and_refills_in_place() {
+        let mut block = HeaderBlock::default();
+        assert!(block.head().is_null());
+        let lines = vec![
+            b"Host: a".to_vec(),
+            b"X-Bin: caf\xe9".to_vec(),
+            b"X-E;".to_vec(),
+        ];
+        block.fill(&lines).unwrap();
+        assert_eq!(block.walk(), lines);
+        let (text, nodes) = (block.text.as_ptr(), block.nodes.as_ptr());
+        // Fewer lines: the same buffers, no allocation, the list ends where it should.
+        block.fill(&lines[1..2]).unwrap();
+        assert_eq!(block.walk(), lines[1..2].to_vec());
+        assert_eq!((block.text.as_ptr(), block.nodes.as_ptr()), (text, nodes));
+        block.fill(&[]).unwrap();
+        assert!(block.head().is_null());
+        assert!(block.walk().is_empty());
+    }
+
+    #[test]
+    fn header_block_refuses_a_line_with_nul() {
+        let mut block = HeaderBlock::default();
+        block.fill(&[b"A: 1".to_vec()]).unwrap();
+        assert!(block.fill(&[b"A: 1".to_vec(), b"B: \0".to_vec()]).is_err());
+        assert_eq!(block.walk(), vec![b"A: 1".to_vec()]);
+    }
 }

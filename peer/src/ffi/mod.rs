@@ -21,5 +21,7 @@ mod services;
 #[cfg(all(not(test), feature = "vmod"))]
 mod vmod;
 
-pub use curl::{curl_set_method, curl_set_post_body, curl_set_url, CurlHeaderList};
+pub use curl::{
+    curl_clear_post_body, curl_set_method, curl_set_post_body, curl_set_url, HeaderBlock,
+};
 pub use resolve::Getaddrinfo;
