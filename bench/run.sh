@@ -23,8 +23,8 @@
 #   BENCH_AA_BAND ["0.97 1.03"]  A/A median accepted  BENCH_AA_RETRIES [2]  repeats of a group outside it
 #   BENCH_CPU_MEASURED [0] / BENCH_CPU_LOAD [1]  cores (taskset); pinning is off with fewer than 2 CPUs
 #   BENCH_NS ["0 1000 10000 100000"]  saintmode blacklist sizes
-#   BENCH_P99_DURATION [2]  seconds per open-loop run   BENCH_P99_LOAD [0.5]  fraction of capacity
-#   BENCH_P99_REPS [4]  BENCH_P99_AA_BAND ["0.9 1.1"]  p99 alternations and its A/A band
+#   BENCH_P99_DURATION [3]  seconds per open-loop run (the three fronts at once)   BENCH_P99_LOAD [0.5]  fraction of capacity
+#   BENCH_P99_REPS [6]  BENCH_P99_AA_BAND ["0.9 1.1"]  p99 runs and its A/A band; BENCH_P99_CONNS [CONNS/2] per front
 #   BENCH_PEER_RESERVE / BENCH_MICRO_RESERVE / BENCH_P99_RESERVE  seconds kept for later sections
 #                       (default: the calibrated costs of the wanted later sections, SECTION_COST)
 #   BENCH_DRAIN_REPS [4]  drain measurements   BENCH_SENDER_RATE [2000]  req/s on the sender front
@@ -52,7 +52,7 @@ AA_BAND="${BENCH_AA_BAND:-0.97 1.03}"
 AA_RETRIES="${BENCH_AA_RETRIES:-2}"
 CPU_MEASURED="${BENCH_CPU_MEASURED:-0}"
 CPU_LOAD="${BENCH_CPU_LOAD:-1}"
-P99_DUR="${BENCH_P99_DURATION:-2}"
+P99_DUR="${BENCH_P99_DURATION:-3}"
 P99_LOAD="${BENCH_P99_LOAD:-0.5}"
 CONNS="${BENCH_CONNS:-16}"
 THREADS="${BENCH_THREADS:-2}"
@@ -612,19 +612,19 @@ if fits sender 25 peer_sender_cpu_ratio; then
             # where no wake-up crosses cores (much cheaper on a VM: no inter-processor interrupt).
             wait_idle
             wrk_run sender "$rep" direct_same_core "$(vd_url sd_dest /direct)" 1 1
-            w_same+=("$(tail -n1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gen_cpu_us_per_req") or "null")')")
+            wsame=$(tail -n1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gen_cpu_us_per_req") or "null")')
             wait_idle
             wrk_run sender "$rep" direct "$(vd_url sd_dest /direct)" 1 1 "$CPU_MEASURED"
             wus=$(tail -n1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("gen_cpu_us_per_req") or "")')
             if [ $((n1 - n0)) -gt 0 ] && [ -n "$wus" ]; then
                 sus=$(python3 -c "print(round(($ns1 - $ns0) / 1000 / ($n1 - $n0), 3))")
                 s_tick_us+=("$(python3 -c "print(round(($t1 - $t0) * 1e6 / $clk / ($n1 - $n0), 3))")")
-                s_us+=("$sus") w_us+=("$wus") sent_n+=("$((n1 - n0))")
+                s_us+=("$sus") w_us+=("$wus") w_same+=("$wsame") sent_n+=("$((n1 - n0))")
                 samples+=("$(python3 -c "print(round($sus / $wus, 4))")")
-                log "  sender #$rep: $((n1 - n0)) forwarded, sender threads $sus us CPU/req (ticks: ${s_tick_us[-1]}); wrk -t1 -c1 $wus us CPU/req from the sender's CPU, ${w_same[-1]} from the destination's"
+                log "  sender #$rep: $((n1 - n0)) forwarded, sender threads $sus us CPU/req (ticks: ${s_tick_us[-1]}); wrk -t1 -c1 $wus us CPU/req from the sender's CPU, $wsame from the destination's"
             fi
         done
-        extra="{\"sender_us_per_req\": [$(IFS=,; echo "${s_us[*]:-}")], \"sender_us_per_req_from_ticks\": [$(IFS=,; echo "${s_tick_us[*]:-}")], \"wrk_us_per_req\": [$(IFS=,; echo "${w_us[*]:-}")], \"wrk_us_per_req_on_the_destination_core\": [$(IFS=,; echo "${w_same[*]:-}")], \"forwarded\": [$(IFS=,; echo "${sent_n[*]:-}")], \"destination_connections\": [$(IFS=,; echo "${conns_n[*]:-}")], \"idle_sender_us_per_s\": $idle_us_per_s, \"front_rate\": $( [ -x "$OPENLOOP" ] && echo "$SENDER_RATE" || echo null), \"method\": \"CPU time of the front child's peer-* threads (/proc/<child>/task/*/schedstat run time; utime+stime in sender_us_per_req_from_ticks) from the start of a load run on the front until its queue is empty, / PEER.*.sent growth; divided by wrk -t1 -c1's own utime+stime (wait4 rusage) per request straight to the same destination varnishd, wrk pinned to the sender's CPU (CPU_MEASURED, the destination on CPU_LOAD)\"}"
+        extra="{\"sender_us_per_req\": [$(IFS=,; echo "${s_us[*]:-}")], \"sender_us_per_req_from_ticks\": [$(IFS=,; echo "${s_tick_us[*]:-}")], \"wrk_us_per_req\": [$(IFS=,; echo "${w_us[*]:-}")], \"wrk_us_per_req_on_the_destination_core\": [$(IFS=,; echo "${w_same[*]:-}")], \"forwarded\": [$(IFS=,; echo "${sent_n[*]:-}")], \"destination_connections\": [$(IFS=,; echo "${conns_n[*]:-}")], \"idle_sender_us_per_s\": $idle_us_per_s, \"front_rate\": $( [ -x "$OPENLOOP" ] && echo "$SENDER_RATE" || echo null), \"method\": \"CPU time of the front child's peer-* threads (/proc/<child>/task/*/schedstat run time; utime+stime in sender_us_per_req_from_ticks) from the start of a load run on the front until its queue is empty, / PEER.*.sent growth; divided by wrk -t1 -c1's own utime+stime (wait4 rusage) per request straight to the same destination varnishd$( [ -n "$PIN" ] && echo ", wrk pinned to the sender's CPU (CPU_MEASURED, the destination on CPU_LOAD)" || echo " (unpinned run)")\"}"
         fig_samples peer_sender_cpu_ratio ratio "<= 2.0" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
             "no forwarded requests counted (PEER.*.sent) or no wrk CPU figure"
         vd_stop f_sender; vd_stop sd_dest
@@ -652,7 +652,7 @@ if fits p99 35 peer_p99_ratio; then
         for rep in 1 2 3; do wait_idle; wrk_run p99cap "$rep" call "$(vd_url l_call /c)"; caps+=("$WRK_RPS"); done
         cap=$(python3 -c 'import statistics,sys; print(int(statistics.median(float(x) for x in sys.argv[1:])))' "${caps[@]}")
         rate=$(python3 -c "print(int(${cap:-0} * $P99_LOAD))")
-        P99_REPS=${BENCH_P99_REPS:-4} P99_AA_BAND=${BENCH_P99_AA_BAND:-0.9 1.1}
+        P99_REPS=${BENCH_P99_REPS:-6} P99_CONNS=${BENCH_P99_CONNS:-$(( CONNS > 1 ? CONNS / 2 : 1 ))} P99_AA_BAND=${BENCH_P99_AA_BAND:-0.9 1.1}
         # The generator must wake on time even on a busy load core: as root, a low real-time
         # priority (SCHED_FIFO 1; it sleeps between sends, and the kernel's RT throttling bounds
         # it anyway). Its lag is measured and gates the figure either way.
@@ -664,16 +664,25 @@ if fits p99 35 peer_p99_ratio; then
             p99_attempt=$((p99_attempt + 1))
             labels=(nocall call nocall2)
             for rep in $(seq 1 "$P99_REPS"); do
+                # The three fronts in one run, the schedule dealt out in turn (a third of the rate
+                # each): they are measured in the same moments, so a stall of the machine (a VM's
+                # host, softirq work deferred to a thread) reaches the call and both no-call
+                # fronts alike. The order of the addresses rotates every rep.
+                order=() addrs=()
                 for i in 0 1 2; do
                     k=$(( (i + rep) % 3 )); [ $((rep % 2)) -eq 0 ] && k=$(( (2 - i + rep) % 3 ))
-                    lab=${labels[$k]}
-                    wait_idle
-                    out=$(timeout $(( P99_DUR + 15 )) "${RT[@]}" "$OPENLOOP" --addr "127.0.0.1:${VD_PORT[l_$lab]}" --path /p \
-                          --rate "$rate" --duration "$P99_DUR" --conns "$CONNS" --timeout 5 || true)
-                    [ -n "$out" ] || out='{"p99_us": null}'
+                    order+=("${labels[$k]}") addrs+=(--addr "127.0.0.1:${VD_PORT[l_${labels[$k]}]}")
+                done
+                wait_idle
+                out=$(timeout $(( P99_DUR + 15 )) "${RT[@]}" "$OPENLOOP" "${addrs[@]}" --path /p \
+                      --rate "$rate" --duration "$P99_DUR" --conns "$P99_CONNS" --timeout 5 || true)
+                for i in 0 1 2; do
+                    one=$(python3 -c 'import json,sys
+try: print(json.dumps(json.loads(sys.argv[1])["targets"][int(sys.argv[2])]))
+except Exception: print("{\"p99_us\": null}")' "$out" "$i")
                     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(label=sys.argv[2], rep=int(sys.argv[3]), attempt=int(sys.argv[4])); print(json.dumps(r))' \
-                        "$out" "$lab" "$rep" "$p99_attempt" >> "$RUN/p99.jsonl"
-                    log "  p99 #$rep $lab: $(python3 "$BENCH_DIR/lib/p99.py" line "$out")"
+                        "$one" "${order[$i]}" "$rep" "$p99_attempt" >> "$RUN/p99.jsonl"
+                    log "  p99 #$rep ${order[$i]}: $(python3 "$BENCH_DIR/lib/p99.py" line "$one")"
                 done
             done
             read -r p99_valid p99_why < <(python3 "$BENCH_DIR/lib/p99.py" verdict "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND)
@@ -682,7 +691,7 @@ if fits p99 35 peer_p99_ratio; then
             [ "$(time_left)" -lt $(( ${BENCH_P99_RESERVE:-$(reserve_after p99)} + 45 )) ] && break
         done
         python3 "$BENCH_DIR/lib/p99.py" figure "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND \
-            "$cap" "$rate" "$P99_DUR" "$CONNS" >> "$RUN/figures.jsonl"
+            "$cap" "$rate" "$P99_DUR" "$P99_CONNS" >> "$RUN/figures.jsonl"
         for n in l_call l_nocall l_nocall2 pl_dest; do vd_stop "$n"; done
     fi
 fi
@@ -733,7 +742,7 @@ if fits drain 40 peer_drain_ratio; then
             rates+=("$rate") directs+=("$WRK_RPS") backlogs+=("$backlog")
             if [ "$rate" != null ]; then samples+=("$(python3 -c "print($rate / $WRK_RPS)")"); fi
         done
-        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"sender_us_per_req_during_drain\": [$(IFS=,; echo "${drain_us[*]:-}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer from the sender's CPU (CPU_MEASURED)\"}"
+        extra="{\"sender_rps\": [$(IFS=,; echo "${rates[*]}")], \"sender_us_per_req_during_drain\": [$(IFS=,; echo "${drain_us[*]:-}")], \"wrk_direct_rps\": [$(IFS=,; echo "${directs[*]}")], \"backlogs\": [$(IFS=,; echo "${backlogs[*]}")], \"peer_conns\": $PEER_CONNS, \"peer\": $(jstr "$drain_note"), \"method\": \"backlog queued while the peer holds requests; PEER.*.sent rate over 10..90 % of it, vs wrk -c$PEER_CONNS straight to the peer$( [ -n "$PIN" ] && echo " from the sender's CPU (CPU_MEASURED)" || echo " (unpinned run)")\"}"
         fig_samples peer_drain_ratio ratio ">= 0.8" "[$(IFS=,; echo "${samples[*]:-}")]" "$extra" \
             "backlog too small to time (no PEER.*.sent counter, or queue capacity too small)"
         vd_stop d_front; vd_stop d_peer

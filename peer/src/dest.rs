@@ -52,6 +52,15 @@ pub fn push_encoded_target(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// `HOST:PORT:ADDRESS:PORT`, a CURLOPT_CONNECT_TO entry: connections for `host`:`port` go to
+/// `address` (in brackets when IPv6), same port.
+pub fn connect_to_entry(host: &str, port: u16, address: IpAddr) -> String {
+    match address {
+        IpAddr::V6(a) => format!("{host}:{port}:[{a}]:{port}"),
+        IpAddr::V4(a) => format!("{host}:{port}:{a}:{port}"),
+    }
+}
+
 /// One place requests are sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -311,14 +320,7 @@ impl Destination {
     /// `HOST:PORT:ADDRESS:PORT` for libcurl's CURLOPT_CONNECT_TO, when the destination has
     /// an address.
     pub fn connect_to(&self) -> Option<String> {
-        let address = match self.address? {
-            IpAddr::V6(a) => format!("[{a}]"),
-            IpAddr::V4(a) => a.to_string(),
-        };
-        Some(format!(
-            "{}:{}:{address}:{}",
-            self.host, self.port, self.port
-        ))
+        Some(connect_to_entry(&self.host, self.port, self.address?))
     }
 
     /// The base URL: scheme, host, port and base path (never the address).

@@ -2,6 +2,7 @@
 //! the destination is kept alive and reused; per-attempt timeouts; TLS verification; a
 //! transfer in progress is abandoned shortly after the drain deadline.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -83,7 +84,8 @@ pub struct CurlTransport {
 #[derive(Debug, Clone, PartialEq)]
 struct Fixed {
     proxy: String,
-    connect_to: Option<String>,
+    /// A discovered address, with the host and port it stands for (CURLOPT_CONNECT_TO).
+    address: Option<(IpAddr, String, u16)>,
     connect_timeout: Duration,
     timeout: Duration,
     tls_verify: bool,
@@ -103,7 +105,7 @@ impl Fixed {
     fn of(dest: &Destination, settings: &Settings) -> Self {
         Fixed {
             proxy: proxy_of(settings).to_owned(),
-            connect_to: dest.connect_to(),
+            address: dest.address.map(|a| (a, dest.host.clone(), dest.port)),
             connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
             tls_verify: settings.tls_verify,
@@ -112,16 +114,19 @@ impl Fixed {
     }
 
     /// Whether a handle set up with `self` needs no change for `dest` and `settings`
-    /// (without building a new value when there is no address: this runs for every transfer).
+    /// (compared in place, without building a value: this runs for every transfer).
     fn fits(&self, dest: &Destination, settings: &Settings) -> bool {
         self.proxy == proxy_of(settings)
             && self.connect_timeout == settings.connect_timeout
             && self.timeout == settings.timeout
             && self.tls_verify == settings.tls_verify
             && self.ca_file == settings.ca_file
-            && match &self.connect_to {
-                None => dest.address.is_none(),
-                Some(c) => dest.connect_to().as_ref() == Some(c),
+            && match (&self.address, dest.address) {
+                (None, None) => true,
+                (Some((a, host, port)), Some(b)) => {
+                    *a == b && *host == dest.host && *port == dest.port
+                }
+                _ => false,
             }
     }
 
@@ -130,9 +135,9 @@ impl Fixed {
         easy.proxy(&self.proxy)?;
         // A discovered address: connect there, while the URL (hence `Host`, SNI and the
         // certificate check) keeps the name.
-        if let Some(connect_to) = &self.connect_to {
+        if let Some((address, host, port)) = &self.address {
             let mut list = List::new();
-            list.append(connect_to)?;
+            list.append(&crate::dest::connect_to_entry(host, *port, *address))?;
             easy.connect_to(list)?;
         }
         // Send the path as queued: libcurl would otherwise resolve "." and ".." segments,
@@ -173,27 +178,36 @@ impl CurlTransport {
         }
         easy.get_mut().retry_after = None;
         crate::ffi::curl_set_url(easy, &req.url)?;
+        // A HEAD goes without a body, as before this handle was kept: with one, libcurl
+        // would send it and then wait for the answer's body, which a HEAD answer never has.
         let head = req.method.eq_ignore_ascii_case(b"HEAD");
-        easy.nobody(head)?;
-        if let Some(req_body) = &req.body {
-            easy.post(true)?;
-            // SAFETY: the Arc is kept in `self.body` (below) until the handle points to
-            // another body or none, so libcurl reads live, unchanged memory.
-            unsafe { crate::ffi::curl_set_post_body(easy, req_body) }?;
-            self.body = Some(Arc::clone(req_body));
-        } else {
-            if self.body.is_some() {
-                crate::ffi::curl_clear_post_body(easy)?;
-                // The handle no longer points to it.
-                self.body = None;
+        match &req.body {
+            Some(req_body) if !head => {
+                easy.nobody(false)?;
+                easy.post(true)?;
+                // SAFETY: the Arc is kept in `self.body` (below) until the handle points to
+                // another body or none, so libcurl reads live, unchanged memory.
+                unsafe { crate::ffi::curl_set_post_body(easy, req_body) }?;
+                self.body = Some(Arc::clone(req_body));
             }
-            if !head {
-                easy.get(true)?;
+            _ => {
+                // The body goes first: setting CURLOPT_POSTFIELDS makes the method POST,
+                // which `nobody` / `get` below then set back.
+                if self.body.is_some() {
+                    crate::ffi::curl_clear_post_body(easy)?;
+                    // The handle no longer points to it.
+                    self.body = None;
+                }
+                if head {
+                    easy.nobody(true)?;
+                } else {
+                    easy.nobody(false)?;
+                    easy.get(true)?;
+                }
             }
         }
         crate::ffi::curl_set_method(easy, &req.method)?;
-        self.headers.fill(&req.header_lines)?;
-        self.headers.apply(easy)?;
+        self.headers.set(easy, &req.header_lines)?;
         easy.http_version(if req.http10 {
             HttpVersion::V10
         } else {
@@ -325,7 +339,17 @@ mod tests {
 
     /// Serves `answers` requests on one connection with `status`; returns the raw bytes.
     fn one_connection(status: u16, answers: usize) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        one_connection_at("127.0.0.1:0", status, answers)
+    }
+
+    /// [`one_connection`] on `addr`. A HEAD is answered with a `Content-Length` and no body,
+    /// as servers do.
+    fn one_connection_at(
+        addr: &str,
+        status: u16,
+        answers: usize,
+    ) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind(addr).unwrap();
         let port = listener.local_addr().unwrap().port();
         let handle = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
@@ -340,8 +364,10 @@ mod tests {
                     assert!(n > 0, "connection closed early");
                     pending.extend_from_slice(&buf[..n]);
                 };
+                let head = pending.starts_with(b"HEAD ");
                 seen.extend(pending.drain(..len));
-                let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
+                let body = if head { "" } else { "ok" };
+                let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{body}");
                 conn.write_all(resp.as_bytes()).unwrap();
             }
             seen
@@ -405,32 +431,45 @@ mod tests {
         assert_eq!(wire, expected);
     }
 
-    /// The handle is not reset between transfers: what one request set (a body, HEAD) must
-    /// not leak into the next one on the same handle.
+    /// The handle is not reset between transfers: what one request set (a body, HEAD,
+    /// headers, HTTP/1.0) must not leak into the next one on the same handle.
     #[test]
     fn no_option_of_a_request_leaks_into_the_next_on_the_same_handle() {
-        let (port, server) = one_connection(200, 5);
+        let (port, server) = one_connection(200, 7);
         let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
-        let req = |method: &[u8], body: Option<&[u8]>| {
-            Template::default().render(
+        let template = Template {
+            copy_headers: true,
+            marker: "m".into(),
+            ..Template::default()
+        };
+        let req = |method: &[u8], body: Option<&[u8]>, headers: &[(&[u8], &[u8])], http10| {
+            template.render(
                 &Parts {
                     method: method.to_vec(),
                     url: b"/r".to_vec(),
+                    http10,
                     body: body.map(|b| Arc::new(b.to_vec())),
+                    headers: headers.iter().copied().collect(),
                     ..Parts::default()
                 }
                 .into(),
                 &dest,
             )
         };
+        type Headers<'a> = &'a [(&'a [u8], &'a [u8])];
+        let two: Headers = &[(b"X-A", b"1"), (b"X-B", b"2")];
+        let one: Headers = &[(b"X-C", b"3")];
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         for prepared in [
-            req(b"POST", Some(b"one")),
-            req(b"PURGE", None),
-            req(b"PUT", Some(b"three")),
-            req(b"BAN", None),
-            req(b"HEAD", None),
+            req(b"POST", Some(b"one"), two, false),
+            req(b"PURGE", None, one, false),
+            req(b"PUT", Some(b"three"), &[], false),
+            req(b"HEAD", None, two, false),
+            req(b"BAN", None, one, true),
+            // A HEAD with a body (queue_req_body on a HEAD): sent without it.
+            req(b"HEAD", Some(b"never"), &[], false),
+            req(b"GET", None, &[], false),
         ] {
             assert_eq!(
                 transport.send(&dest, &prepared, &settings(), &control),
@@ -438,32 +477,36 @@ mod tests {
             );
         }
         let wire = String::from_utf8(server.join().unwrap()).unwrap();
-        let host = format!("Host: 127.0.0.1:{port}\r\n");
+        let h = format!("Host: 127.0.0.1:{port}\r\n");
+        let m = "X-Peer-Forwarded: m\r\n";
         let expected = [
-            format!("POST /r HTTP/1.1\r\n{host}Content-Length: 3\r\n\r\none"),
-            format!("PURGE /r HTTP/1.1\r\n{host}\r\n"),
-            format!("PUT /r HTTP/1.1\r\n{host}Content-Length: 5\r\n\r\nthree"),
-            format!("BAN /r HTTP/1.1\r\n{host}\r\n"),
-            format!("HEAD /r HTTP/1.1\r\n{host}\r\n"),
+            format!("POST /r HTTP/1.1\r\n{h}X-A: 1\r\nX-B: 2\r\n{m}Content-Length: 3\r\n\r\none"),
+            format!("PURGE /r HTTP/1.1\r\n{h}X-C: 3\r\n{m}\r\n"),
+            format!("PUT /r HTTP/1.1\r\n{h}{m}Content-Length: 5\r\n\r\nthree"),
+            format!("HEAD /r HTTP/1.1\r\n{h}X-A: 1\r\nX-B: 2\r\n{m}\r\n"),
+            format!("BAN /r HTTP/1.0\r\n{h}X-C: 3\r\n{m}\r\n"),
+            format!("HEAD /r HTTP/1.1\r\n{h}{m}\r\n"),
+            format!("GET /r HTTP/1.1\r\n{h}{m}\r\n"),
         ]
         .concat();
-        // The marker header sits between Host and the framing: compare without it.
-        let wire = wire.replace("X-Peer-Forwarded:\r\n", "");
         assert_eq!(wire, expected);
     }
 
-    /// A destination that changes (another address, other settings) gets its options set
-    /// again on the same handle.
+    /// A destination that changes (another address, no address, other settings) gets its
+    /// options set again on the same handle.
     #[test]
     fn a_new_address_or_new_settings_reconfigure_the_handle() {
-        let (port_a, server_a) = one_connection(200, 1);
-        let (port_b, server_b) = one_connection(204, 2);
-        let named = |port: u16| {
+        let (port, server_a) = one_connection(200, 1);
+        // The same port on another loopback address: a stale connect-to entry for the name
+        // at that port would still reach 127.0.0.1 (closed by then: refused).
+        let (_, server_b) = one_connection_at(&format!("127.0.0.2:{port}"), 204, 1);
+        let (port_c, server_c) = one_connection(202, 2);
+        let at = |ip: &str| {
             Destination::parse("peer-test.invalid", i64::from(port))
                 .unwrap()
-                .at("127.0.0.1".parse().unwrap())
+                .at(ip.parse().unwrap())
         };
-        let plain = Destination::parse("127.0.0.1", i64::from(port_b)).unwrap();
+        let plain = Destination::parse("127.0.0.1", i64::from(port_c)).unwrap();
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         let purge = |dest: &Destination| {
@@ -477,24 +520,28 @@ mod tests {
                 dest,
             )
         };
-        let a = named(port_a);
-        assert_eq!(
-            transport.send(&a, &purge(&a), &settings(), &control),
-            Outcome::Status(200)
-        );
-        // The connect-to list of `a` would send this one to port_a's address: it must go.
-        assert_eq!(
-            transport.send(&plain, &purge(&plain), &settings(), &control),
-            Outcome::Status(204)
-        );
-        let mut slow = settings();
-        slow.timeout = Duration::from_secs(7);
-        assert_eq!(
-            transport.send(&plain, &purge(&plain), &slow, &control),
-            Outcome::Status(204)
-        );
+        let (a, b) = (at("127.0.0.1"), at("127.0.0.2"));
+        for (dest, settings, status) in [
+            (&a, settings(), 200),
+            (&b, settings(), 204),
+            (&plain, settings(), 202),
+            (
+                &plain,
+                Settings {
+                    timeout: Duration::from_secs(7),
+                    ..settings()
+                },
+                202,
+            ),
+        ] {
+            assert_eq!(
+                transport.send(dest, &purge(dest), &settings, &control),
+                Outcome::Status(status)
+            );
+        }
         server_a.join().unwrap();
         server_b.join().unwrap();
+        server_c.join().unwrap();
     }
 
     #[test]

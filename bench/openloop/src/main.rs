@@ -4,10 +4,15 @@
 //! instead of silently lowering the rate (coordinated omission).
 //!
 //! ```text
-//! openloop --addr 127.0.0.1:PORT --path /x --rate 20000 --duration 2 [--conns 16] [--timeout 5]
+//! openloop --addr 127.0.0.1:PORT [--addr ...] --path /x --rate 20000 --duration 2 [--conns 16] [--timeout 5]
 //! ```
 //! Prints one JSON line. Bounded: at most rate x duration requests, and every connection gives up
 //! `timeout` seconds after the end of the schedule.
+//!
+//! With several `--addr`, the one schedule is dealt out in turn (slot k to address k mod N, each
+//! with its own `conns` connections): the servers are measured in the same moments, so a stall of
+//! the machine reaches all of them alike. The line then has a `targets` array, one entry per
+//! address in the order given, with the same fields.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 struct Opts {
-    addr: String,
+    addrs: Vec<String>,
     path: String,
     rate: f64,
     duration: f64,
@@ -37,7 +42,7 @@ struct ConnResult {
 
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
-        addr: String::new(),
+        addrs: Vec::new(),
         path: "/".into(),
         rate: 0.0,
         duration: 0.0,
@@ -49,7 +54,7 @@ fn parse_args() -> Result<Opts, String> {
         let v = args.next().ok_or(format!("{a} needs a value"))?;
         let num = || v.parse::<f64>().map_err(|e| format!("{a} {v}: {e}"));
         match a.as_str() {
-            "--addr" => o.addr = v.clone(),
+            "--addr" => o.addrs.push(v.clone()),
             "--path" => o.path = v.clone(),
             "--rate" => o.rate = num()?,
             "--duration" => o.duration = num()?,
@@ -58,7 +63,7 @@ fn parse_args() -> Result<Opts, String> {
             _ => return Err(format!("unknown option {a}")),
         }
     }
-    if o.addr.is_empty() || o.rate <= 0.0 || o.duration <= 0.0 || o.conns == 0 {
+    if o.addrs.is_empty() || o.rate <= 0.0 || o.duration <= 0.0 || o.conns == 0 {
         return Err("usage: openloop --addr HOST:PORT --path /x --rate R --duration S [--conns C] [--timeout S]".into());
     }
     Ok(o)
@@ -103,29 +108,30 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
 
-fn connect(o: &Opts) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect(&o.addr)?;
+fn connect(o: &Opts, addr: &str) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs_f64(o.timeout)))?;
     Ok(s)
 }
 
-/// Connection `idx` sends requests idx, idx + conns, idx + 2 conns... of the global schedule.
-fn run_conn(o: &Opts, idx: usize, t0: Instant) -> ConnResult {
+/// Connection `idx` of address `a` (of N) sends the slots k with k mod N = a and
+/// (k div N) mod conns = idx of the global schedule: with one address, idx, idx + conns...
+fn run_conn(o: &Opts, a: usize, idx: usize, t0: Instant) -> ConnResult {
     let mut r = ConnResult::default();
     let total = (o.rate * o.duration) as usize;
+    let n = o.addrs.len();
+    let addr = &o.addrs[a];
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: openloop\r\n\r\n",
-        o.path, o.addr
+        o.path, addr
     );
     let hard_end = t0 + Duration::from_secs_f64(o.duration + o.timeout);
     let mut sock: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(16384);
     let mut prev_done = t0;
-    let mut k = idx;
-    while k < total {
+    for k in slots_of(a, idx, n, o.conns, total) {
         let sched = t0 + Duration::from_secs_f64(k as f64 / o.rate);
-        k += o.conns;
         let now = Instant::now();
         if now > hard_end {
             r.errors += 1;
@@ -135,7 +141,7 @@ fn run_conn(o: &Opts, idx: usize, t0: Instant) -> ConnResult {
             thread::sleep(sched - now);
         }
         if sock.is_none() {
-            match connect(o) {
+            match connect(o, addr) {
                 Ok(s) => sock = Some(s),
                 Err(_) => {
                     r.errors += 1;
@@ -170,6 +176,18 @@ fn run_conn(o: &Opts, idx: usize, t0: Instant) -> ConnResult {
     r
 }
 
+/// The slots of the schedule (0..total) that connection `idx` of address `a` sends: k mod n = a
+/// and (k div n) mod conns = idx.
+fn slots_of(
+    a: usize,
+    idx: usize,
+    n: usize,
+    conns: usize,
+    total: usize,
+) -> impl Iterator<Item = usize> {
+    (a + idx * n..total).step_by(conns * n)
+}
+
 fn micros(d: Duration) -> u32 {
     d.as_micros().min(u32::MAX as u128) as u32
 }
@@ -182,30 +200,14 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn main() -> ExitCode {
-    let o = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("openloop: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Start slightly in the future so that every thread is ready before the first slot.
-    let t0 = Instant::now() + Duration::from_millis(50);
-    let results: Vec<ConnResult> = thread::scope(|sc| {
-        let hs: Vec<_> = (0..o.conns)
-            .map(|i| {
-                sc.spawn({
-                    let o = &o;
-                    move || run_conn(o, i, t0)
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let elapsed = t0.elapsed().as_secs_f64();
+/// The JSON fields (without braces) of `results`, and how many requests completed.
+fn summary(
+    o: &Opts,
+    rate: f64,
+    scheduled: usize,
+    elapsed: f64,
+    results: &[&ConnResult],
+) -> (String, usize) {
     let mut lat: Vec<u32> = results
         .iter()
         .flat_map(|r| r.latencies.iter().copied())
@@ -219,14 +221,14 @@ fn main() -> ExitCode {
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     let non2xx: u64 = results.iter().map(|r| r.non2xx).sum();
     let ok = lat.len();
-    println!(
-        "{{\"rate\": {}, \"duration\": {}, \"conns\": {}, \"scheduled\": {}, \"completed\": {}, \"errors\": {}, \"non2xx\": {}, \
+    let line = format!(
+        "\"rate\": {}, \"duration\": {}, \"conns\": {}, \"scheduled\": {}, \"completed\": {}, \"errors\": {}, \"non2xx\": {}, \
          \"achieved_rate\": {:.1}, \"elapsed_s\": {:.3}, \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \
-         \"gen_lag_p99_us\": {}, \"gen_lag_max_us\": {}}}",
-        o.rate,
+         \"gen_lag_p99_us\": {}, \"gen_lag_max_us\": {}",
+        rate,
         o.duration,
         o.conns,
-        (o.rate * o.duration) as usize,
+        scheduled,
         ok,
         errors,
         non2xx,
@@ -240,8 +242,81 @@ fn main() -> ExitCode {
         pct(&lag, 99.0),
         lag.last().copied().unwrap_or(0)
     );
+    (line, ok)
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("openloop: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Start slightly in the future so that every thread is ready before the first slot.
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let n = o.addrs.len();
+    let results: Vec<ConnResult> = thread::scope(|sc| {
+        let hs: Vec<_> = (0..n * o.conns)
+            .map(|i| {
+                sc.spawn({
+                    let o = &o;
+                    move || run_conn(o, i % n, i / n, t0)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let elapsed = t0.elapsed().as_secs_f64();
+    let all: Vec<&ConnResult> = results.iter().collect();
+    let (line, ok) = summary(&o, o.rate, (o.rate * o.duration) as usize, elapsed, &all);
+    if n == 1 {
+        println!("{{{line}}}");
+    } else {
+        let targets: Vec<String> = (0..n)
+            .map(|a| {
+                let mine: Vec<&ConnResult> = results.iter().skip(a).step_by(n).collect();
+                // Slots a, a + n, a + 2n... below the total.
+                let total = (o.rate * o.duration) as usize;
+                let scheduled = total / n + usize::from(a < total % n);
+                let (line, _) = summary(&o, o.rate / n as f64, scheduled, elapsed, &mine);
+                format!("{{\"addr\": \"{}\", {line}}}", o.addrs[a])
+            })
+            .collect();
+        println!("{{{line}, \"targets\": [{}]}}", targets.join(", "));
+    }
     if ok == 0 {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slots_of;
+
+    #[test]
+    fn every_slot_is_sent_once_by_a_connection_of_its_address() {
+        for n in 1..4 {
+            for conns in 1..5 {
+                for total in 0..40 {
+                    let mut seen = vec![0; total];
+                    for a in 0..n {
+                        for idx in 0..conns {
+                            for k in slots_of(a, idx, n, conns, total) {
+                                assert_eq!(k % n, a);
+                                seen[k] += 1;
+                            }
+                        }
+                    }
+                    assert!(
+                        seen.iter().all(|&c| c == 1),
+                        "n {n} conns {conns} total {total}"
+                    );
+                }
+            }
+        }
+    }
 }

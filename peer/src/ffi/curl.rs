@@ -17,16 +17,38 @@ pub struct HeaderBlock {
     nodes: Vec<curl_sys::curl_slist>,
 }
 
-// SAFETY: the raw pointers in `nodes` point into `text`, which this value owns and moves
-// with it (a Vec's heap buffer does not move when the Vec does).
+// SAFETY: the raw pointers in `nodes` point into `text` (the data) and into `nodes` itself
+// (the links): both are heap buffers this value owns, which do not move when the value moves
+// to another thread, and nothing else holds them (no Clone; libcurl only reads them during
+// transfers on the owning thread).
 unsafe impl Send for HeaderBlock {}
 
 impl HeaderBlock {
-    /// Replaces the lines. No transfer of a handle this block is set on may run until the
-    /// block has been set again ([`HeaderBlock::apply`]): the nodes and text are rewritten.
-    /// A line holding a NUL byte is refused, and the block left as it was (the snapshot was
+    /// Replaces the lines and points `easy` at them (CURLOPT_HTTPHEADER; NULL when there
+    /// are none). A line holding a NUL byte is refused and nothing changes (the snapshot was
     /// validated: none does).
-    pub fn fill(&mut self, lines: &[Vec<u8>]) -> Result<(), curl::Error> {
+    ///
+    /// The block must outlive the transfers of `easy` (the transport drops the handle first)
+    /// and of any other handle it was set on before (none: one transport, one handle).
+    pub fn set<H>(
+        &mut self,
+        easy: &curl::easy::Easy2<H>,
+        lines: &[Vec<u8>],
+    ) -> Result<(), curl::Error> {
+        self.fill(lines)?;
+        // SAFETY: a live easy handle. libcurl keeps the pointer and only reads the list
+        // during the handle's transfers; the list is rewritten only by this method, which
+        // points the handle at the new one before any transfer can run (no transfer runs
+        // while `&mut self` is held here). Should this setopt fail, the handle may still
+        // point at the previous list, now rewritten: the caller discards the handle on any
+        // error (`CurlTransport::send` does), so no transfer reads it.
+        check(unsafe {
+            curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_HTTPHEADER, self.head())
+        })
+    }
+
+    /// Replaces the lines (see [`HeaderBlock::set`], the only caller outside tests).
+    fn fill(&mut self, lines: &[Vec<u8>]) -> Result<(), curl::Error> {
         // Checked before anything changes: a refused fill leaves the block as it was.
         if lines.iter().any(|line| line.contains(&0)) {
             return Err(curl::Error::new(curl_sys::CURLE_BAD_FUNCTION_ARGUMENT));
@@ -79,18 +101,6 @@ impl HeaderBlock {
         } else {
             self.nodes.as_ptr().cast_mut()
         }
-    }
-
-    /// Sets it as the handle's CURLOPT_HTTPHEADER (NULL when empty). The block must outlive
-    /// the handle's transfers and stay unchanged until it is filled and set again.
-    pub fn apply<H>(&self, easy: &curl::easy::Easy2<H>) -> Result<(), curl::Error> {
-        // SAFETY: a live easy handle; libcurl keeps the pointer and reads the list (never
-        // writes it) during the transfers, and the caller keeps the block alive and
-        // unchanged until then.
-        let rc = unsafe {
-            curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_HTTPHEADER, self.head())
-        };
-        check(rc)
     }
 }
 

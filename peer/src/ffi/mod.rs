@@ -2,7 +2,8 @@
 //! `batch` for the batch methods, `discover` for `x.add_dns_destinations()`), `services`
 //! (VSC segments and VSL for the peers),
 //! `request` (reading a request out of Varnish's structures), `curl` (libcurl options set
-//! from bytes) and `resolve` (getaddrinfo for DNS discovery). The Varnish primitives they use are the shared crate `vmod-rt`'s.
+//! from bytes), `resolve` (getaddrinfo for DNS discovery) and `sched` (the sender threads'
+//! priority). The Varnish primitives they use are the shared crate `vmod-rt`'s.
 //!
 //! `vmod`, `services` and `request` are left out of unit-test builds and of builds without the
 //! `vmod` feature: they link against symbols only varnishd provides, which a test or bench
@@ -16,6 +17,7 @@ mod discover;
 #[cfg(all(not(test), feature = "vmod"))]
 mod request;
 mod resolve;
+mod sched;
 #[cfg(all(not(test), feature = "vmod"))]
 mod services;
 #[cfg(all(not(test), feature = "vmod"))]
@@ -25,3 +27,4 @@ pub use curl::{
     curl_clear_post_body, curl_set_method, curl_set_post_body, curl_set_url, HeaderBlock,
 };
 pub use resolve::Getaddrinfo;
+pub use sched::lower_this_thread;
