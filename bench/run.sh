@@ -23,8 +23,9 @@
 #   BENCH_AA_BAND ["0.97 1.03"]  A/A median accepted  BENCH_AA_RETRIES [2]  repeats of a group outside it
 #   BENCH_CPU_MEASURED [0] / BENCH_CPU_LOAD [1]  cores (taskset); pinning is off with fewer than 2 CPUs
 #   BENCH_NS ["0 1000 10000 100000"]  saintmode blacklist sizes
-#   BENCH_P99_DURATION [3]  seconds per open-loop run (the three fronts at once)   BENCH_P99_LOAD [0.5]  fraction of capacity
-#   BENCH_P99_REPS [6]  BENCH_P99_AA_BAND ["0.9 1.1"]  p99 runs and its A/A band; BENCH_P99_CONNS [CONNS/2] per front
+#   BENCH_P99_DURATION [6]  seconds per open-loop run (the three fronts in turns)   BENCH_P99_LOAD [0.5]  fraction of capacity
+#   BENCH_P99_REPS [4]  BENCH_P99_AA_BAND ["0.9 1.1"]  p99 runs and its A/A band; BENCH_P99_CONNS [CONNS] per front
+#   BENCH_P99_BLOCK [0.25]  seconds a front is driven alone before the next one's turn
 #   BENCH_PEER_RESERVE / BENCH_MICRO_RESERVE / BENCH_P99_RESERVE  seconds kept for later sections
 #                       (default: the calibrated costs of the wanted later sections, SECTION_COST)
 #   BENCH_DRAIN_REPS [4]  drain measurements   BENCH_SENDER_RATE [2000]  req/s on the sender front
@@ -52,7 +53,7 @@ AA_BAND="${BENCH_AA_BAND:-0.97 1.03}"
 AA_RETRIES="${BENCH_AA_RETRIES:-2}"
 CPU_MEASURED="${BENCH_CPU_MEASURED:-0}"
 CPU_LOAD="${BENCH_CPU_LOAD:-1}"
-P99_DUR="${BENCH_P99_DURATION:-3}"
+P99_DUR="${BENCH_P99_DURATION:-6}"
 P99_LOAD="${BENCH_P99_LOAD:-0.5}"
 CONNS="${BENCH_CONNS:-16}"
 THREADS="${BENCH_THREADS:-2}"
@@ -652,7 +653,7 @@ if fits p99 35 peer_p99_ratio; then
         for rep in 1 2 3; do wait_idle; wrk_run p99cap "$rep" call "$(vd_url l_call /c)"; caps+=("$WRK_RPS"); done
         cap=$(python3 -c 'import statistics,sys; print(int(statistics.median(float(x) for x in sys.argv[1:])))' "${caps[@]}")
         rate=$(python3 -c "print(int(${cap:-0} * $P99_LOAD))")
-        P99_REPS=${BENCH_P99_REPS:-6} P99_CONNS=${BENCH_P99_CONNS:-$(( CONNS > 1 ? CONNS / 2 : 1 ))} P99_AA_BAND=${BENCH_P99_AA_BAND:-0.9 1.1}
+        P99_REPS=${BENCH_P99_REPS:-4} P99_CONNS=${BENCH_P99_CONNS:-$CONNS} P99_BLOCK=${BENCH_P99_BLOCK:-0.25} P99_AA_BAND=${BENCH_P99_AA_BAND:-0.9 1.1}
         # The generator must wake on time even on a busy load core: as root, a low real-time
         # priority (SCHED_FIFO 1; it sleeps between sends, and the kernel's RT throttling bounds
         # it anyway). Its lag is measured and gates the figure either way.
@@ -664,18 +665,15 @@ if fits p99 35 peer_p99_ratio; then
             p99_attempt=$((p99_attempt + 1))
             labels=(nocall call nocall2)
             for rep in $(seq 1 "$P99_REPS"); do
-                # The three fronts in one run, the schedule dealt out in turn (a third of the rate
-                # each): they are measured in the same moments, so a stall of the machine (a VM's
-                # host, softirq work deferred to a thread) reaches the call and both no-call
-                # fronts alike. The order of the addresses rotates every rep.
-                order=() addrs=()
-                for i in 0 1 2; do
-                    k=$(( (i + rep) % 3 )); [ $((rep % 2)) -eq 0 ] && k=$(( (2 - i + rep) % 3 ))
-                    order+=("${labels[$k]}") addrs+=(--addr "127.0.0.1:${VD_PORT[l_${labels[$k]}]}")
-                done
+                # One run takes the three fronts in turns of short blocks (BENCH_P99_BLOCK s), each
+                # front alone on its core at the full rate during its blocks (openloop rotates the
+                # order): a stall of the machine (a VM's host, softirq work deferred to a thread)
+                # falls on any of them alike, while none adds its load to another's.
+                order=("${labels[@]}") addrs=()
+                for lab in "${labels[@]}"; do addrs+=(--addr "127.0.0.1:${VD_PORT[l_$lab]}"); done
                 wait_idle
                 out=$(timeout $(( P99_DUR + 15 )) "${RT[@]}" "$OPENLOOP" "${addrs[@]}" --path /p \
-                      --rate "$rate" --duration "$P99_DUR" --conns "$P99_CONNS" --timeout 5 || true)
+                      --rate "$rate" --duration "$P99_DUR" --conns "$P99_CONNS" --block "$P99_BLOCK" --timeout 5 || true)
                 for i in 0 1 2; do
                     one=$(python3 -c 'import json,sys
 try: print(json.dumps(json.loads(sys.argv[1])["targets"][int(sys.argv[2])]))

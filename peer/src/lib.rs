@@ -26,6 +26,7 @@ mod discover_thread;
 pub mod escape;
 pub mod ffi;
 pub mod gate;
+pub mod h1;
 pub mod magic;
 pub mod policy;
 pub mod report;

@@ -68,12 +68,7 @@ pub trait EventLog: Send + Sync {
 pub type Spawn = fn(String, Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>>;
 
 fn spawn_thread(name: String, f: Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name).spawn(move || {
-        // Below the worker threads (see `SENDER_NICE`). Should the kernel refuse, the
-        // thread works as well at the priority it has.
-        let _ = crate::ffi::lower_this_thread();
-        f();
-    })
+    std::thread::Builder::new().name(name).spawn(f)
 }
 
 /// Why `enqueue()` queued nothing.

@@ -12,6 +12,7 @@ use curl::multi::Multi;
 use crate::config::Settings;
 use crate::dest::Destination;
 use crate::ffi::HeaderBlock;
+use crate::h1::H1Client;
 use crate::policy::{parse_retry_after, Failure, Outcome};
 use crate::sender::{Control, Transport, TransportFactory};
 use crate::snapshot::{Body, Prepared};
@@ -19,19 +20,53 @@ use crate::snapshot::{Body, Prepared};
 /// How often a transfer in progress checks the drain deadline.
 const ABORT_CHECK: Duration = Duration::from_millis(100);
 
-/// Makes a [`CurlTransport`] per sender thread.
+/// Makes the transport of each sender thread: the built-in HTTP/1.1 client for plain HTTP
+/// to an address without a proxy ([`crate::h1`]), libcurl for the rest.
+#[derive(Debug, Default)]
+pub struct HttpFactory;
+
+impl TransportFactory for HttpFactory {
+    fn create(&self) -> Box<dyn Transport> {
+        Box::new(Http {
+            direct: H1Client::default(),
+            curl: CurlTransport::new(),
+        })
+    }
+}
+
+/// Makes a [`CurlTransport`] per sender thread: libcurl for every destination.
 #[derive(Debug, Default)]
 pub struct CurlFactory;
 
 impl TransportFactory for CurlFactory {
     fn create(&self) -> Box<dyn Transport> {
-        Box::new(CurlTransport {
-            multi: Multi::new(),
-            easy: None,
-            fixed: None,
-            headers: HeaderBlock::default(),
-            body: None,
-        })
+        Box::new(CurlTransport::new())
+    }
+}
+
+/// One sender thread's two clients.
+struct Http {
+    direct: H1Client,
+    curl: CurlTransport,
+}
+
+impl Transport for Http {
+    fn send(
+        &mut self,
+        dest: &Destination,
+        req: &Prepared,
+        settings: &Settings,
+        control: &Arc<Control>,
+    ) -> Outcome {
+        match crate::h1::direct_address(dest, settings) {
+            Some(addr) => match self.direct.send(addr, dest, req, settings, control) {
+                Ok(answer) => {
+                    status_outcome(u32::from(answer.status), answer.retry_after.as_deref())
+                }
+                Err(outcome) => outcome,
+            },
+            None => self.curl.send(dest, req, settings, control),
+        }
     }
 }
 
@@ -155,6 +190,16 @@ impl Fixed {
 }
 
 impl CurlTransport {
+    fn new() -> Self {
+        CurlTransport {
+            multi: Multi::new(),
+            easy: None,
+            fixed: None,
+            headers: HeaderBlock::default(),
+            body: None,
+        }
+    }
+
     /// Sets the handle up for `req`: [`Fixed`] when it changed, then everything that belongs
     /// to the request.
     fn configure(

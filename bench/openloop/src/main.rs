@@ -9,10 +9,13 @@
 //! Prints one JSON line. Bounded: at most rate x duration requests, and every connection gives up
 //! `timeout` seconds after the end of the schedule.
 //!
-//! With several `--addr`, the one schedule is dealt out in turn (slot k to address k mod N, each
-//! with its own `conns` connections): the servers are measured in the same moments, so a stall of
-//! the machine reaches all of them alike. The line then has a `targets` array, one entry per
-//! address in the order given, with the same fields.
+//! With several `--addr`, the schedule is cut into blocks of `--block` seconds (default 0.25),
+//! each sent to one address alone at the full rate, the addresses taking turns (in order, then
+//! in reverse, the order rotated every two rounds); every address has its own `conns`
+//! connections. Each address's percentiles pool its blocks: the servers are measured one at a
+//! time but in finely interleaved moments, so a stall of the machine falls on any of them
+//! alike. The line then has a `targets` array, one entry per address in the order given, with
+//! the same fields.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,6 +30,7 @@ struct Opts {
     duration: f64,
     conns: usize,
     timeout: f64,
+    block: f64,
 }
 
 /// What one connection measured, in microseconds.
@@ -48,6 +52,7 @@ fn parse_args() -> Result<Opts, String> {
         duration: 0.0,
         conns: 16,
         timeout: 5.0,
+        block: 0.25,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -60,10 +65,11 @@ fn parse_args() -> Result<Opts, String> {
             "--duration" => o.duration = num()?,
             "--conns" => o.conns = num()? as usize,
             "--timeout" => o.timeout = num()?,
+            "--block" => o.block = num()?,
             _ => return Err(format!("unknown option {a}")),
         }
     }
-    if o.addrs.is_empty() || o.rate <= 0.0 || o.duration <= 0.0 || o.conns == 0 {
+    if o.addrs.is_empty() || o.rate <= 0.0 || o.duration <= 0.0 || o.conns == 0 || o.block <= 0.0 {
         return Err("usage: openloop --addr HOST:PORT --path /x --rate R --duration S [--conns C] [--timeout S]".into());
     }
     Ok(o)
@@ -115,12 +121,9 @@ fn connect(o: &Opts, addr: &str) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Connection `idx` of address `a` (of N) sends the slots k with k mod N = a and
-/// (k div N) mod conns = idx of the global schedule: with one address, idx, idx + conns...
-fn run_conn(o: &Opts, a: usize, idx: usize, t0: Instant) -> ConnResult {
+/// One connection of address `a` sends `slots` (indices into the global schedule).
+fn run_conn(o: &Opts, a: usize, slots: &[usize], t0: Instant) -> ConnResult {
     let mut r = ConnResult::default();
-    let total = (o.rate * o.duration) as usize;
-    let n = o.addrs.len();
     let addr = &o.addrs[a];
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: openloop\r\n\r\n",
@@ -130,7 +133,7 @@ fn run_conn(o: &Opts, a: usize, idx: usize, t0: Instant) -> ConnResult {
     let mut sock: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(16384);
     let mut prev_done = t0;
-    for k in slots_of(a, idx, n, o.conns, total) {
+    for &k in slots {
         let sched = t0 + Duration::from_secs_f64(k as f64 / o.rate);
         let now = Instant::now();
         if now > hard_end {
@@ -176,16 +179,33 @@ fn run_conn(o: &Opts, a: usize, idx: usize, t0: Instant) -> ConnResult {
     r
 }
 
-/// The slots of the schedule (0..total) that connection `idx` of address `a` sends: k mod n = a
-/// and (k div n) mod conns = idx.
-fn slots_of(
-    a: usize,
-    idx: usize,
-    n: usize,
-    conns: usize,
-    total: usize,
-) -> impl Iterator<Item = usize> {
-    (a + idx * n..total).step_by(conns * n)
+/// The address (of `n`) that slot `k` of the schedule goes to: blocks of `block` seconds
+/// take turns, in order then in reverse, the order rotated by one every two rounds.
+fn address_of(k: usize, rate: f64, block: f64, n: usize) -> usize {
+    let j = (k as f64 / rate / block) as usize;
+    let (round, p) = (j / n, j % n);
+    if round % 2 == 0 {
+        (p + round / 2) % n
+    } else {
+        (n - 1 - p + round / 2) % n
+    }
+}
+
+/// For each address, for each of its `conns` connections, the slots it sends: an address's
+/// slots go to its connections in turn.
+fn deal(total: usize, rate: f64, block: f64, n: usize, conns: usize) -> Vec<Vec<Vec<usize>>> {
+    let mut out = vec![vec![Vec::new(); conns]; n];
+    let mut seen = vec![0usize; n];
+    for k in 0..total {
+        let a = if n == 1 {
+            0
+        } else {
+            address_of(k, rate, block, n)
+        };
+        out[a][seen[a] % conns].push(k);
+        seen[a] += 1;
+    }
+    out
 }
 
 fn micros(d: Duration) -> u32 {
@@ -253,35 +273,45 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let n = o.addrs.len();
+    let total = (o.rate * o.duration) as usize;
+    let slots = deal(total, o.rate, o.block, n, o.conns);
     // Start slightly in the future so that every thread is ready before the first slot.
     let t0 = Instant::now() + Duration::from_millis(50);
-    let n = o.addrs.len();
-    let results: Vec<ConnResult> = thread::scope(|sc| {
-        let hs: Vec<_> = (0..n * o.conns)
-            .map(|i| {
-                sc.spawn({
-                    let o = &o;
-                    move || run_conn(o, i % n, i / n, t0)
-                })
+    // Per address, its connections' results.
+    let results: Vec<Vec<ConnResult>> = thread::scope(|sc| {
+        let hs: Vec<Vec<_>> = slots
+            .iter()
+            .enumerate()
+            .map(|(a, conns)| {
+                conns
+                    .iter()
+                    .map(|mine| {
+                        let o = &o;
+                        sc.spawn(move || run_conn(o, a, mine, t0))
+                    })
+                    .collect()
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|hs| {
+                hs.into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
             .collect()
     });
     let elapsed = t0.elapsed().as_secs_f64();
-    let all: Vec<&ConnResult> = results.iter().collect();
-    let (line, ok) = summary(&o, o.rate, (o.rate * o.duration) as usize, elapsed, &all);
+    let all: Vec<&ConnResult> = results.iter().flatten().collect();
+    let (line, ok) = summary(&o, o.rate, total, elapsed, &all);
     if n == 1 {
         println!("{{{line}}}");
     } else {
         let targets: Vec<String> = (0..n)
             .map(|a| {
-                let mine: Vec<&ConnResult> = results.iter().skip(a).step_by(n).collect();
-                // Slots a, a + n, a + 2n... below the total.
-                let total = (o.rate * o.duration) as usize;
-                let scheduled = total / n + usize::from(a < total % n);
-                let (line, _) = summary(&o, o.rate / n as f64, scheduled, elapsed, &mine);
+                let mine: Vec<&ConnResult> = results[a].iter().collect();
+                let scheduled = slots[a].iter().map(Vec::len).sum();
+                let (line, _) = summary(&o, o.rate, scheduled, elapsed, &mine);
                 format!("{{\"addr\": \"{}\", {line}}}", o.addrs[a])
             })
             .collect();
@@ -295,18 +325,19 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::slots_of;
+    use super::{address_of, deal};
 
     #[test]
-    fn every_slot_is_sent_once_by_a_connection_of_its_address() {
+    fn every_slot_is_sent_once_by_one_connection() {
         for n in 1..4 {
-            for conns in 1..5 {
-                for total in 0..40 {
+            for conns in 1..4 {
+                for total in [0, 1, 7, 100] {
+                    let dealt = deal(total, 10.0, 0.5, n, conns);
                     let mut seen = vec![0; total];
-                    for a in 0..n {
-                        for idx in 0..conns {
-                            for k in slots_of(a, idx, n, conns, total) {
-                                assert_eq!(k % n, a);
+                    for per_addr in &dealt {
+                        assert_eq!(per_addr.len(), conns);
+                        for slots in per_addr {
+                            for &k in slots {
                                 seen[k] += 1;
                             }
                         }
@@ -318,5 +349,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn blocks_take_turns_and_every_address_gets_as_many() {
+        // 10 slots a second, blocks of 0.5 s: 5 slots per block.
+        let order: Vec<usize> = (0..12).map(|j| address_of(j * 5, 10.0, 0.5, 3)).collect();
+        assert_eq!(order, [0, 1, 2, 2, 1, 0, 1, 2, 0, 0, 2, 1]);
+        for a in 0..3 {
+            assert_eq!(order.iter().filter(|&&x| x == a).count(), 4);
+        }
+        // Slots within a block stay with its address.
+        assert!((0..5).all(|k| address_of(k, 10.0, 0.5, 3) == 0));
+        assert_eq!(address_of(5, 10.0, 0.5, 3), 1);
     }
 }

@@ -12,7 +12,7 @@ use crate::sender::{EventLog, TransportFactory};
 use crate::stats::{
     CounterStore, DestCounterStore, DestCounters, LocalCounters, LocalDestCounters, PeerCounters,
 };
-use crate::transport::CurlFactory;
+use crate::transport::HttpFactory;
 use crate::vcl::Services;
 
 /// Sender-thread lines go to VSL as `Error` records.
@@ -83,7 +83,7 @@ impl Services for Varnishd {
         Arc::new(VslLog)
     }
     fn transport(&self) -> Arc<dyn TransportFactory> {
-        Arc::new(CurlFactory)
+        Arc::new(HttpFactory)
     }
     fn resolver(&self) -> Arc<dyn Resolver> {
         Arc::new(super::Getaddrinfo)

@@ -1,0 +1,421 @@
+//! Tests of the built-in HTTP/1.1 client against scripted loopback servers, and of its
+//! requests against libcurl's for the same prepared request.
+
+use super::*;
+use crate::sender::TransportFactory;
+use crate::snapshot::{Parts, Template};
+use crate::transport::CurlFactory;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Length of the first complete request in `buf` (head + Content-Length body).
+fn request_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+    let body = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+    (buf.len() >= head + body).then_some(head + body)
+}
+
+/// One scripted exchange: the raw answer, and whether the server closes the connection
+/// after writing it.
+struct Step(&'static [u8], bool);
+
+/// A server that reads a request and writes the next step's answer, accepting a new
+/// connection after each close. Returns the port, the count of connections accepted, and
+/// the requests it read.
+fn server(steps: Vec<Step>) -> (u16, Arc<AtomicUsize>, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut conn: Option<std::net::TcpStream> = None;
+        let mut pending = Vec::new();
+        for Step(answer, close) in steps {
+            let c = conn.get_or_insert_with(|| {
+                count.fetch_add(1, Ordering::SeqCst);
+                pending.clear();
+                listener.accept().unwrap().0
+            });
+            let mut buf = [0u8; 4096];
+            let len = loop {
+                if let Some(len) = request_len(&pending) {
+                    break len;
+                }
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0, "connection closed early");
+                pending.extend_from_slice(&buf[..n]);
+            };
+            seen.push(pending.drain(..len).collect());
+            c.write_all(answer).unwrap();
+            if close {
+                conn = None;
+            }
+        }
+        seen
+    });
+    (port, accepted, handle)
+}
+
+fn purge(dest: &Destination) -> Prepared {
+    Template::default().render(
+        &Parts {
+            method: b"PURGE".to_vec(),
+            url: b"/p".to_vec(),
+            ..Parts::default()
+        }
+        .into(),
+        dest,
+    )
+}
+
+fn at(port: u16) -> (Destination, SocketAddr) {
+    let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
+    let addr = direct_address(&dest, &Settings::default()).unwrap();
+    (dest, addr)
+}
+
+fn send(client: &mut H1Client, port: u16, req: Option<Prepared>) -> Result<Answer, Outcome> {
+    let (dest, addr) = at(port);
+    let req = req.unwrap_or_else(|| purge(&dest));
+    client.send(addr, &dest, &req, &Settings::default(), &Control::default())
+}
+
+fn status(code: u16, reusable: bool) -> Result<Answer, Outcome> {
+    Ok(Answer {
+        status: code,
+        retry_after: None,
+        reusable,
+    })
+}
+
+#[test]
+fn only_plain_http_to_an_address_without_proxy_is_sent_directly() {
+    let s = Settings::default();
+    let ip = Destination::parse("10.1.2.3", 8080).unwrap();
+    assert_eq!(
+        direct_address(&ip, &s),
+        Some("10.1.2.3:8080".parse().unwrap())
+    );
+    let v6 = Destination::parse("::1", 81).unwrap();
+    assert_eq!(direct_address(&v6, &s), Some("[::1]:81".parse().unwrap()));
+    let name = Destination::parse("cache.example", 80).unwrap();
+    assert_eq!(direct_address(&name, &s), None);
+    let found = name.at("10.0.0.9".parse().unwrap());
+    assert_eq!(
+        direct_address(&found, &s),
+        Some("10.0.0.9:80".parse().unwrap())
+    );
+    let tls = Destination::parse("https://10.1.2.3/", 0).unwrap();
+    assert_eq!(direct_address(&tls, &s), None);
+    let proxied = crate::config::settings_from(
+        "x",
+        &crate::config::PeerArgs {
+            proxy: "http://127.0.0.1:3128".into(),
+            ..crate::config::PeerArgs::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(direct_address(&ip, &proxied), None);
+}
+
+#[test]
+fn the_target_is_what_follows_the_authority() {
+    assert_eq!(target(b"http://h:81/a/b?c=d"), b"/a/b?c=d");
+    assert_eq!(target(b"http://[::1]:81/x"), b"/x");
+    assert_eq!(target(b"http://h:81"), b"/");
+}
+
+/// The same prepared requests through libcurl and through this client reach the server as
+/// the same bytes.
+#[test]
+fn requests_are_byte_for_byte_what_libcurl_sends() {
+    let template = Template {
+        copy_headers: true,
+        marker: "me".into(),
+        fixed: vec![(b"X-Api".to_vec(), b"k".to_vec())],
+        ..Template::default()
+    };
+    let parts = |method: &[u8], body: Option<&[u8]>, headers: &[(&[u8], &[u8])], http10| Parts {
+        method: method.to_vec(),
+        url: b"/a/../b?q=1".to_vec(),
+        http10,
+        body: body.map(|b| Arc::new(b.to_vec())),
+        headers: headers.iter().copied().collect(),
+        ..Parts::default()
+    };
+    let host: &[(&[u8], &[u8])] = &[(b"Host", b"www.example.com"), (b"X-Dup", b"1")];
+    let odd: &[(&[u8], &[u8])] = &[
+        (b"X-Empty", b""),
+        (b"X-Blank", b"  "),
+        (b"X-Bin", &[b'c', b'a', b'f', 0xe9]),
+        (b"X-Dup", b"2"),
+        (b"Accept", b"text/plain"),
+        (b"Content-Type", b"application/json"),
+    ];
+    let requests = [
+        parts(b"PURGE", None, host, false),
+        parts(b"POST", Some(b"body!"), odd, false),
+        parts(b"POST", None, &[], false),
+        parts(b"PUT", None, host, false),
+        parts(b"BAN", None, odd, true),
+        parts(b"HEAD", Some(b"never"), host, false),
+        parts(b"GET", Some(b"a get body"), &[], false),
+    ];
+    let n = requests.len();
+    let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let wire = |curl: bool| {
+        let (port, _, server) = server((0..n).map(|_| Step(ok, true)).collect());
+        let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
+        let addr = direct_address(&dest, &Settings::default()).unwrap();
+        let mut via_curl = CurlFactory.create();
+        let mut client = H1Client::default();
+        let control = Arc::new(Control::default());
+        for p in &requests {
+            let prepared = template.render(&p.clone().into(), &dest);
+            if curl {
+                let outcome = via_curl.send(&dest, &prepared, &Settings::default(), &control);
+                assert_eq!(outcome, Outcome::Status(200));
+            } else {
+                let answer = client.send(addr, &dest, &prepared, &Settings::default(), &control);
+                assert_eq!(answer, status(200, true));
+            }
+        }
+        let seen = server.join().unwrap();
+        seen.into_iter()
+            .map(|r| String::from_utf8_lossy(&r).replace(&port.to_string(), "PORT"))
+            .collect::<Vec<_>>()
+    };
+    let (by_curl, by_h1) = (wire(true), wire(false));
+    for (c, h) in by_curl.iter().zip(&by_h1) {
+        assert_eq!(c, h);
+    }
+    assert_eq!(by_curl.len(), by_h1.len());
+}
+
+#[test]
+fn the_host_line_leaves_out_port_80_and_keeps_a_discovered_name() {
+    let mut out = Vec::new();
+    let dest = Destination::parse("10.0.0.1", 80).unwrap();
+    write_request(&mut out, &dest, &purge(&dest));
+    assert!(out.starts_with(b"PURGE /p HTTP/1.1\r\nHost: 10.0.0.1\r\n"));
+    let dest = Destination::parse("cache.example", 8080)
+        .unwrap()
+        .at("10.0.0.2".parse().unwrap());
+    write_request(&mut out, &dest, &purge(&dest));
+    assert!(out.starts_with(b"PURGE /p HTTP/1.1\r\nHost: cache.example:8080\r\n"));
+    let dest = Destination::parse("::1", 8080).unwrap();
+    write_request(&mut out, &dest, &purge(&dest));
+    assert!(out.starts_with(b"PURGE /p HTTP/1.1\r\nHost: [::1]:8080\r\n"));
+}
+
+#[test]
+fn every_framing_is_read_and_the_connection_kept_when_it_can_be() {
+    let (port, accepted, server) = server(vec![
+        Step(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false),
+        Step(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+        ),
+        Step(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", false),
+        Step(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", false),
+        Step(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\n", false),
+        Step(
+            b"HTTP/1.1 503 Busy\r\nretry-after:  7 \r\nContent-Length: 0\r\n\r\n",
+            false,
+        ),
+        Step(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", true),
+        Step(b"HTTP/1.0 404 Not Found\r\n\r\nuntil the end", true),
+        Step(b"HTTP/1.1 200 OK\r\n\r\nuntil the end too", true),
+    ]);
+    let mut client = H1Client::default();
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    assert_eq!(send(&mut client, port, None), status(201, true));
+    assert_eq!(send(&mut client, port, None), status(204, true));
+    assert_eq!(send(&mut client, port, None), status(304, true));
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    assert_eq!(
+        send(&mut client, port, None),
+        Ok(Answer {
+            status: 503,
+            retry_after: Some(b"7".to_vec()),
+            reusable: true
+        })
+    );
+    assert_eq!(send(&mut client, port, None), status(200, false));
+    assert_eq!(send(&mut client, port, None), status(404, false));
+    assert_eq!(send(&mut client, port, None), status(200, false));
+    server.join().unwrap();
+    // One connection for the first seven, then one per closing answer.
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_head_answer_has_no_body_even_with_a_length() {
+    let (port, accepted, server) = server(vec![
+        Step(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", false),
+        Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+    ]);
+    let (dest, _) = at(port);
+    let head = Template::default().render(
+        &Parts {
+            method: b"HEAD".to_vec(),
+            url: b"/h".to_vec(),
+            ..Parts::default()
+        }
+        .into(),
+        &dest,
+    );
+    let mut client = H1Client::default();
+    assert_eq!(send(&mut client, port, Some(head)), status(200, true));
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    server.join().unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_kept_connection_the_server_closed_is_replaced_once() {
+    // The server closes after its answer without saying so: the next request finds the
+    // connection closed and goes again on a new one.
+    let (port, accepted, server) = server(vec![
+        Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+        Step(b"HTTP/1.1 202 OK\r\nContent-Length: 0\r\n\r\n", true),
+    ]);
+    let mut client = H1Client::default();
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    // Let the close reach the client's socket.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(send(&mut client, port, None), status(202, true));
+    let seen = server.join().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn bad_answers_are_network_failures_and_lose_the_connection() {
+    for answer in [
+        &b"HTTP/2 200\r\n\r\n"[..],
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 200OK\r\n\r\n",
+        b"ICY 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"",
+    ] {
+        let (port, _, server) = server(vec![Step(answer, true)]);
+        let mut client = H1Client::default();
+        let got = send(&mut client, port, None);
+        assert!(
+            matches!(got, Err(Outcome::Failed(Failure::Network(_)))),
+            "{:?}: {got:?}",
+            String::from_utf8_lossy(answer)
+        );
+        assert!(client.conn.is_none());
+        server.join().unwrap();
+    }
+}
+
+#[test]
+fn bytes_after_an_answer_are_not_read_as_the_next_one() {
+    let (port, accepted, server) = server(vec![
+        // (The server closes too: the client must not have kept it anyway.)
+        Step(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 500 X\r\n\r\n",
+            true,
+        ),
+        Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+    ]);
+    let mut client = H1Client::default();
+    assert_eq!(send(&mut client, port, None), status(200, false));
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    server.join().unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn huge_answer_heads_are_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf).unwrap();
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\n");
+        let line = [b'x'; 1000];
+        for _ in 0..200 {
+            if c.write_all(&line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut client = H1Client::default();
+    let got = send(&mut client, port, None);
+    assert!(
+        matches!(&got, Err(Outcome::Failed(Failure::Network(m))) if m.contains("Too large")),
+        "{got:?}"
+    );
+    drop(client);
+    server.join().unwrap();
+}
+
+#[test]
+fn refused_connections_and_silent_servers_fail_within_their_timeouts() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut client = H1Client::default();
+    let got = send(&mut client, port, None);
+    assert!(
+        matches!(&got, Err(Outcome::Failed(Failure::Network(m))) if m.starts_with("Failed to connect to 127.0.0.1 port")),
+        "{got:?}"
+    );
+
+    // Accepted, never answered: the attempt's timeout ends it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (dest, addr) = at(port);
+    let settings = Settings {
+        timeout: Duration::from_millis(250),
+        ..Settings::default()
+    };
+    let started = Instant::now();
+    let got = client.send(addr, &dest, &purge(&dest), &settings, &Control::default());
+    assert!(
+        matches!(&got, Err(Outcome::Failed(Failure::Network(m))) if m.contains("timed out")),
+        "{got:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    drop(listener);
+}
+
+#[test]
+fn the_drain_deadline_abandons_a_transfer_in_progress() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (dest, addr) = at(port);
+    let control = Arc::new(Control::default());
+    let stopper = Arc::clone(&control);
+    let stop = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        stopper.set_deadline(Instant::now());
+    });
+    let mut client = H1Client::default();
+    let settings = Settings {
+        timeout: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let got = client.send(addr, &dest, &purge(&dest), &settings, &control);
+    assert_eq!(got, Err(Outcome::Failed(Failure::Shutdown)));
+    stop.join().unwrap();
+    drop(listener);
+}
