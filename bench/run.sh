@@ -689,7 +689,7 @@ except Exception: print("{\"p99_us\": null}")' "$out" "$i")
             [ "$(time_left)" -lt $(( ${BENCH_P99_RESERVE:-$(reserve_after p99)} + 45 )) ] && break
         done
         python3 "$BENCH_DIR/lib/p99.py" figure "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND \
-            "$cap" "$rate" "$P99_DUR" "$P99_CONNS" >> "$RUN/figures.jsonl"
+            "$cap" "$rate" "$P99_DUR" "$P99_CONNS" "$P99_BLOCK" >> "$RUN/figures.jsonl"
         for n in l_call l_nocall l_nocall2 pl_dest; do vd_stop "$n"; done
     fi
 fi

@@ -4,7 +4,7 @@ with "label" nocall|call|nocall2, "rep", "attempt").
 
   p99.py line JSON                              one run in words, for the log
   p99.py verdict P99.jsonl ATTEMPT LOW HIGH     prints "true|false REASON"
-  p99.py figure  P99.jsonl ATTEMPT LOW HIGH CAPACITY RATE DURATION CONNS
+  p99.py figure  P99.jsonl ATTEMPT LOW HIGH CAPACITY RATE DURATION CONNS BLOCK
                                                 prints the figure definition (figures.jsonl line)
 
 Per rep: p99(call) / p99(nocall) is a sample, p99(nocall2) / p99(nocall) the A/A control (two
@@ -78,7 +78,7 @@ def main(argv):
     if cmd == "verdict":
         print("false " + why if why else f"true p99 A/A median {aa_med:.3f}")
         return
-    cap, rate, dur, conns = argv[5:9]
+    cap, rate, dur, conns, block = argv[5:10]
     fig = {"figure": "peer_p99_ratio", "kind": "samples", "unit": "ratio", "target": "<= 1.1",
            "samples": [round(s, 4) for s in samples], "reason": why or "no samples",
            "extra": {"aa": {"label": "nocall2/nocall", "median": None if aa_med is None else round(aa_med, 4),
@@ -88,8 +88,7 @@ def main(argv):
                      "p50_us": {lab: [r.get(lab, {}).get("p50_us") for r in reps] for lab in ("nocall", "call", "nocall2")},
                      "generator_lag_p99_us": max((r.get(lab, {}).get("gen_lag_p99_us") or 0)
                                                  for r in reps for lab in ("nocall", "call", "nocall2")) if reps else None,
-                     "rate_per_front": round(float(rate) / 3, 1),
-                     "reps_excluded": excluded, "conns_per_front": int(conns),
+                     "conns_per_front": int(conns), "block_s": float(block),
                      "method": "bench/openloop at a fixed rate (latency from each request's scheduled time), "
                                "front with peer.queue_req() to a fast destination vs the same VCL without the call; "
                                "each run takes the three fronts (nocall, call, nocall2) in turns of short blocks, one "

@@ -87,15 +87,19 @@ pub fn write_request(out: &mut Vec<u8>, dest: &Destination, req: &Prepared) {
     });
     match own_host {
         Some((_, b':', [])) => {}
-        Some((name, _, value)) => {
-            out.extend_from_slice(name);
-            out.push(b':');
+        Some((_, _, value)) => {
+            // libcurl writes "Host:" and what follows the request's separator.
+            out.extend_from_slice(b"Host:");
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         }
         None => {
             out.extend_from_slice(b"Host: ");
-            out.extend_from_slice(dest.host.as_bytes());
+            // An IPv6 literal as libcurl writes it (its canonical text, `[::1]`).
+            match dest.bare_host().parse::<std::net::Ipv6Addr>() {
+                Ok(v6) => out.extend_from_slice(format!("[{v6}]").as_bytes()),
+                Err(_) => out.extend_from_slice(dest.host.as_bytes()),
+            }
             if dest.port != 80 {
                 out.extend_from_slice(format!(":{}", dest.port).as_bytes());
             }
@@ -174,12 +178,36 @@ impl Fail {
     }
 }
 
-/// One connection, with what was read past the last answer.
+/// A kept connection idle for longer is not used again (libcurl's limit: servers and NATs
+/// drop idle connections, often silently).
+const MAX_IDLE: Duration = Duration::from_secs(118);
+
+/// A request buffer that grew past this (a large body) is not kept for the next one.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// One connection.
 struct Conn {
     stream: TcpStream,
     addr: SocketAddr,
     /// Answers read on it: a reused connection may have been closed by the server.
     answered: u64,
+    /// When the last answer ended.
+    idle_since: Instant,
+}
+
+impl Conn {
+    /// Whether a kept connection can carry the next request, as libcurl checks one: not idle
+    /// too long, not closed or reset by the destination, and nothing unread on it (a late
+    /// byte would be taken for the next answer).
+    fn usable(&self) -> bool {
+        if self.idle_since.elapsed() > MAX_IDLE {
+            return false;
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        let peek = socket2::SockRef::from(&self.stream)
+            .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+        matches!(peek, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
 }
 
 /// The client of one sender thread.
@@ -207,17 +235,7 @@ impl Io<'_> {
     /// Waits out one interval of a blocked read or write: the drain deadline and the
     /// attempt's timeout end it.
     fn blocked(&mut self, what: &str) -> Result<(), Fail> {
-        if self.control.aborted() {
-            return Err(Fail::Aborted);
-        }
-        let now = Instant::now();
-        if now >= self.deadline {
-            return Err(Fail::Other(format!(
-                "Operation timed out after {} milliseconds {what} ({} bytes received)",
-                now.duration_since(self.started).as_millis(),
-                self.received
-            )));
-        }
+        let now = self.in_time(what)?;
         // Near the deadline, wake at it rather than at the next check.
         let left = self.deadline - now;
         if left < ABORT_CHECK {
@@ -232,11 +250,33 @@ impl Io<'_> {
         Ok(())
     }
 
+    /// Checks the drain deadline and the attempt's timeout: also after every read or write
+    /// that moved bytes, so that a peer trickling bytes cannot hold the thread past them.
+    fn in_time(&self, what: &str) -> Result<Instant, Fail> {
+        if self.control.aborted() {
+            return Err(Fail::Aborted);
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(Fail::Other(format!(
+                "Operation timed out after {} milliseconds {what} ({} bytes received)",
+                now.duration_since(self.started).as_millis(),
+                self.received
+            )));
+        }
+        Ok(now)
+    }
+
     fn write_all(&mut self, mut data: &[u8]) -> Result<(), Fail> {
         while !data.is_empty() {
             match self.stream.write(data) {
                 Ok(0) => return Err(Fail::Closed("Send failure: connection closed".into())),
-                Ok(n) => data = &data[n..],
+                Ok(n) => {
+                    data = &data[n..];
+                    if !data.is_empty() {
+                        self.in_time("sending the request")?;
+                    }
+                }
                 Err(e) if is_timeout(&e) => self.blocked("sending the request")?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Fail::Closed(format!("Send failure: {e}"))),
@@ -259,6 +299,7 @@ impl Io<'_> {
                 Ok(n) => {
                     self.buf.truncate(len + n);
                     self.received += n;
+                    self.in_time("reading the answer")?;
                     return Ok(n > 0);
                 }
                 Err(e) if is_timeout(&e) => {
@@ -390,7 +431,8 @@ fn parse_status(line: &[u8]) -> Result<(u16, bool), Fail> {
 fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
     let (status, http11) = parse_status(&io.line(MAX_HEAD)?)?;
     let mut length: Option<u64> = None;
-    let (mut chunked, mut other_coding) = (false, false);
+    // Whether the last transfer coding seen is chunked, and whether there was any.
+    let (mut chunked_last, mut coded) = (false, false);
     let mut retry_after = None;
     let mut keep_alive = http11;
     let mut size = 0;
@@ -408,7 +450,9 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(value)
+            // As libcurl reads it: the leading digits ("5, 5" is 5).
+            let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+            let n = std::str::from_utf8(&value[..digits])
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| Fail::Other("Invalid Content-Length in the answer".into()))?;
@@ -420,10 +464,9 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if coding.eq_ignore_ascii_case(b"chunked") {
-                    chunked = true;
-                } else if !coding.is_empty() {
-                    other_coding = true;
+                if !coding.is_empty() {
+                    coded = true;
+                    chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                 }
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -438,12 +481,17 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
             retry_after = Some(value.to_vec());
         }
     }
+    // RFC 9112 6.1: an answer with both, or a coded HTTP/1.0 answer, may be a smuggling
+    // attempt or a broken proxy: read, then not reused.
+    if coded && (length.is_some() || !http11) {
+        keep_alive = false;
+    }
     let framing = if head_request || status < 200 || status == 204 || status == 304 {
         Framing::None
-    } else if chunked && !other_coding {
-        // RFC 9112 6.1: chunked last decides, and wins over a Content-Length.
+    } else if chunked_last {
+        // RFC 9112 6.3: chunked last decides ("gzip, chunked" too), over a Content-Length.
         Framing::Chunked
-    } else if chunked || other_coding {
+    } else if coded {
         Framing::UntilClose
     } else if let Some(n) = length {
         Framing::Length(n)
@@ -515,6 +563,15 @@ fn read_answer(io: &mut Io<'_>, head_request: bool) -> Result<Answer, Fail> {
     })
 }
 
+/// How long a blocked read or write waits before the deadlines are checked: a timeout
+/// under [`ABORT_CHECK`] is not overshot.
+fn socket_wait(settings: &Settings) -> Duration {
+    settings
+        .timeout
+        .min(ABORT_CHECK)
+        .max(Duration::from_millis(1))
+}
+
 /// Connects within `connect_timeout` (and the attempt's deadline), checking the drain
 /// deadline every [`ABORT_CHECK`] as a transfer in progress does.
 fn connect(
@@ -566,10 +623,11 @@ fn connect(
         .set_nonblocking(false)
         .map_err(|e| fail(e.to_string()))?;
     let stream: TcpStream = socket.into();
+    let wait = socket_wait(settings);
     stream
         .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(Some(ABORT_CHECK)))
-        .and_then(|()| stream.set_write_timeout(Some(ABORT_CHECK)))
+        .and_then(|()| stream.set_read_timeout(Some(wait)))
+        .and_then(|()| stream.set_write_timeout(Some(wait)))
         .map_err(|e| fail(e.to_string()))?;
     Ok(stream)
 }
@@ -588,7 +646,13 @@ impl H1Client {
         let deadline = started + settings.timeout;
         write_request(&mut self.request, dest, req);
         let head_request = req.method.eq_ignore_ascii_case(b"HEAD");
-        if self.conn.as_ref().is_some_and(|c| c.addr != addr) {
+        // Another address, or a kept connection that cannot be used (closed, data pending,
+        // idle too long): a new one, without using up the retry below.
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.addr != addr || !c.usable())
+        {
             self.conn = None;
         }
         // A kept-alive connection the server closed meanwhile fails before any answer:
@@ -603,6 +667,7 @@ impl H1Client {
                         .map_err(Fail::into_outcome)?,
                     addr,
                     answered: 0,
+                    idle_since: started,
                 },
             };
             self.buf.clear();
@@ -622,22 +687,38 @@ impl H1Client {
                 Ok(answer) => {
                     if answer.reusable && !req.http10 {
                         conn.answered += 1;
+                        conn.idle_since = Instant::now();
                         // The socket timeouts may have been shortened near the deadline.
-                        if conn.stream.set_read_timeout(Some(ABORT_CHECK)).is_ok()
-                            && conn.stream.set_write_timeout(Some(ABORT_CHECK)).is_ok()
+                        let wait = socket_wait(settings);
+                        if conn.stream.set_read_timeout(Some(wait)).is_ok()
+                            && conn.stream.set_write_timeout(Some(wait)).is_ok()
                         {
                             self.conn = Some(conn);
                         }
                     } else {
                         let _ = conn.stream.shutdown(Shutdown::Both);
                     }
+                    self.shrink();
                     return Ok(answer);
                 }
                 Err(Fail::Closed(_)) if reused && !retried => {
                     retried = true;
                 }
-                Err(f) => return Err(f.into_outcome()),
+                Err(f) => {
+                    self.shrink();
+                    return Err(f.into_outcome());
+                }
             }
+        }
+    }
+
+    /// Buffers that grew for a large request or answer are not kept for the next one.
+    fn shrink(&mut self) {
+        if self.request.capacity() > KEEP_BUFFER {
+            self.request = Vec::new();
+        }
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
         }
     }
 }
