@@ -95,10 +95,14 @@ pub fn write_request(out: &mut Vec<u8>, dest: &Destination, req: &Prepared) {
         }
         None => {
             out.extend_from_slice(b"Host: ");
-            // An IPv6 literal as libcurl writes it (its canonical text, `[::1]`).
-            match dest.bare_host().parse::<std::net::Ipv6Addr>() {
-                Ok(v6) => out.extend_from_slice(format!("[{v6}]").as_bytes()),
-                Err(_) => out.extend_from_slice(dest.host.as_bytes()),
+            // An IPv6 literal as libcurl writes it: its canonical text when that is
+            // shorter (`[0:0::1]` is `[::1]`), else as given.
+            let bare = dest.bare_host();
+            match bare.parse::<std::net::Ipv6Addr>().map(|v6| v6.to_string()) {
+                Ok(short) if short.len() < bare.len() => {
+                    out.extend_from_slice(format!("[{short}]").as_bytes());
+                }
+                _ => out.extend_from_slice(dest.host.as_bytes()),
             }
             if dest.port != 80 {
                 out.extend_from_slice(format!(":{}", dest.port).as_bytes());
@@ -204,9 +208,16 @@ impl Conn {
             return false;
         }
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        let peek = socket2::SockRef::from(&self.stream)
-            .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
-        matches!(peek, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        loop {
+            let peek = socket2::SockRef::from(&self.stream)
+                .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+            match peek {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+                // Closed (0) or bytes nobody asked for.
+                Ok(_) => return false,
+            }
+        }
     }
 }
 
@@ -292,6 +303,9 @@ impl Io<'_> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
+        // Checked before each read, not after: the read that completes an answer is never
+        // thrown away for a deadline that passed while it ran.
+        self.in_time("reading the answer")?;
         let len = self.buf.len();
         self.buf.resize(len + READ_CHUNK, 0);
         loop {
@@ -299,7 +313,6 @@ impl Io<'_> {
                 Ok(n) => {
                     self.buf.truncate(len + n);
                     self.received += n;
-                    self.in_time("reading the answer")?;
                     return Ok(n > 0);
                 }
                 Err(e) if is_timeout(&e) => {
@@ -433,6 +446,7 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
     let mut length: Option<u64> = None;
     // Whether the last transfer coding seen is chunked, and whether there was any.
     let (mut chunked_last, mut coded) = (false, false);
+    let mut huge_length = false;
     let mut retry_after = None;
     let mut keep_alive = http11;
     let mut size = 0;
@@ -450,12 +464,21 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"content-length") {
-            // As libcurl reads it: the leading digits ("5, 5" is 5).
+            // As libcurl reads it: an optional `+` and the leading digits ("5, 5" is 5);
+            // past i64::MAX it ignores the header (the body then ends with the connection).
+            let value = value.strip_prefix(b"+").unwrap_or(value);
             let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
-            let n = std::str::from_utf8(&value[..digits])
+            if digits == 0 {
+                return Err(Fail::Other("Invalid Content-Length in the answer".into()));
+            }
+            let Some(n) = std::str::from_utf8(&value[..digits])
                 .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| Fail::Other("Invalid Content-Length in the answer".into()))?;
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|v| u64::try_from(v).ok())
+            else {
+                huge_length = true;
+                continue;
+            };
             if length.is_some_and(|l| l != n) {
                 return Err(Fail::Other(
                     "Conflicting Content-Length in the answer".into(),
@@ -464,7 +487,8 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if !coding.is_empty() {
+                // `identity` is no coding (RFC 2616 had it; libcurl ignores it too).
+                if !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity") {
                     coded = true;
                     chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                 }
@@ -483,7 +507,7 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
     }
     // RFC 9112 6.1: an answer with both, or a coded HTTP/1.0 answer, may be a smuggling
     // attempt or a broken proxy: read, then not reused.
-    if coded && (length.is_some() || !http11) {
+    if coded && (length.is_some() || !http11) || huge_length {
         keep_alive = false;
     }
     let framing = if head_request || status < 200 || status == 204 || status == 304 {
@@ -493,7 +517,7 @@ fn read_head(io: &mut Io<'_>, head_request: bool) -> Result<Head, Fail> {
         Framing::Chunked
     } else if coded {
         Framing::UntilClose
-    } else if let Some(n) = length {
+    } else if let (Some(n), false) = (length, huge_length) {
         Framing::Length(n)
     } else {
         Framing::UntilClose

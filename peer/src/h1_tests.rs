@@ -490,6 +490,7 @@ fn codings_with_chunked_last_are_chunked_and_lengths_read_as_libcurl_reads_them(
 fn a_byte_arriving_after_an_answer_makes_the_next_request_use_a_new_connection() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let (written, stray) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         let (mut first, _) = listener.accept().unwrap();
@@ -498,8 +499,9 @@ fn a_byte_arriving_after_an_answer_makes_the_next_request_use_a_new_connection()
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             .unwrap();
         // A late stray answer on the kept connection (a HEAD's body, a 408 before a close).
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
         first.write_all(b"HTTP/1.1 204 Stray\r\n\r\n").unwrap();
+        written.send(()).unwrap();
         let (mut second, _) = listener.accept().unwrap();
         let _ = second.read(&mut buf).unwrap();
         second
@@ -509,7 +511,8 @@ fn a_byte_arriving_after_an_answer_makes_the_next_request_use_a_new_connection()
     });
     let mut client = H1Client::default();
     assert_eq!(send(&mut client, port, None), status(200, true));
-    std::thread::sleep(Duration::from_millis(150));
+    stray.recv().unwrap();
+    assert!(becomes_unusable(client.conn.as_ref().unwrap()));
     assert_eq!(send(&mut client, port, None), status(202, true));
     server.join().unwrap();
 }
@@ -545,4 +548,103 @@ fn a_server_trickling_bytes_is_cut_at_the_timeout() {
     // Far below the 30 s the server would trickle for (a bound a slow machine meets).
     assert!(started.elapsed() < Duration::from_secs(20));
     server.join().unwrap();
+}
+
+#[test]
+fn a_kept_connection_closed_as_the_request_goes_is_retried_once_on_a_new_one() {
+    // The connection looks alive when the request leaves; the server then closes it without
+    // an answer (an idle timeout racing the request): sent again, once, on a new connection.
+    let (port, accepted, first) = server(vec![
+        Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+        Step(b"", true),
+        Step(b"HTTP/1.1 202 OK\r\nContent-Length: 0\r\n\r\n", true),
+    ]);
+    let mut client = H1Client::default();
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    assert!(client.conn.as_ref().unwrap().usable());
+    assert_eq!(send(&mut client, port, None), status(202, true));
+    assert_eq!(first.join().unwrap().len(), 3);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    // On a new connection, the same is a failure: nothing to retry.
+    let (port, _, second) = server(vec![Step(b"", true)]);
+    let got = send(&mut H1Client::default(), port, None);
+    assert!(
+        matches!(&got, Err(Outcome::Failed(Failure::Network(m))) if m.contains("Empty reply")),
+        "{got:?}"
+    );
+    second.join().unwrap();
+}
+
+#[test]
+fn lengths_and_codings_read_as_libcurl_reads_them() {
+    let (port, accepted, server) = server(vec![
+        Step(b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", false),
+        Step(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+        // Past i64::MAX: ignored, the body ends with the connection.
+        Step(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nbody",
+            true,
+        ),
+    ]);
+    let mut client = H1Client::default();
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    assert_eq!(send(&mut client, port, None), status(200, true));
+    assert_eq!(send(&mut client, port, None), status(200, false));
+    server.join().unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_ipv6_host_is_written_as_libcurl_writes_it() {
+    let mut out = Vec::new();
+    for (given, sent) in [
+        ("0:0:0:0:0:0:0:1", "[::1]"),
+        ("2001:DB8::1", "[2001:DB8::1]"),
+        ("::1", "[::1]"),
+    ] {
+        let dest = Destination::parse(given, 8080).unwrap();
+        write_request(&mut out, &dest, &purge(&dest));
+        let expected = format!("PURGE /p HTTP/1.1\r\nHost: {sent}:8080\r\n");
+        assert!(
+            out.starts_with(expected.as_bytes()),
+            "{given}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
+
+#[test]
+fn a_connection_idle_too_long_or_closed_is_not_used() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    let mut conn = Conn {
+        stream,
+        addr: listener.local_addr().unwrap(),
+        answered: 1,
+        idle_since: Instant::now(),
+    };
+    assert!(conn.usable());
+    conn.idle_since = Instant::now() - MAX_IDLE - Duration::from_secs(1);
+    assert!(!conn.usable());
+    conn.idle_since = Instant::now();
+    drop(server_side);
+    assert!(becomes_unusable(&conn));
+}
+
+/// Whether `conn` is seen unusable within 5 s (what the peer did reaches the socket at once
+/// on loopback, but a loaded machine may delay it).
+fn becomes_unusable(conn: &Conn) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while conn.usable() {
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
