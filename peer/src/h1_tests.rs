@@ -4,22 +4,12 @@
 use super::*;
 use crate::sender::TransportFactory;
 use crate::snapshot::{Parts, Template};
+use crate::transport::tests::request_len;
 use crate::transport::CurlFactory;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// Length of the first complete request in `buf` (head + Content-Length body).
-fn request_len(buf: &[u8]) -> Option<usize> {
-    let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
-    let body = text
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-    (buf.len() >= head + body).then_some(head + body)
-}
 
 /// One scripted exchange: the raw answer, and whether the server closes the connection
 /// after writing it.
@@ -99,6 +89,18 @@ fn status(code: u16, reusable: bool) -> Result<Answer, Outcome> {
         retry_after: None,
         reusable,
     })
+}
+
+/// Sends a PURGE per step of a scripted server on one client, checks each answer against
+/// `(status, reusable)`, and returns how many connections the server accepted.
+fn script(steps: Vec<Step>, expect: &[(u16, bool)]) -> usize {
+    let (port, accepted, server) = server(steps);
+    let mut client = H1Client::default();
+    for &(code, reusable) in expect {
+        assert_eq!(send(&mut client, port, None), status(code, reusable));
+    }
+    server.join().unwrap();
+    accepted.load(Ordering::SeqCst)
 }
 
 #[test]
@@ -299,21 +301,15 @@ fn a_head_answer_has_no_body_even_with_a_length() {
 }
 
 #[test]
-fn a_kept_connection_the_server_closed_is_replaced_once() {
-    // The server closes after its answer without saying so: the next request finds the
-    // connection closed and goes again on a new one.
-    let (port, accepted, server) = server(vec![
+fn a_kept_connection_the_server_closed_is_replaced() {
+    // The server closes after its answer without saying so: the next request goes on a new
+    // connection, whether the close is seen before it leaves (the liveness check) or after
+    // (the one retry).
+    let steps = vec![
         Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
         Step(b"HTTP/1.1 202 OK\r\nContent-Length: 0\r\n\r\n", true),
-    ]);
-    let mut client = H1Client::default();
-    assert_eq!(send(&mut client, port, None), status(200, true));
-    // Let the close reach the client's socket.
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(send(&mut client, port, None), status(202, true));
-    let seen = server.join().unwrap();
-    assert_eq!(seen.len(), 2);
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    ];
+    assert_eq!(script(steps, &[(200, true), (202, true)]), 2);
 }
 
 #[test]
@@ -344,19 +340,15 @@ fn bad_answers_are_network_failures_and_lose_the_connection() {
 
 #[test]
 fn bytes_after_an_answer_are_not_read_as_the_next_one() {
-    let (port, accepted, server) = server(vec![
+    let steps = vec![
         // (The server closes too: the client must not have kept it anyway.)
         Step(
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 500 X\r\n\r\n",
             true,
         ),
         Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
-    ]);
-    let mut client = H1Client::default();
-    assert_eq!(send(&mut client, port, None), status(200, false));
-    assert_eq!(send(&mut client, port, None), status(200, true));
-    server.join().unwrap();
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    ];
+    assert_eq!(script(steps, &[(200, false), (200, true)]), 2);
 }
 
 #[test]
@@ -464,7 +456,7 @@ fn the_url_is_sent_as_queued_with_an_empty_query_kept() {
 
 #[test]
 fn codings_with_chunked_last_are_chunked_and_lengths_read_as_libcurl_reads_them() {
-    let (port, accepted, server) = server(vec![
+    let steps = vec![
         Step(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             false,
@@ -476,14 +468,14 @@ fn codings_with_chunked_last_are_chunked_and_lengths_read_as_libcurl_reads_them(
             false,
         ),
         Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
-    ]);
-    let mut client = H1Client::default();
-    assert_eq!(send(&mut client, port, None), status(200, true));
-    assert_eq!(send(&mut client, port, None), status(200, true));
-    assert_eq!(send(&mut client, port, None), status(200, false));
-    assert_eq!(send(&mut client, port, None), status(200, true));
-    server.join().unwrap();
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    ];
+    assert_eq!(
+        script(
+            steps,
+            &[(200, true), (200, true), (200, false), (200, true)]
+        ),
+        2
+    );
 }
 
 #[test]
@@ -578,7 +570,7 @@ fn a_kept_connection_closed_as_the_request_goes_is_retried_once_on_a_new_one() {
 
 #[test]
 fn lengths_and_codings_read_as_libcurl_reads_them() {
-    let (port, accepted, server) = server(vec![
+    let steps = vec![
         Step(b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", false),
         Step(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\nok",
@@ -589,13 +581,8 @@ fn lengths_and_codings_read_as_libcurl_reads_them() {
             b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nbody",
             true,
         ),
-    ]);
-    let mut client = H1Client::default();
-    assert_eq!(send(&mut client, port, None), status(200, true));
-    assert_eq!(send(&mut client, port, None), status(200, true));
-    assert_eq!(send(&mut client, port, None), status(200, false));
-    server.join().unwrap();
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    ];
+    assert_eq!(script(steps, &[(200, true), (200, true), (200, false)]), 1);
 }
 
 #[test]

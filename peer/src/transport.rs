@@ -365,14 +365,14 @@ impl Transport for CurlTransport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::snapshot::{Parts, Template};
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
     /// Length of the first complete request in `buf` (headers + Content-Length body).
-    fn request_len(buf: &[u8]) -> Option<usize> {
+    pub(crate) fn request_len(buf: &[u8]) -> Option<usize> {
         let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
         let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
         let body = text
