@@ -635,3 +635,79 @@ fn becomes_unusable(conn: &Conn) -> bool {
     }
     true
 }
+
+/// Answers made of pieces of real answers and random bytes, 300 of them (a fixed seed):
+/// every one ends as an answer or a failure, without a panic, within its timeout.
+#[test]
+fn garbled_answers_never_panic_nor_hang() {
+    const PIECES: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.0 204 X\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 99999999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Connection: close\r\n",
+        b"Retry-After: 1\r\n",
+        b"\r\n",
+        b"\n",
+        b"3\r\nabc\r\n",
+        b"ffffffffffffffff\r\n",
+        b"0\r\n\r\n",
+        b"abc",
+        b":",
+    ];
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // xorshift64: deterministic, no dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let answers: Vec<Vec<u8>> = (0..300)
+        .map(|_| {
+            let mut a = Vec::new();
+            for _ in 0..(next() % 8) {
+                let r = next();
+                if r % 4 == 0 {
+                    a.extend((0..r % 16).map(|i| (next() >> (i % 8)) as u8));
+                } else {
+                    a.extend_from_slice(PIECES[(r as usize / 4) % PIECES.len()]);
+                }
+            }
+            a
+        })
+        .collect();
+    let to_send = answers.clone();
+    let server = std::thread::spawn(move || {
+        for answer in to_send {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(&answer);
+            // Closed after each: an answer framed by the close ends here.
+        }
+    });
+    let (dest, addr) = at(port);
+    let settings = Settings {
+        timeout: Duration::from_millis(500),
+        ..Settings::default()
+    };
+    for answer in &answers {
+        // A new client each time: one connection per answer, as the server expects.
+        let started = Instant::now();
+        let got =
+            H1Client::default().send(addr, &dest, &purge(&dest), &settings, &Control::default());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?} took {:?}: {got:?}",
+            String::from_utf8_lossy(answer),
+            started.elapsed()
+        );
+    }
+    server.join().unwrap();
+}
