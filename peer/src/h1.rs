@@ -278,7 +278,13 @@ impl Io<'_> {
         Ok(now)
     }
 
-    fn write_all(&mut self, mut data: &[u8]) -> Result<(), Fail> {
+    /// Writes the request; `false` when the destination answered before taking all of it
+    /// (a 413 or 401 to a large body, with the rest unread): its answer is read, as libcurl
+    /// does, and the connection is not used again.
+    fn write_all(&mut self, mut data: &[u8]) -> Result<bool, Fail> {
+        use std::os::fd::AsFd;
+        let answered_early =
+            |stream: &TcpStream| crate::ffi::readable_now(stream.as_fd()).unwrap_or(false);
         while !data.is_empty() {
             match self.stream.write(data) {
                 Ok(0) => return Err(Fail::Closed("Send failure: connection closed".into())),
@@ -288,12 +294,19 @@ impl Io<'_> {
                         self.in_time("sending the request")?;
                     }
                 }
-                Err(e) if is_timeout(&e) => self.blocked("sending the request")?,
+                Err(e) if is_timeout(&e) => {
+                    if answered_early(self.stream) {
+                        return Ok(false);
+                    }
+                    self.blocked("sending the request")?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Reset after an early answer: that answer may still be there to read.
+                Err(_) if answered_early(self.stream) => return Ok(false),
                 Err(e) => return Err(Fail::Closed(format!("Send failure: {e}"))),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Reads more into `buf`; `false` at the end of the stream.
@@ -704,9 +717,11 @@ impl H1Client {
                 control,
                 received: 0,
             };
-            let result = io
-                .write_all(&self.request)
-                .and_then(|()| read_answer(&mut io, head_request));
+            let result = io.write_all(&self.request).and_then(|whole| {
+                let mut answer = read_answer(&mut io, head_request)?;
+                answer.reusable &= whole;
+                Ok(answer)
+            });
             match result {
                 Ok(answer) => {
                     if answer.reusable && !req.http10 {

@@ -711,3 +711,47 @@ fn garbled_answers_never_panic_nor_hang() {
     }
     server.join().unwrap();
 }
+
+#[test]
+fn an_answer_sent_before_the_whole_body_was_read_is_the_outcome() {
+    // A destination that refuses a large body after its head (413) and stops reading: the
+    // client sees the answer while its write is blocked, instead of timing out and retrying.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        c.write_all(b"HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        // Keeps the connection open, unread, until the client is done.
+        let _ = finished.recv_timeout(Duration::from_secs(30));
+    });
+    let (dest, addr) = at(port);
+    let big = Template::default().render(
+        &Parts {
+            method: b"POST".to_vec(),
+            url: b"/api".to_vec(),
+            body: Some(Arc::new(vec![b'x'; 32 << 20])),
+            ..Parts::default()
+        }
+        .into(),
+        &dest,
+    );
+    let settings = Settings {
+        timeout: Duration::from_secs(20),
+        ..Settings::default()
+    };
+    let started = Instant::now();
+    let got = H1Client::default().send(addr, &dest, &big, &settings, &Control::default());
+    assert_eq!(got, status(413, false));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    done.send(()).unwrap();
+    server.join().unwrap();
+}

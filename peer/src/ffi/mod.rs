@@ -26,5 +26,5 @@ mod vmod;
 pub use curl::{
     curl_clear_post_body, curl_set_method, curl_set_post_body, curl_set_url, HeaderBlock,
 };
-pub use poll::wait_writable;
+pub use poll::{readable_now, wait_writable};
 pub use resolve::Getaddrinfo;
