@@ -663,24 +663,25 @@ if fits p99 35 peer_p99_ratio; then
         p99_attempt=0 p99_valid=false
         while [ "$rate" -gt 0 ] && [ $p99_attempt -le "$AA_RETRIES" ]; do
             p99_attempt=$((p99_attempt + 1))
-            labels=(nocall call nocall2)
+            labels=(nocall call nocall2) addrs=()
+            for lab in "${labels[@]}"; do addrs+=(--addr "127.0.0.1:${VD_PORT[l_$lab]}"); done
             for rep in $(seq 1 "$P99_REPS"); do
                 # One run takes the three fronts in turns of short blocks (BENCH_P99_BLOCK s), each
                 # front alone on its core at the full rate during its blocks (openloop rotates the
                 # order): a stall of the machine (a VM's host, softirq work deferred to a thread)
                 # falls on any of them alike, while none adds its load to another's.
-                order=("${labels[@]}") addrs=()
-                for lab in "${labels[@]}"; do addrs+=(--addr "127.0.0.1:${VD_PORT[l_$lab]}"); done
                 wait_idle
                 out=$(timeout $(( P99_DUR + 15 )) "${RT[@]}" "$OPENLOOP" "${addrs[@]}" --path /p \
                       --rate "$rate" --duration "$P99_DUR" --conns "$P99_CONNS" --block "$P99_BLOCK" --timeout 5 || true)
                 for i in 0 1 2; do
+                    # Front i's part of the run (its target entry), tagged with its label.
                     one=$(python3 -c 'import json,sys
-try: print(json.dumps(json.loads(sys.argv[1])["targets"][int(sys.argv[2])]))
-except Exception: print("{\"p99_us\": null}")' "$out" "$i")
-                    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(label=sys.argv[2], rep=int(sys.argv[3]), attempt=int(sys.argv[4])); print(json.dumps(r))' \
-                        "$one" "${order[$i]}" "$rep" "$p99_attempt" >> "$RUN/p99.jsonl"
-                    log "  p99 #$rep ${order[$i]}: $(python3 "$BENCH_DIR/lib/p99.py" line "$one")"
+try: r=json.loads(sys.argv[1])["targets"][int(sys.argv[2])]
+except Exception: r={"p99_us": None}
+r.update(label=sys.argv[3], rep=int(sys.argv[4]), attempt=int(sys.argv[5])); print(json.dumps(r))' \
+                        "$out" "$i" "${labels[$i]}" "$rep" "$p99_attempt")
+                    echo "$one" >> "$RUN/p99.jsonl"
+                    log "  p99 #$rep ${labels[$i]}: $(python3 "$BENCH_DIR/lib/p99.py" line "$one")"
                 done
             done
             read -r p99_valid p99_why < <(python3 "$BENCH_DIR/lib/p99.py" verdict "$RUN/p99.jsonl" "$p99_attempt" $P99_AA_BAND)

@@ -317,12 +317,6 @@ impl Destination {
             .unwrap_or(&self.host)
     }
 
-    /// `HOST:PORT:ADDRESS:PORT` for libcurl's CURLOPT_CONNECT_TO, when the destination has
-    /// an address.
-    pub fn connect_to(&self) -> Option<String> {
-        Some(connect_to_entry(&self.host, self.port, self.address?))
-    }
-
     /// The base URL: scheme, host, port and base path (never the address).
     fn write_base(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let scheme = if self.https { "https" } else { "http" };
@@ -450,13 +444,13 @@ mod tests {
     #[test]
     fn an_address_is_shown_and_connected_to_but_the_url_keeps_the_name() {
         let d = Destination::parse("cache.example", 8080).unwrap();
-        assert_eq!(d.connect_to(), None);
+        assert_eq!(d.address, None);
         let v4 = d.at("127.0.0.2".parse().unwrap());
         assert_eq!(v4.to_string(), "http://cache.example:8080 (127.0.0.2)");
         assert_eq!(v4.url_for(b"/a"), b"http://cache.example:8080/a");
         assert_eq!(
-            v4.connect_to().as_deref(),
-            Some("cache.example:8080:127.0.0.2:8080")
+            connect_to_entry(&v4.host, v4.port, v4.address.unwrap()),
+            "cache.example:8080:127.0.0.2:8080"
         );
         let v6 = Destination::parse("https://api.example/v1", 0)
             .unwrap()
@@ -464,8 +458,8 @@ mod tests {
         assert_eq!(v6.to_string(), "https://api.example:443/v1 ([::1])");
         assert_eq!(v6.url_for(b"/p"), b"https://api.example:443/v1/p");
         assert_eq!(
-            v6.connect_to().as_deref(),
-            Some("api.example:443:[::1]:443")
+            connect_to_entry(&v6.host, v6.port, v6.address.unwrap()),
+            "api.example:443:[::1]:443"
         );
         assert_ne!(v4, d, "an address makes another destination");
         assert_eq!(Destination::parse("::1", 80).unwrap().bare_host(), "::1");

@@ -18,10 +18,7 @@ use crate::config::Settings;
 use crate::dest::Destination;
 use crate::policy::{Failure, Outcome};
 use crate::snapshot::Prepared;
-use crate::worker::Control;
-
-/// How often a blocked read or write checks the drain deadline and the attempt's timeout.
-const ABORT_CHECK: Duration = Duration::from_millis(100);
+use crate::worker::{Control, ABORT_CHECK};
 
 /// The largest answer head (status line and headers) accepted, as libcurl's.
 const MAX_HEAD: usize = 100 * 1024;

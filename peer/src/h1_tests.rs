@@ -4,7 +4,7 @@
 use super::*;
 use crate::sender::TransportFactory;
 use crate::snapshot::{Parts, Template};
-use crate::transport::tests::request_len;
+use crate::transport::tests::{request, request_len};
 use crate::transport::CurlFactory;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -60,15 +60,7 @@ fn server(steps: Vec<Step>) -> (u16, Arc<AtomicUsize>, std::thread::JoinHandle<V
 }
 
 fn purge(dest: &Destination) -> Prepared {
-    Template::default().render(
-        &Parts {
-            method: b"PURGE".to_vec(),
-            url: b"/p".to_vec(),
-            ..Parts::default()
-        }
-        .into(),
-        dest,
-    )
+    request(b"PURGE", b"/p", dest)
 }
 
 fn at(port: u16) -> (Destination, SocketAddr) {
@@ -284,15 +276,7 @@ fn a_head_answer_has_no_body_even_with_a_length() {
         Step(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
     ]);
     let (dest, _) = at(port);
-    let head = Template::default().render(
-        &Parts {
-            method: b"HEAD".to_vec(),
-            url: b"/h".to_vec(),
-            ..Parts::default()
-        }
-        .into(),
-        &dest,
-    );
+    let head = request(b"HEAD", b"/h", &dest);
     let mut client = H1Client::default();
     assert_eq!(send(&mut client, port, Some(head)), status(200, true));
     assert_eq!(send(&mut client, port, None), status(200, true));
@@ -351,14 +335,25 @@ fn bytes_after_an_answer_are_not_read_as_the_next_one() {
     assert_eq!(script(steps, &[(200, false), (200, true)]), 2);
 }
 
-#[test]
-fn huge_answer_heads_are_refused() {
+/// A server that accepts one connection, reads once from it (the request), then hands it
+/// to `then`.
+fn after_one_read(
+    then: impl FnOnce(TcpStream) + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         let (mut c, _) = listener.accept().unwrap();
         let mut buf = [0u8; 4096];
         let _ = c.read(&mut buf).unwrap();
+        then(c);
+    });
+    (port, server)
+}
+
+#[test]
+fn huge_answer_heads_are_refused() {
+    let (port, server) = after_one_read(|mut c| {
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\n");
         let line = [b'x'; 1000];
         for _ in 0..200 {
@@ -436,15 +431,7 @@ fn the_url_is_sent_as_queued_with_an_empty_query_kept() {
     // libcurl before 8.2x drops a trailing "?": to a cache "/a?" and "/a" are two objects,
     // and the copy must purge the one the client named.
     let dest = Destination::parse("10.0.0.1", 8080).unwrap();
-    let req = Template::default().render(
-        &Parts {
-            method: b"PURGE".to_vec(),
-            url: b"/a?".to_vec(),
-            ..Parts::default()
-        }
-        .into(),
-        &dest,
-    );
+    let req = request(b"PURGE", b"/a?", &dest);
     let mut out = Vec::new();
     write_request(&mut out, &dest, &req);
     assert!(
@@ -511,12 +498,7 @@ fn a_byte_arriving_after_an_answer_makes_the_next_request_use_a_new_connection()
 
 #[test]
 fn a_server_trickling_bytes_is_cut_at_the_timeout() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = c.read(&mut buf).unwrap();
+    let (port, server) = after_one_read(|mut c| {
         let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
         // A byte every 20 ms, for at most 30 s: the client goes long before.
         for _ in 0..1500 {

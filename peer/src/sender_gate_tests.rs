@@ -251,16 +251,22 @@ fn an_open_circuit_holds_requests_in_order_probes_and_closes_when_the_destinatio
     p.stop();
 }
 
-#[test]
-fn requests_an_open_circuit_holds_past_max_age_are_given_up_as_expired_not_dropped() {
+/// A destination that is down, and a circuit that opens at its first failure and probes
+/// once an hour: whatever waits for the probe waits past any max_age of a test.
+fn down_with_an_hourly_probe() -> (Arc<Timed>, Arc<Lines>, GateSettings) {
     let t = timed(|_, _| Outcome::Status(200));
     t.down.store(true, Ordering::SeqCst);
-    let log = Arc::new(Lines::default());
     let gate = GateSettings {
         circuit_failures: 1,
         circuit_interval: Duration::from_secs(3600),
         ..GateSettings::default()
     };
+    (t, Arc::new(Lines::default()), gate)
+}
+
+#[test]
+fn requests_an_open_circuit_holds_past_max_age_are_given_up_as_expired_not_dropped() {
+    let (t, log, gate) = down_with_an_hourly_probe();
     let mut s = settings(gate, 1);
     s.policy.max_age = Duration::from_millis(200);
     let p = peer(s, &t, &log, &["down"]);
@@ -282,14 +288,7 @@ fn requests_an_open_circuit_holds_past_max_age_are_given_up_as_expired_not_dropp
 fn a_retry_the_gate_gives_up_before_it_is_made_is_not_counted_retried() {
     // The first attempt opens the circuit; its retry would wait an hour for the probe, past
     // max_age: given up as expired at the gate, so no retry happened.
-    let t = timed(|_, _| Outcome::Status(200));
-    t.down.store(true, Ordering::SeqCst);
-    let log = Arc::new(Lines::default());
-    let gate = GateSettings {
-        circuit_failures: 1,
-        circuit_interval: Duration::from_secs(3600),
-        ..GateSettings::default()
-    };
+    let (t, log, gate) = down_with_an_hourly_probe();
     let p = peer(settings(gate, 1), &t, &log, &["down"]);
     p.start().unwrap();
     p.enqueue(snap("/1")).unwrap();

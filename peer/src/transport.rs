@@ -16,9 +16,7 @@ use crate::h1::H1Client;
 use crate::policy::{parse_retry_after, Failure, Outcome};
 use crate::sender::{Control, Transport, TransportFactory};
 use crate::snapshot::{Body, Prepared};
-
-/// How often a transfer in progress checks the drain deadline.
-const ABORT_CHECK: Duration = Duration::from_millis(100);
+use crate::worker::ABORT_CHECK;
 
 /// Makes the transport of each sender thread: the built-in HTTP/1.1 client for plain HTTP
 /// to an address without a proxy ([`crate::h1`]), libcurl for the rest.
@@ -382,6 +380,19 @@ pub(crate) mod tests {
         (buf.len() >= head + body).then_some(head + body)
     }
 
+    /// `method` `url` with no header, rendered for `dest` by the default template.
+    pub(crate) fn request(method: &[u8], url: &[u8], dest: &Destination) -> Prepared {
+        Template::default().render(
+            &Parts {
+                method: method.to_vec(),
+                url: url.to_vec(),
+                ..Parts::default()
+            }
+            .into(),
+            dest,
+        )
+    }
+
     /// Serves `answers` requests on one connection with `status`; returns the raw bytes.
     fn one_connection(status: u16, answers: usize) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
         one_connection_at("127.0.0.1:0", status, answers)
@@ -554,17 +565,6 @@ pub(crate) mod tests {
         let plain = Destination::parse("127.0.0.1", i64::from(port_c)).unwrap();
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
-        let purge = |dest: &Destination| {
-            Template::default().render(
-                &Parts {
-                    method: b"PURGE".to_vec(),
-                    url: b"/x".to_vec(),
-                    ..Parts::default()
-                }
-                .into(),
-                dest,
-            )
-        };
         let (a, b) = (at("127.0.0.1"), at("127.0.0.2"));
         for (dest, settings, status) in [
             (&a, settings(), 200),
@@ -580,7 +580,7 @@ pub(crate) mod tests {
             ),
         ] {
             assert_eq!(
-                transport.send(dest, &purge(dest), &settings, &control),
+                transport.send(dest, &request(b"PURGE", b"/x", dest), &settings, &control),
                 Outcome::Status(status)
             );
         }
@@ -596,15 +596,7 @@ pub(crate) mod tests {
         let dest = Destination::parse("peer-test.invalid", i64::from(port))
             .unwrap()
             .at("127.0.0.1".parse().unwrap());
-        let prepared = Template::default().render(
-            &Parts {
-                method: b"PURGE".to_vec(),
-                url: b"/x".to_vec(),
-                ..Parts::default()
-            }
-            .into(),
-            &dest,
-        );
+        let prepared = request(b"PURGE", b"/x", &dest);
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         assert_eq!(
@@ -627,15 +619,7 @@ pub(crate) mod tests {
             l.local_addr().unwrap().port()
         };
         let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
-        let prepared = Template::default().render(
-            &Parts {
-                method: b"GET".to_vec(),
-                url: b"/".to_vec(),
-                ..Parts::default()
-            }
-            .into(),
-            &dest,
-        );
+        let prepared = request(b"GET", b"/", &dest);
         let mut transport = CurlFactory.create();
         let control = Arc::new(Control::default());
         let outcome = transport.send(&dest, &prepared, &settings(), &control);
@@ -646,15 +630,7 @@ pub(crate) mod tests {
 
         let (port, server) = one_connection(503, 1);
         let dest = Destination::parse("127.0.0.1", i64::from(port)).unwrap();
-        let prepared = Template::default().render(
-            &Parts {
-                method: b"GET".to_vec(),
-                url: b"/".to_vec(),
-                ..Parts::default()
-            }
-            .into(),
-            &dest,
-        );
+        let prepared = request(b"GET", b"/", &dest);
         assert_eq!(
             transport.send(&dest, &prepared, &settings(), &control),
             Outcome::Status(503)

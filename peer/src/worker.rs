@@ -23,6 +23,10 @@ use crate::stats::{CounterStore, PeerCounters, Tally};
 /// again (they are handed back without waking anyone, see [`Lane::resume`]).
 const RESUME_POLL: Duration = Duration::from_secs(1);
 
+/// How often a transfer in progress (libcurl's or the built-in client's) checks the drain
+/// deadline, and the built-in client its attempt's timeout, while it is blocked.
+pub(crate) const ABORT_CHECK: Duration = Duration::from_millis(100);
+
 /// The stop deadline of one generation of sender threads, and the wait that honours it.
 #[derive(Debug, Default)]
 pub struct Control {
