@@ -513,14 +513,13 @@ fn a_server_trickling_bytes_is_cut_at_the_timeout() {
         timeout: Duration::from_millis(300),
         ..Settings::default()
     };
-    let started = Instant::now();
+    // Without the cut, the client would read on until the server gives up after 30 s and
+    // fail with "transfer closed", not with a timeout.
     let got = H1Client::default().send(addr, &dest, &purge(&dest), &settings, &Control::default());
     assert!(
         matches!(&got, Err(Outcome::Failed(Failure::Network(m))) if m.contains("timed out")),
         "{got:?}"
     );
-    // Far below the 30 s the server would trickle for (a bound a slow machine meets).
-    assert!(started.elapsed() < Duration::from_secs(20));
     server.join().unwrap();
 }
 
@@ -619,7 +618,8 @@ fn becomes_unusable(conn: &Conn) -> bool {
 }
 
 /// Answers made of pieces of real answers and random bytes, 300 of them (a fixed seed):
-/// every one ends as an answer or a failure, without a panic, within its timeout.
+/// every one ends as an answer or a failure, without a panic and without waiting out its
+/// timeout.
 #[test]
 fn garbled_answers_never_panic_nor_hang() {
     const PIECES: &[&[u8]] = &[
@@ -681,14 +681,14 @@ fn garbled_answers_never_panic_nor_hang() {
     };
     for answer in &answers {
         // A new client each time: one connection per answer, as the server expects.
-        let started = Instant::now();
         let got =
             H1Client::default().send(addr, &dest, &purge(&dest), &settings, &Control::default());
+        // The server closes after each answer: nothing is left to wait for, so an attempt
+        // that reached its timeout waited on something that never comes.
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{:?} took {:?}: {got:?}",
-            String::from_utf8_lossy(answer),
-            started.elapsed()
+            !matches!(&got, Err(Outcome::Failed(Failure::Network(m))) if m.contains("timed out")),
+            "{:?}: {got:?}",
+            String::from_utf8_lossy(answer)
         );
     }
     server.join().unwrap();
@@ -730,10 +730,9 @@ fn an_answer_sent_before_the_whole_body_was_read_is_the_outcome() {
         timeout: Duration::from_secs(20),
         ..Settings::default()
     };
-    let started = Instant::now();
+    // Without the look for an early answer, the blocked write ends at the 20 s timeout.
     let got = H1Client::default().send(addr, &dest, &big, &settings, &Control::default());
     assert_eq!(got, status(413, false));
-    assert!(started.elapsed() < Duration::from_secs(15));
     done.send(()).unwrap();
     server.join().unwrap();
 }
